@@ -1,0 +1,173 @@
+"""The ``harstream`` command line: argument parsing and dispatch, nothing else.
+
+Each subcommand is a small function taking the parsed arguments; the work lives in
+the modules they call. Exit codes: 0 ok, 1 the command failed (the reason on one
+line), 2 bad arguments or config. ``replay`` is imported here and only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from harstream._version import __version__
+from harstream.config import Config, dump_config, load_config
+from harstream.errors import ConfigError, HarstreamError
+
+__all__ = ["main"]
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="YAML",
+        help="config file (default: $HARSTREAM_CONFIG, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one value, e.g. stream.hop=32 (repeatable; the value is parsed as YAML)",
+    )
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.overrides)
+
+
+def data_dir_from(args: argparse.Namespace, config: Config | None = None) -> Path | None:
+    """--data-dir, else $HARSTREAM_DATA, else data.dir of the config, else None."""
+    if getattr(args, "data_dir", None):
+        return Path(args.data_dir)
+    if os.environ.get("HARSTREAM_DATA"):
+        return Path(os.environ["HARSTREAM_DATA"])
+    return config.data.dir if config is not None else None
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    sys.stdout.write(dump_config(_config(args)))
+    return 0
+
+
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    from replay.verify import format_report, verify_data
+
+    report = verify_data(args.dir, checksums=not args.no_checksums)
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from replay.fetch import Progress, fetch_dataset
+
+    config = _config(args)
+    dest = Path(args.dest) if args.dest else data_dir_from(args, config)
+    if dest is None:
+        dest = Path.home() / ".local" / "share" / "harstream" / "data"
+    sources = {
+        "hapt": (config.data.hapt_url, config.data.hapt_sha256),
+        "uci-har": (config.data.uci_har_url, config.data.uci_har_sha256),
+    }
+    names = list(sources) if args.dataset == "all" else [args.dataset]
+    for name in names:
+        url, sha256 = sources[name]
+        fetch_dataset(name, dest, url, sha256=sha256, progress=Progress(name), retries=args.retries)
+        print(f"{name}: ready in {dest}")
+    print(
+        f"use it with --data-dir {dest} (or HARSTREAM_DATA={dest}); "
+        f"check it with: harstream data verify {dest}"
+    )
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="harstream",
+        description="Real-time human activity recognition "
+        "from streamed accelerometer and gyroscope samples.",
+    )
+    parser.add_argument("--version", action="version", version=f"harstream {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+
+    config = commands.add_parser("config", help="show the effective configuration")
+    config_commands = config.add_subparsers(
+        dest="config_command", metavar="ACTION", required=True, parser_class=_Parser
+    )
+    show = config_commands.add_parser("show", help="print the validated, effective config")
+    _add_config_options(show)
+    show.set_defaults(func=cmd_config_show)
+
+    data = commands.add_parser("data", help="get and check the UCI recordings")
+    data_commands = data.add_subparsers(
+        dest="data_command", metavar="ACTION", required=True, parser_class=_Parser
+    )
+    verify = data_commands.add_parser(
+        "verify",
+        help="check a data folder (HAPT RawData, "
+        "UCI HAR v1); exit 1 with the reasons when it is wrong",
+    )
+    verify.add_argument("dir", type=Path, help="folder holding RawData/ and/or 'UCI HAR Dataset/'")
+    verify.add_argument(
+        "--no-checksums",
+        action="store_true",
+        help="skip comparing RawData files with the published sha256",
+    )
+    verify.set_defaults(func=cmd_data_verify)
+    fetch = data_commands.add_parser("fetch", help="download the official UCI archives")
+    fetch.add_argument(
+        "--dest",
+        type=Path,
+        help="data folder to fill (default: --data-dir, "
+        "$HARSTREAM_DATA, data.dir, else ~/.local/share/harstream/data)",
+    )
+    fetch.add_argument("--dataset", choices=["hapt", "uci-har", "all"], default="hapt")
+    fetch.add_argument("--retries", type=int, default=5, help="retries per download")
+    fetch.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    _add_config_options(fetch)
+    fetch.set_defaults(func=cmd_data_fetch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from replay import DataError as RecordingError
+
+    args = build_parser().parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"harstream: config error: {exc}", file=sys.stderr)
+        return 2
+    except (HarstreamError, RecordingError) as exc:
+        print(f"harstream: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,265 @@
+"""Configuration: YAML in, frozen and validated section models out.
+
+This is the only module that reads configuration. Every other module takes plain
+values (numbers, strings, paths) from here, so the core never imports it.
+
+Sources, later wins:
+  1. the defaults written in the models below (``config/default.yaml`` mirrors them),
+  2. one YAML file: ``--config FILE``, else the ``HARSTREAM_CONFIG`` environment variable,
+  3. ``--set section.key=value`` overrides, each value parsed as YAML (so ``8`` is an
+     int, ``true`` a bool, ``null`` None, ``[1, 2]`` a list).
+
+Every failure raises :class:`~harstream.errors.ConfigError` whose message names the
+source (file or ``--set``), the key path and the reason, e.g.
+``config/pi.yaml: stream.hop: Input should be greater than 0``.
+
+>>> cfg = load_config(overrides=["stream.hop=32", "smoothing.method=ema"])
+>>> cfg.stream.hop, cfg.smoothing.method
+(32, 'ema')
+>>> load_config(overrides=["stream.hopp=32"])
+Traceback (most recent call last):
+...
+harstream.errors.ConfigError: --set stream.hopp=32: stream.hopp: unknown key
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from harstream.errors import ConfigError
+
+__all__ = [
+    "BatchingConfig",
+    "BrokerConfig",
+    "Config",
+    "DataConfig",
+    "HomeAssistantConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "ServiceConfig",
+    "SmoothingConfig",
+    "StreamConfig",
+    "TlsConfig",
+    "TopicsConfig",
+    "dump_config",
+    "load_config",
+]
+
+ENV_VAR = "HARSTREAM_CONFIG"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Qos = Annotated[int, Field(ge=0, le=2)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Section(BaseModel):
+    """Frozen, strict about unknown keys: a typo fails instead of being ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class TlsConfig(_Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False  # skip host name verification; only for test CAs
+
+    @model_validator(mode="after")
+    def _cert_needs_key(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class BrokerConfig(_Section):
+    host: str = "localhost"
+    port: Annotated[int, Field(gt=0, lt=65536)] = 1883
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsConfig | None = None
+    client_id: str | None = None
+    keepalive_s: PositiveInt = 30
+    reconnect_min_s: PositiveFloat = 0.5
+    reconnect_max_s: PositiveFloat = 30.0
+
+
+class TopicsConfig(_Section):
+    prefix: Annotated[str, Field(min_length=1, pattern=r"^[^#+]+$")] = "harstream"
+    qos_in: Qos = 0
+    qos_out: Qos = 1
+    retain_activity: bool = True
+
+
+class ModelConfig(_Section):
+    path: Path | None = None  # None: the bundle packaged with harstream
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    threads: PositiveInt = 1  # intra-op threads of the inference backend
+
+
+class StreamConfig(_Section):
+    rate_hz: PositiveFloat = 50.0
+    mode: Literal["window", "stateful"] | None = None  # None: the bundle's mode
+    window: PositiveInt = 128
+    hop: PositiveInt = 64
+    max_samples_per_message: PositiveInt = 500
+    max_devices: PositiveInt = 10_000
+    idle_timeout_s: PositiveFloat = 300.0
+
+    @model_validator(mode="after")
+    def _hop_fits_window(self) -> StreamConfig:
+        if self.hop > self.window:
+            raise ValueError(f"hop ({self.hop}) must not exceed window ({self.window})")
+        return self
+
+
+class SmoothingConfig(_Section):
+    method: Literal["none", "ema", "majority", "hysteresis"] = "hysteresis"
+    ema_alpha: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    majority_k: PositiveInt = 3
+    min_dwell: PositiveInt = 2
+    switch_confidence: Probability = 0.9
+    unknown_threshold: Probability = 0.0
+
+
+class BatchingConfig(_Section):
+    max_batch: PositiveInt = 1024
+    max_delay_ms: Annotated[float, Field(ge=0.0)] = 5.0
+
+
+class HomeAssistantConfig(_Section):
+    enabled: bool = False
+    discovery_prefix: Annotated[str, Field(min_length=1)] = "homeassistant"
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class ServiceConfig(_Section):
+    stats_interval_s: PositiveFloat = 10.0
+    queue_size: PositiveInt = 10_000
+    error_interval_s: Annotated[float, Field(ge=0.0)] = 5.0  # per device, on its error topic
+    max_payload_bytes: PositiveInt = 65_536
+
+
+class DataConfig(_Section):
+    dir: Path | None = None
+    hapt_url: str = (
+        "https://archive.ics.uci.edu/static/public/341/"
+        "smartphone+based+recognition+of+human+activities+and+postural+transitions.zip"
+    )
+    hapt_sha256: str | None = None
+    uci_har_url: str = (
+        "https://archive.ics.uci.edu/static/public/240/"
+        "human+activity+recognition+using+smartphones.zip"
+    )
+    uci_har_sha256: str | None = None
+
+
+class Config(_Section):
+    broker: BrokerConfig = BrokerConfig()
+    topics: TopicsConfig = TopicsConfig()
+    model: ModelConfig = ModelConfig()
+    stream: StreamConfig = StreamConfig()
+    smoothing: SmoothingConfig = SmoothingConfig()
+    batching: BatchingConfig = BatchingConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    logging: LoggingConfig = LoggingConfig()
+    service: ServiceConfig = ServiceConfig()
+    data: DataConfig = DataConfig()
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the effective config from defaults, one file and ``key=value`` overrides."""
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get(ENV_VAR):
+        path = environ[ENV_VAR]
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        data = _read_yaml(Path(path))
+        _validate(data, source)  # blame the file before any override is applied
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_path(data, key, value, f"--set {item}")
+        source = f"--set {item}"
+        _validate(data, source)
+    return _validate(data, source)
+
+
+def dump_config(config: Config) -> str:
+    """The effective config as YAML, secrets masked."""
+    data = config.model_dump(mode="json")
+    if config.broker.password is not None:
+        data["broker"]["password"] = "********"
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: {where}invalid YAML: {reason}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: top level must be a mapping of sections, not {type(data).__name__}"
+        )
+    return data
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item}: value is not valid YAML") from exc
+    if isinstance(value, int | float) and not isinstance(value, bool) and str(value) != raw.strip():
+        value = raw.strip()  # "007" or "1e3": keep the text; a numeric field still parses it
+    return key.strip().split("."), value
+
+
+def _set_path(data: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            where = ".".join(keys[: i + 1])
+            raise ConfigError(f"{source}: {where}: is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _validate(data: dict[str, Any], source: str) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        reason = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        more = len(exc.errors()) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ConfigError(f"{source}: {where}: {reason}{suffix}") from exc

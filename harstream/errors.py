@@ -1,0 +1,56 @@
+"""The one error hierarchy of harstream.
+
+::
+
+    HarstreamError
+    ├── ConfigError     a config file, key or value is wrong: fail fast at start-up
+    ├── ModelError      a model bundle is missing, malformed or inconsistent: fail fast
+    ├── PayloadError    one device message is bad: count it, report it, drop it, go on
+    │   └── RejectedError   a well-formed message the engine will not take (capacity, old seq)
+    └── DataError       a recording or data folder is wrong (file and line named)
+
+Third-party exceptions (pydantic, yaml, onnxruntime, json) are translated into these at
+the edge with ``raise ... from exc``; nothing else in harstream raises them directly.
+The recording readers in ``replay`` raise ``replay.DataError`` (``replay`` imports
+nothing of harstream); the CLI treats both alike.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "HarstreamError",
+    "ModelError",
+    "PayloadError",
+    "RejectedError",
+]
+
+
+class HarstreamError(Exception):
+    """Base of every error harstream raises on purpose."""
+
+
+class ConfigError(HarstreamError):
+    """A configuration source is invalid; the message names the source, key path and reason."""
+
+
+class ModelError(HarstreamError):
+    """A model bundle cannot be used; the message names the file, key and reason."""
+
+
+class PayloadError(HarstreamError):
+    """One device message is invalid. ``code`` is a short machine-readable reason."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class RejectedError(PayloadError):
+    """A valid message the engine drops: device cap reached, duplicate or older seq."""
+
+
+class DataError(HarstreamError):
+    """A data file harstream reads (a CSV recording, a report) is invalid."""

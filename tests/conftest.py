@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.mosquitto import Mosquitto
+
+REPO = Path(__file__).resolve().parent.parent
+HAPT_DIR = REPO.parent / "shared" / "data" / "hapt"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """One real mosquitto for the session; tests keep apart by unique topic prefixes."""
+    server = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A mosquitto of the test's own, for tests that stop or restart it."""
+    server = Mosquitto(tmp_path / "mosquitto").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix no other test uses."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def hapt_dir() -> Path:
+    """The complete HAPT raw recordings (shared/data/hapt); only `slow` tests read all of it."""
+    if not (HAPT_DIR / "RawData" / "labels.txt").is_file():
+        pytest.fail(f"HAPT data not found at {HAPT_DIR}")
+    return HAPT_DIR

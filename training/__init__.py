@@ -1,0 +1,1 @@
+"""Offline learning: windows from recordings, training loops, evaluation, export."""
