@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +10,8 @@ import pytest
 from tests.mosquitto import Mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
-HAPT_DIR = REPO.parent / "shared" / "data" / "hapt"
+# CI and the build machines keep the full data beside the checkout; HARSTREAM_DATA wins.
+HAPT_DIR = Path(os.environ.get("HARSTREAM_DATA") or REPO.parent / "shared" / "data" / "hapt")
 
 
 @pytest.fixture(scope="session")
@@ -38,5 +40,5 @@ def prefix() -> str:
 def hapt_dir() -> Path:
     """The complete HAPT raw recordings (shared/data/hapt); only `slow` tests read all of it."""
     if not (HAPT_DIR / "RawData" / "labels.txt").is_file():
-        pytest.fail(f"HAPT data not found at {HAPT_DIR}")
+        pytest.fail(f"HAPT data not found at {HAPT_DIR} (set HARSTREAM_DATA to its folder)")
     return HAPT_DIR
