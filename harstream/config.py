@@ -105,7 +105,6 @@ class ModelConfig(_Section):
 
 class StreamConfig(_Section):
     rate_hz: PositiveFloat = 50.0
-    mode: Literal["window", "stateful"] | None = None  # None: the bundle's mode
     window: PositiveInt = 128
     hop: PositiveInt = 64
     max_samples_per_message: PositiveInt = 500

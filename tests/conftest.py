@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.mosquitto import Mosquitto
+
+if TYPE_CHECKING:
+    from harstream.bundle import Bundle
 
 REPO = Path(__file__).resolve().parent.parent
 # CI and the build machines keep the full data beside the checkout; HARSTREAM_DATA wins.
@@ -42,3 +46,21 @@ def hapt_dir() -> Path:
     if not (HAPT_DIR / "RawData" / "labels.txt").is_file():
         pytest.fail(f"HAPT data not found at {HAPT_DIR} (set HARSTREAM_DATA to its folder)")
     return HAPT_DIR
+
+
+@pytest.fixture(scope="session")
+def bundle_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Bundle]:
+    """Random small bundles (GRU/LSTM x window/stateful), made once per session each."""
+    from tests.bundles import random_bundle
+
+    made: dict[tuple[object, ...], Bundle] = {}
+
+    def make(kind: str = "gru", mode: str = "stateful", **options: object) -> Bundle:
+        key = (kind, mode, *sorted(options.items()))
+        if key not in made:
+            made[key] = random_bundle(
+                tmp_path_factory.mktemp(f"{kind}-{mode}"), kind, mode, **options
+            )  # type: ignore[arg-type]
+        return made[key]
+
+    return make

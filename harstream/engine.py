@@ -1,0 +1,382 @@
+"""The recognition engine: per-device state in, decisions out. Pure: no I/O, no clock.
+
+``feed_many(messages)`` takes a batch of device messages and returns every decision
+they complete. The heavy steps run once per batch, not once per device: the filters
+of all devices that sent the same number of samples are run together, and a single
+inference call covers every device whose hop completed. ``feed`` is the one-message
+form. Time comes in with each message (``received``, and the device's own ``t``).
+
+Per device the engine keeps (:class:`_Device`): filter state, window buffer, recurrent
+state (stateful mode), smoother, the next expected ``seq``, when it was last seen, and
+the activity it last published. A ``seq`` ahead of the expected one is a gap: the
+device's stream state is reset, counted, and the message is processed as a new start.
+A ``seq`` behind it is a duplicate: dropped and counted. Devices idle for longer than
+``idle_timeout_s`` are evicted; at most ``max_devices`` are kept, new ones beyond are
+rejected.
+
+Decision positions: a decision is made when a device's sample count reaches
+``window + k * hop`` (window mode) or ``(k + 1) * hop`` (stateful mode), counted from
+the device's first sample (or its last reset). ``offline_decisions`` computes the same
+decisions from a whole recording, which is how training and tests check that serving
+sees exactly what training saw.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harstream.bundle import UNKNOWN
+from harstream.errors import RejectedError
+from harstream.inference import Model, State, stack_states, unstack_state
+from harstream.preprocessing import CHANNELS, FilterState, Preprocessor
+from harstream.smoothing import Smoother
+from harstream.window import Emitted, WindowBuffer
+
+__all__ = ["Decision", "Engine", "EngineEvent", "FeedResult", "Message", "offline_decisions"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One device message: ``samples`` (n, 6) raw; ``seq`` = stream index of its first
+    sample; ``t`` = device time of its first sample; ``received`` = gateway time."""
+
+    device: str
+    samples: np.ndarray
+    seq: int | None = None
+    t: float | None = None
+    received: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    device: str
+    seq: int  # stream index of the last sample the decision saw
+    t: float  # time of that sample: device time if the device sent t, else gateway time
+    activity: str  # published label: smoothed, or UNKNOWN below the threshold
+    confidence: float  # the smoother's confidence in the published label
+    probabilities: dict[str, float]  # this decision's raw model output
+    raw_activity: str  # argmax of probabilities
+    changed: bool  # activity differs from the previously published one
+    previous: str | None  # the previously published activity
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEvent:
+    """Something about a message other than decisions: a reset or a drop."""
+
+    device: str
+    code: str  # seq_gap (state reset, message used) | seq_old | too_many_devices (dropped)
+    detail: str
+    dropped: bool
+
+
+@dataclass
+class FeedResult:
+    decisions: list[Decision] = field(default_factory=list)
+    events: list[EngineEvent] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Device:
+    buffer: WindowBuffer
+    smoother: Smoother
+    filters: FilterState | None = None  # None until the stream's first sample
+    state: State | None = None  # recurrent state; stateful mode only
+    next_seq: int | None = None  # None: any seq starts the stream
+    last_seen: float = 0.0
+    activity: str | None = None  # last published
+
+    def reset(self) -> None:
+        self.buffer.reset()
+        self.smoother.reset()
+        self.filters = None
+        self.state = None
+
+
+class Engine:
+    def __init__(
+        self,
+        model: Model,
+        preprocessor: Preprocessor,
+        smoother_factory: Callable[[], Smoother],
+        *,
+        mode: str,
+        window: int,
+        hop: int,
+        rate_hz: float = 50.0,
+        max_devices: int = 10_000,
+        idle_timeout_s: float = 300.0,
+        unknown_threshold: float = 0.0,
+    ) -> None:
+        if mode not in ("window", "stateful"):
+            raise ValueError(f"mode must be 'window' or 'stateful', got {mode!r}")
+        if not 0 < hop <= window:
+            raise ValueError(f"need 0 < hop <= window, got hop={hop}, window={window}")
+        self.model = model
+        self.labels = model.labels
+        self.preprocessor = preprocessor
+        self.new_smoother = smoother_factory
+        self.mode = mode
+        self.window = window
+        self.hop = hop
+        self.rate_hz = rate_hz
+        self.max_devices = max_devices
+        self.idle_timeout_s = idle_timeout_s
+        self.unknown_threshold = unknown_threshold
+        self.counters: Counter[str] = Counter()
+        self._devices: dict[str, _Device] = {}
+
+    # --- devices ---------------------------------------------------------------------
+
+    @property
+    def devices(self) -> list[str]:
+        return list(self._devices)
+
+    def evict_idle(self, now: float) -> list[str]:
+        """Forget devices not seen for ``idle_timeout_s``; return their ids."""
+        limit = now - self.idle_timeout_s
+        gone = [d for d, dev in self._devices.items() if dev.last_seen < limit]
+        for device in gone:
+            del self._devices[device]
+        self.counters["evicted"] += len(gone)
+        return gone
+
+    def forget(self, device: str) -> None:
+        self._devices.pop(device, None)
+
+    def _new_device(self) -> _Device:
+        # stateful mode feeds the model hop-sized chunks; window mode whole windows
+        size = self.window if self.mode == "window" else self.hop
+        return _Device(WindowBuffer(size, self.hop, len(CHANNELS)), self.new_smoother())
+
+    # --- feeding ---------------------------------------------------------------------
+
+    def feed(
+        self,
+        device: str,
+        samples: np.ndarray,
+        seq: int | None = None,
+        t: float | None = None,
+        now: float = 0.0,
+    ) -> list[Decision]:
+        """One message. Raises RejectedError when the message is dropped."""
+        result = self.feed_many([Message(device, samples, seq, t, now)])
+        for event in result.events:
+            if event.dropped:
+                raise RejectedError(event.code, event.detail)
+        return result.decisions
+
+    def feed_many(self, messages: Iterable[Message]) -> FeedResult:
+        """A batch of messages, from any devices, in arrival order."""
+        result = FeedResult()
+        # A device's second message in one batch must see the state its first left:
+        # messages go into rounds, the k-th message of each device into round k.
+        rounds: list[list[tuple[_Device, Message, int]]] = []
+        seen: Counter[str] = Counter()
+        for message in messages:
+            accepted = self._admit(message, result.events)
+            if accepted is None:
+                continue
+            dev, start = accepted
+            k = seen[message.device]
+            seen[message.device] += 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append((dev, message, start))
+        for batch in rounds:
+            self._run(batch, result.decisions)
+        return result
+
+    def _admit(self, msg: Message, events: list[EngineEvent]) -> tuple[_Device, int] | None:
+        """Check capacity and seq; return the device and the message's stream index."""
+        dev = self._devices.get(msg.device)
+        if dev is None:
+            if len(self._devices) >= self.max_devices:
+                self.evict_idle(msg.received)
+            if len(self._devices) >= self.max_devices:
+                self.counters["rejected_too_many_devices"] += 1
+                events.append(
+                    EngineEvent(
+                        msg.device,
+                        "too_many_devices",
+                        f"the gateway serves at most {self.max_devices} devices",
+                        dropped=True,
+                    )
+                )
+                return None
+            dev = self._devices[msg.device] = self._new_device()
+        start = dev.next_seq if dev.next_seq is not None else 0
+        if msg.seq is not None and dev.next_seq is not None:
+            if msg.seq < dev.next_seq:
+                self.counters["dropped_seq_old"] += 1
+                events.append(
+                    EngineEvent(
+                        msg.device,
+                        "seq_old",
+                        f"seq {msg.seq} < expected {dev.next_seq}: duplicate or late",
+                        dropped=True,
+                    )
+                )
+                return None
+            if msg.seq > dev.next_seq:
+                self.counters["resets"] += 1
+                events.append(
+                    EngineEvent(
+                        msg.device,
+                        "seq_gap",
+                        f"seq {msg.seq} > expected "
+                        f"{dev.next_seq}: {msg.seq - dev.next_seq} samples "
+                        "missing; stream state reset",
+                        dropped=False,
+                    )
+                )
+                dev.reset()
+        if msg.seq is not None:
+            start = msg.seq
+        n = len(msg.samples)
+        dev.next_seq = start + n
+        dev.last_seen = msg.received
+        self.counters["messages"] += 1
+        self.counters["samples"] += n
+        return dev, start
+
+    def _run(self, batch: list[tuple[_Device, Message, int]], out: list[Decision]) -> None:
+        features = self._preprocess(batch)
+        emitted = [dev.buffer.push(x) for (dev, _, _), x in zip(batch, features, strict=True)]
+        probs = self._infer(batch, emitted)
+        for (dev, msg, start), got, p in zip(batch, emitted, probs, strict=True):
+            if len(got.stops):
+                self._decide(dev, msg, start, got.stops, p, out)
+
+    def _preprocess(self, batch: list[tuple[_Device, Message, int]]) -> list[np.ndarray]:
+        """Run the filters of all messages with the same length as one batch."""
+        features: list[np.ndarray] = [np.empty(0)] * len(batch)
+        by_length: dict[int, list[int]] = {}
+        for i, (_, msg, _) in enumerate(batch):
+            by_length.setdefault(len(msg.samples), []).append(i)
+        for rows in by_length.values():
+            devs = [batch[i][0] for i in rows]
+            x = np.stack([batch[i][1].samples for i in rows]).astype(np.float64, copy=False)
+            states = [
+                dev.filters if dev.filters is not None else self.preprocessor.start(x[j, 0])
+                for j, dev in enumerate(devs)
+            ]
+            state, y = self.preprocessor.process(FilterState.stack(states), x)
+            for j, (dev, part) in enumerate(zip(devs, state.unstack(), strict=True)):
+                dev.filters = part
+                features[rows[j]] = y[j]
+        return features
+
+    def _infer(
+        self, batch: list[tuple[_Device, Message, int]], emitted: list[Emitted]
+    ) -> list[np.ndarray]:
+        """Probabilities (k, classes) for each message's k emitted windows or hops."""
+        out: list[np.ndarray] = [np.empty((0, len(self.labels)))] * len(batch)
+        if self.mode == "window":
+            which = [i for i, e in enumerate(emitted) if len(e.stops)]
+            if not which:
+                return out
+            windows = np.concatenate([emitted[i].windows for i in which])
+            _, probs = self.model.step(self.model.initial_state(len(windows)), windows)
+            last = probs[:, -1]
+            offset = 0
+            for i in which:
+                k = len(emitted[i].stops)
+                out[i] = last[offset : offset + k]
+                offset += k
+            return out
+        # stateful: a device's k new hops are one sequence of k * hop steps; devices
+        # with the same k run together, their states stacked along the batch axis
+        by_hops: dict[int, list[int]] = {}
+        for i, e in enumerate(emitted):
+            if len(e.stops):
+                by_hops.setdefault(len(e.stops), []).append(i)
+        for k, which in by_hops.items():
+            devs = [batch[i][0] for i in which]
+            x = np.stack([emitted[i].windows.reshape(k * self.hop, -1) for i in which])
+            states = [d.state if d.state is not None else self.model.initial_state(1) for d in devs]
+            state, probs = self.model.step(stack_states(states), x)
+            for dev, part in zip(devs, unstack_state(state), strict=True):
+                dev.state = part
+            at_hops = probs[:, self.hop - 1 :: self.hop]
+            for j, i in enumerate(which):
+                out[i] = at_hops[j]
+        return out
+
+    def _decide(
+        self,
+        dev: _Device,
+        msg: Message,
+        start: int,
+        stops: np.ndarray,
+        probs: np.ndarray,
+        out: list[Decision],
+    ) -> None:
+        n = len(msg.samples)
+        # stops count samples since the stream (re)started; the buffer's count after this
+        # message is dev.buffer.count and corresponds to stream index start + n - 1
+        first_index = start + n - dev.buffer.count
+        for stop, p in zip(stops.tolist(), probs, strict=True):
+            seq = first_index + stop - 1
+            offset = seq - start  # position of the decision's last sample in this message
+            if msg.t is not None:
+                t = msg.t + offset / self.rate_hz
+            else:
+                t = msg.received - (n - 1 - offset) / self.rate_hz
+            dev.smoother.update(p)
+            label, confidence = dev.smoother.get()
+            activity = self.labels[label] if confidence >= self.unknown_threshold else UNKNOWN
+            raw = self.labels[int(np.argmax(p))]
+            previous = dev.activity
+            dev.activity = activity
+            self.counters["decisions"] += 1
+            out.append(
+                Decision(
+                    device=msg.device,
+                    seq=seq,
+                    t=t,
+                    activity=activity,
+                    confidence=confidence,
+                    probabilities={lab: float(v) for lab, v in zip(self.labels, p, strict=True)},
+                    raw_activity=raw,
+                    changed=previous is not None and previous != activity,
+                    previous=previous,
+                )
+            )
+
+
+def offline_decisions(
+    model: Model,
+    preprocessor: Preprocessor,
+    samples: np.ndarray,
+    *,
+    mode: str,
+    window: int,
+    hop: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The engine's decisions for a whole recording, computed offline.
+
+    Returns ``(seq, probs)``: the stream index of each decision's last sample and the
+    raw class probabilities there. Preprocesses the recording in one piece and cuts
+    windows (or runs the stateful network over the whole sequence) at the positions the
+    engine decides at.
+    """
+    features = preprocessor.preprocess(samples)
+    n = len(features)
+    if mode == "window":
+        stops = np.arange(window, n + 1, hop)
+        if not len(stops):
+            return stops - 1, np.zeros((0, len(model.labels)))
+        view = np.lib.stride_tricks.sliding_window_view(features, window, axis=0)
+        windows = np.ascontiguousarray(view[stops - window].transpose(0, 2, 1))
+        _, probs = model.step(model.initial_state(len(windows)), windows)
+        return stops - 1, probs[:, -1]
+    stops = np.arange(hop, n + 1, hop)
+    if not len(stops):
+        return stops - 1, np.zeros((0, len(model.labels)))
+    _, probs = model.step(model.initial_state(1), features[None, : stops[-1]])
+    return stops - 1, probs[0, stops - 1]

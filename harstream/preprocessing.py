@@ -1,0 +1,186 @@
+"""Causal, stateful preprocessing: raw device samples -> the 9 model channels.
+
+Per stream: a causal median filter (the last ``median_kernel`` samples), a Butterworth
+low-pass at ``lowpass_hz`` on all six raw channels, gravity = a Butterworth low-pass at
+``gravity_hz`` of the filtered total acceleration, and body acceleration = filtered
+total - gravity. The output channels are, in order (the UCI HAR order)::
+
+    body_acc x y z | body_gyro x y z | total_acc x y z
+
+then standardised with the bundle's per-channel mean and std. Everything is causal and
+carried in an explicit :class:`FilterState`, so feeding a recording in chunks of any
+sizes gives exactly what feeding it whole gives. Filters start in their steady state
+for the stream's first sample (no start-up transient), a choice that uses only that
+sample. The same code serves training (``preprocess`` on a whole recording) and the
+gateway (``process`` on each message, batched over devices).
+
+This module knows arrays; it knows nothing about devices, files or models.
+
+>>> pre = Preprocessor(FilterSpec())
+>>> still = np.tile([1.0, 0.0, 0.0, 0.0, 0.0, 0.0], (100, 1))  # 1 g along x, no rotation
+>>> features = pre.preprocess(still)
+>>> features.shape, features.dtype
+((100, 9), dtype('float32'))
+>>> (np.round(features[-1], 6) + 0.0).tolist()  # no body motion; total = gravity = 1 g on x
+[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy import signal
+
+__all__ = ["CHANNELS", "FilterSpec", "FilterState", "Preprocessor"]
+
+#: The model's input channels, in order.
+CHANNELS: tuple[str, ...] = tuple(
+    f"{kind}_{axis}" for kind in ("body_acc", "body_gyro", "total_acc") for axis in "xyz"
+)
+RAW_CHANNELS = 6
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """Filter parameters; stored in the model bundle so serving matches training."""
+
+    rate_hz: float = 50.0
+    median_kernel: int = 3
+    lowpass_hz: float = 20.0
+    lowpass_order: int = 3
+    gravity_hz: float = 0.3
+    gravity_order: int = 3
+
+    def __post_init__(self) -> None:
+        nyquist = self.rate_hz / 2
+        if self.median_kernel < 1 or self.median_kernel % 2 == 0:
+            raise ValueError(f"median_kernel must be odd and >= 1, got {self.median_kernel}")
+        if not 0 < self.gravity_hz < self.lowpass_hz < nyquist:
+            raise ValueError(
+                f"need 0 < gravity_hz < lowpass_hz < rate_hz / 2, got {self.gravity_hz}, "
+                f"{self.lowpass_hz}, {self.rate_hz}"
+            )
+        if self.lowpass_order < 1 or self.gravity_order < 1:
+            raise ValueError("filter orders must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FilterSpec:
+        return cls(**data)
+
+
+class FilterState(NamedTuple):
+    """The filters' memory for a batch of B streams (one stream is a batch of 1).
+
+    ``history``: (B, median_kernel - 1, 6) last raw samples;
+    ``lowpass``: (sections, B, 2, 6) and ``gravity``: (sections, B, 2, 3), the
+    ``scipy.signal.sosfilt`` states (the time axis of the input becomes the 2).
+    """
+
+    history: np.ndarray
+    lowpass: np.ndarray
+    gravity: np.ndarray
+
+    @staticmethod
+    def stack(states: Sequence[FilterState]) -> FilterState:
+        """Join per-stream states into one batch, in order."""
+        return FilterState(
+            np.concatenate([s.history for s in states], axis=0),
+            np.concatenate([s.lowpass for s in states], axis=1),
+            np.concatenate([s.gravity for s in states], axis=1),
+        )
+
+    def unstack(self) -> list[FilterState]:
+        """Split a batch back into per-stream states (views, no copies)."""
+        return [
+            FilterState(
+                self.history[i : i + 1], self.lowpass[:, i : i + 1], self.gravity[:, i : i + 1]
+            )
+            for i in range(self.history.shape[0])
+        ]
+
+
+class Preprocessor:
+    """Raw (B, n, 6) chunks in, standardised (B, n, 9) float32 features out.
+
+    ``mean``/``std`` (9 values each) come from the bundle; without them the output is
+    left unstandardised (that is how training computes them).
+    """
+
+    def __init__(
+        self,
+        spec: FilterSpec,
+        mean: Sequence[float] | np.ndarray | None = None,
+        std: Sequence[float] | np.ndarray | None = None,
+    ) -> None:
+        self.spec = spec
+        fs = spec.rate_hz
+        self._lowpass = signal.butter(spec.lowpass_order, spec.lowpass_hz, fs=fs, output="sos")
+        self._gravity = signal.butter(spec.gravity_order, spec.gravity_hz, fs=fs, output="sos")
+        # steady-state filter memory for a unit input; scaled by the first sample at start
+        self._lowpass_zi = signal.sosfilt_zi(self._lowpass)
+        self._gravity_zi = signal.sosfilt_zi(self._gravity)
+        self._mean = None if mean is None else np.asarray(mean, np.float64)
+        self._scale = None if std is None else 1.0 / np.asarray(std, np.float64)
+        if (self._mean is None) != (self._scale is None):
+            raise ValueError("give both mean and std, or neither")
+        if self._mean is not None and self._mean.shape != (9,):
+            raise ValueError(f"mean and std need 9 values, got {self._mean.shape}")
+
+    def start(self, first: np.ndarray) -> FilterState:
+        """Filter state of B new streams whose first raw samples are ``first`` (B, 6)."""
+        first = np.asarray(first, np.float64).reshape(-1, RAW_CHANNELS)
+        k = self.spec.median_kernel
+        history = np.repeat(first[:, None, :], k - 1, axis=1)
+        lowpass = self._lowpass_zi[:, None, :, None] * first[None, :, None, :]
+        gravity = self._gravity_zi[:, None, :, None] * first[None, :, None, :3]
+        return FilterState(history, lowpass, gravity)
+
+    def process(
+        self, state: FilterState | None, samples: np.ndarray
+    ) -> tuple[FilterState, np.ndarray]:
+        """Filter one chunk of each of B streams; ``state=None`` starts new streams."""
+        x = np.asarray(samples, np.float64)
+        if x.ndim != 3 or x.shape[2] != RAW_CHANNELS or x.shape[1] == 0:
+            raise ValueError(f"samples must be (B, n>0, 6), got {x.shape}")
+        if state is None:
+            state = self.start(x[:, 0])
+        padded = np.concatenate([state.history, x], axis=1)
+        median = _causal_median(padded, self.spec.median_kernel)
+        smooth, lowpass_zi = signal.sosfilt(self._lowpass, median, axis=1, zi=state.lowpass)
+        gravity, gravity_zi = signal.sosfilt(
+            self._gravity, smooth[..., :3], axis=1, zi=state.gravity
+        )
+        features = np.concatenate(
+            [smooth[..., :3] - gravity, smooth[..., 3:], smooth[..., :3]], axis=2
+        )
+        if self._mean is not None and self._scale is not None:
+            features = (features - self._mean) * self._scale
+        keep = self.spec.median_kernel - 1
+        history = padded[:, padded.shape[1] - keep :]
+        return FilterState(history, lowpass_zi, gravity_zi), features.astype(np.float32)
+
+    def preprocess(self, samples: np.ndarray) -> np.ndarray:
+        """A whole recording (n, 6) -> (n, 9), from a fresh state: the offline function."""
+        _, features = self.process(None, np.asarray(samples)[None])
+        whole: np.ndarray = features[0]
+        return whole
+
+
+def _causal_median(padded: np.ndarray, k: int) -> np.ndarray:
+    """Median of each sample and the k-1 before it; ``padded`` carries those k-1 first."""
+    if k == 1:
+        return padded
+    n = padded.shape[1] - (k - 1)
+    if k == 3:  # the usual case, without sorting: med(a,b,c) = max(min(a,b), min(max(a,b),c))
+        a, b, c = padded[:, :n], padded[:, 1 : n + 1], padded[:, 2 : n + 2]
+        median: np.ndarray = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+        return median
+    windows = np.lib.stride_tricks.sliding_window_view(padded, k, axis=1)
+    median = np.median(windows, axis=-1)
+    return median

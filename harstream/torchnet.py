@@ -1,0 +1,56 @@
+"""The recurrent network, in torch: GRU or LSTM layers and a linear head per time step.
+
+Imported only by the torch backend and by training; the gateway never needs it.
+``ExportWrapper`` is the same network with its state as explicit inputs and outputs
+and a softmax on top, which is what ``model.onnx`` contains.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from harstream.bundle import ArchSpec
+
+__all__ = ["ExportWrapper", "HarNet"]
+
+RnnState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class HarNet(nn.Module):
+    def __init__(
+        self, kind: str, input_size: int, hidden: int, layers: int, dropout: float, n_classes: int
+    ) -> None:
+        super().__init__()
+        rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[kind]
+        self.kind = kind
+        self.rnn = rnn(
+            input_size, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, n_classes)
+
+    @classmethod
+    def from_arch(cls, arch: ArchSpec, n_classes: int, input_size: int = 9) -> HarNet:
+        return cls(arch.type, input_size, arch.hidden, arch.layers, arch.dropout, n_classes)
+
+    def forward(
+        self, x: torch.Tensor, state: RnnState | None = None
+    ) -> tuple[torch.Tensor, RnnState]:
+        """x (B, T, input) -> logits (B, T, classes) and the state after the last step."""
+        y, state = self.rnn(x, state)
+        return self.head(self.dropout(y)), state
+
+
+class ExportWrapper(nn.Module):
+    """Explicit state in and out, probabilities out: the ONNX graph's signature."""
+
+    def __init__(self, net: HarNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        rnn_state: RnnState = (state[0], state[1]) if self.net.kind == "lstm" else state[0]
+        logits, new = self.net(x, rnn_state)
+        probs = torch.softmax(logits, dim=-1)
+        return (probs, *new) if isinstance(new, tuple) else (probs, new)

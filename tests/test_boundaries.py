@@ -1,0 +1,77 @@
+"""Import boundaries of DESIGN.md: the core pulls in neither torch nor the MQTT client;
+replay imports nothing of harstream or training; harstream imports replay only in the CLI."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CORE = [
+    "harstream",
+    "harstream.bundle",
+    "harstream.config",
+    "harstream.engine",
+    "harstream.inference",
+    "harstream.preprocessing",
+    "harstream.smoothing",
+    "harstream.window",
+]
+HEAVY = ["torch", "aiomqtt", "paho", "matplotlib", "pandas", "sklearn", "onnxruntime"]
+
+
+def loaded_after(modules: list[str]) -> set[str]:
+    code = (
+        f"import sys\nfor m in {modules!r}: __import__(m)\n"
+        "print(' '.join(sorted({n.split('.')[0] for n in sys.modules})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout
+    return set(out.split())
+
+
+def test_core_imports_no_torch_and_no_mqtt_client() -> None:
+    assert loaded_after(CORE) & set(HEAVY) == set()
+
+
+def test_replay_imports_nothing_of_the_others() -> None:
+    assert (
+        loaded_after(["replay", "replay.verify", "replay.fetch"]) & {"harstream", "training"}
+        == set()
+    )
+
+
+def imports_of(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "harstream").glob("*.py")), ids=lambda p: p.name)
+def test_harstream_imports_replay_only_in_the_cli(path: Path) -> None:
+    allowed = {"cli.py"}
+    if path.name not in allowed:
+        assert "replay" not in imports_of(path) and "training" not in imports_of(path)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "replay").glob("*.py")), ids=lambda p: p.name)
+def test_replay_modules_import_neither_harstream_nor_training(path: Path) -> None:
+    assert imports_of(path) & {"harstream", "training"} == set()
+
+
+def test_public_names_are_sorted_and_complete() -> None:
+    import harstream
+    import replay
+
+    for module in (harstream, replay):
+        assert list(module.__all__) == sorted(module.__all__)
+        assert all(hasattr(module, name) for name in module.__all__)

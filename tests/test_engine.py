@@ -1,0 +1,175 @@
+"""The engine against the offline function, and its per-device rules."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harstream.bundle import Bundle
+from harstream.engine import Decision, Engine, Message, offline_decisions
+from harstream.errors import RejectedError
+from harstream.inference import OnnxModel
+from harstream.preprocessing import Preprocessor
+from harstream.smoothing import smoother_factory
+from replay import iter_hapt
+
+MINI = Path(__file__).resolve().parent / "data" / "hapt-mini"
+RECORDINGS = {r.subject: r.samples for r in iter_hapt(MINI)}
+WALK = RECORDINGS[9]
+
+
+def make_engine(bundle: Bundle, method: str = "none", **options: object) -> Engine:
+    settings_: dict[str, object] = {"mode": bundle.mode, "window": bundle.window, "hop": bundle.hop}
+    settings_.update(options)
+    return Engine(
+        OnnxModel(bundle),
+        Preprocessor(bundle.preprocessing, bundle.mean, bundle.std),
+        smoother_factory(method),
+        **settings_,  # type: ignore[arg-type]
+    )
+
+
+def split(n: int, sizes: list[int]) -> list[tuple[int, int]]:
+    pieces, i, k = [], 0, 0
+    while i < n:
+        size = sizes[k % len(sizes)]
+        pieces.append((i, min(n, i + size)))
+        i += size
+        k += 1
+    return pieces
+
+
+def probs_of(decisions: list[Decision], labels: tuple[str, ...]) -> np.ndarray:
+    return np.array([[d.probabilities[lab] for lab in labels] for d in decisions])
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("mode", ["window", "stateful"])
+@settings(max_examples=8, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=12))
+def test_engine_equals_offline_in_any_message_sizes(
+    bundle_factory: Callable[..., Bundle], kind: str, mode: str, sizes: list[int]
+) -> None:
+    bundle = bundle_factory(kind, mode)
+    engine = make_engine(bundle)
+    decisions = []
+    for a, b in split(len(WALK), sizes):
+        decisions += engine.feed("dev", WALK[a:b], seq=a)
+    seq, probs = offline_decisions(
+        engine.model, engine.preprocessor, WALK, mode=mode, window=bundle.window, hop=bundle.hop
+    )
+    assert [d.seq for d in decisions] == seq.tolist()
+    np.testing.assert_allclose(probs_of(decisions, bundle.labels), probs, atol=1e-5)
+    assert [d.raw_activity for d in decisions] == [bundle.labels[i] for i in probs.argmax(1)]
+    first = bundle.window if mode == "window" else bundle.hop
+    assert seq[0] == first - 1 and np.all(np.diff(seq) == bundle.hop)
+
+
+@pytest.mark.parametrize("mode", ["window", "stateful"])
+def test_many_devices_in_one_batch_equal_each_alone(
+    bundle_factory: Callable[..., Bundle], mode: str
+) -> None:
+    bundle = bundle_factory("gru", mode)
+    rng = np.random.default_rng(0)
+    streams = {f"d{i}": np.roll(WALK, 97 * i, axis=0)[:1500] for i in range(12)}
+    batched = make_engine(bundle)
+    got: dict[str, list[Decision]] = {d: [] for d in streams}
+    cursor = dict.fromkeys(streams, 0)
+    while any(cursor[d] < 1500 for d in streams):
+        batch = []
+        for d in streams:
+            for _ in range(int(rng.integers(0, 3))):  # 0, 1 or 2 messages of a device per batch
+                if cursor[d] < 1500:
+                    n = int(rng.choice([10, 25, 25, 64, 130]))
+                    batch.append(Message(d, streams[d][cursor[d] : cursor[d] + n], seq=cursor[d]))
+                    cursor[d] += n
+        for decision in batched.feed_many(batch).decisions:
+            got[decision.device].append(decision)
+    for d, samples in streams.items():
+        alone = make_engine(bundle).feed(d, samples)
+        assert [x.seq for x in got[d]] == [x.seq for x in alone]
+        np.testing.assert_allclose(
+            probs_of(got[d], bundle.labels), probs_of(alone, bundle.labels), atol=1e-5
+        )
+
+
+def test_seq_gap_resets_and_duplicates_are_dropped(bundle_factory: Callable[..., Bundle]) -> None:
+    bundle = bundle_factory("gru", "stateful")
+    engine = make_engine(bundle)
+    engine.feed("a", WALK[:100], seq=1000)  # any first seq starts the stream
+    with pytest.raises(RejectedError, match="seq_old: seq 1050 < expected 1100"):
+        engine.feed("a", WALK[50:100], seq=1050)
+    assert engine.counters["dropped_seq_old"] == 1
+    result = engine.feed_many([Message("a", WALK[200:300], seq=1200)])  # 100 samples lost
+    assert [(e.code, e.dropped) for e in result.events] == [("seq_gap", False)]
+    assert engine.counters["resets"] == 1
+    # after the reset the stream restarts: first decision after hop samples of the new stream
+    assert [d.seq for d in result.decisions] == [1200 + 63]
+    fresh = make_engine(bundle).feed("b", WALK[200:300], seq=1200)
+    np.testing.assert_allclose(
+        probs_of(result.decisions, bundle.labels), probs_of(fresh, bundle.labels), atol=1e-6
+    )
+
+
+def test_idle_devices_are_evicted_and_capacity_enforced(
+    bundle_factory: Callable[..., Bundle],
+) -> None:
+    engine = make_engine(bundle_factory("gru", "stateful"), max_devices=2, idle_timeout_s=10.0)
+    engine.feed("a", WALK[:10], now=0.0)
+    engine.feed("b", WALK[:10], now=5.0)
+    with pytest.raises(RejectedError, match="too_many_devices: the gateway serves at most 2"):
+        engine.feed("c", WALK[:10], now=9.0)
+    assert engine.counters["rejected_too_many_devices"] == 1
+    engine.feed("c", WALK[:10], now=11.0)  # "a" has been idle > 10 s: evicted to make room
+    assert sorted(engine.devices) == ["b", "c"] and engine.counters["evicted"] == 1
+    assert engine.evict_idle(now=100.0) == ["b", "c"]
+    assert engine.devices == []
+
+
+def test_decision_times(bundle_factory: Callable[..., Bundle]) -> None:
+    engine = make_engine(bundle_factory("gru", "stateful"))
+    # device time given: t of the decision's last sample = t0 + offset / rate
+    (d,) = engine.feed("a", WALK[:100], seq=0, t=1000.0)
+    assert d.seq == 63 and d.t == pytest.approx(1000.0 + 63 / 50)
+    # no device time: the last sample of the message arrived at `now`
+    (d,) = engine.feed("b", WALK[:100], now=500.0)
+    assert d.t == pytest.approx(500.0 - (99 - 63) / 50)
+
+
+def test_unknown_threshold_and_transitions(bundle_factory: Callable[..., Bundle]) -> None:
+    bundle = bundle_factory("gru", "stateful")
+    decisions = make_engine(bundle).feed("a", WALK)
+    raw = [d.raw_activity for d in decisions]
+    assert len(set(raw)) > 1, "the random model should change its mind on real data"
+    assert [d.changed for d in decisions] == [False] + [a != b for a, b in itertools.pairwise(raw)]
+    assert all(d.previous == p.activity for p, d in itertools.pairwise(decisions))
+    strict = make_engine(bundle, unknown_threshold=1.0).feed("a", WALK)
+    assert {d.activity for d in strict} == {"UNKNOWN"}
+    assert [d.raw_activity for d in strict] == raw
+
+
+def test_smoothing_is_applied_per_device(bundle_factory: Callable[..., Bundle]) -> None:
+    bundle = bundle_factory("gru", "stateful")
+    plain = make_engine(bundle).feed("a", WALK)
+    smooth = make_engine(bundle, "hysteresis").feed("a", WALK)
+    switches = [sum(d.changed for d in ds) for ds in (plain, smooth)]
+    assert switches[1] < switches[0]
+    assert [d.probabilities for d in plain] == [d.probabilities for d in smooth]
+
+
+def test_stateful_hop_can_change_without_retraining(bundle_factory: Callable[..., Bundle]) -> None:
+    bundle = bundle_factory("gru", "stateful")
+    at_64 = make_engine(bundle).feed("a", WALK)
+    at_16 = make_engine(bundle, hop=16).feed("a", WALK)
+    assert len(at_16) == len(WALK) // 16
+    by_seq = {d.seq: d for d in at_16}
+    for d in at_64:  # the same sample seen through a different hop: the same output
+        np.testing.assert_allclose(
+            list(d.probabilities.values()), list(by_seq[d.seq].probabilities.values()), atol=1e-5
+        )

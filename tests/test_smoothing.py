@@ -1,0 +1,99 @@
+"""One contract test over every smoother, then what makes each one itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harstream.smoothing import (
+    METHODS,
+    EmaSmoother,
+    HysteresisSmoother,
+    MajoritySmoother,
+    Smoother,
+    smoother_factory,
+)
+
+FACTORIES: dict[str, Callable[[], Smoother]] = {m: smoother_factory(m) for m in METHODS}
+
+probability_vectors = st.lists(
+    st.lists(st.floats(min_value=0.01, max_value=1.0), min_size=4, max_size=4).map(
+        lambda v: np.array(v) / np.sum(v)
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=40, deadline=None)
+@given(sequence=probability_vectors)
+def test_contract(method: str, sequence: list[np.ndarray]) -> None:
+    smoother = FACTORIES[method]()
+    with pytest.raises(LookupError):
+        smoother.get()
+    for probs in sequence:
+        smoother.update(probs)
+        label, confidence = smoother.get()
+        assert 0 <= label < 4 and 0.0 <= confidence <= 1.0 + 1e-9
+    smoother.reset()
+    with pytest.raises(LookupError):
+        smoother.get()
+    # after a reset it behaves like a new one
+    fresh = FACTORIES[method]()
+    for probs in sequence:
+        smoother.update(probs)
+        fresh.update(probs)
+        assert smoother.get() == fresh.get()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_steady_input_settles_on_its_label(method: str) -> None:
+    smoother = FACTORIES[method]()
+    for _ in range(10):
+        smoother.update(np.array([0.1, 0.2, 0.6, 0.1]))
+    assert smoother.get()[0] == 2
+    assert smoother.get()[1] == pytest.approx(0.6)
+
+
+def test_ema_averages_probabilities() -> None:
+    s = EmaSmoother(alpha=0.25)
+    s.update(np.array([1.0, 0.0]))
+    s.update(np.array([0.0, 1.0]))
+    assert s.get() == (0, pytest.approx(0.75))
+    s.update(np.array([0.0, 1.0]))
+    s.update(np.array([0.0, 1.0]))
+    assert s.get() == (1, pytest.approx(1 - 0.75**3))
+
+
+def test_majority_votes_and_breaks_ties_towards_the_newest() -> None:
+    s = MajoritySmoother(k=3)
+    for probs in ([0.9, 0.1], [0.4, 0.6], [0.3, 0.7]):
+        s.update(np.array(probs))
+    assert s.get() == (1, pytest.approx((0.1 + 0.6 + 0.7) / 3))
+    s = MajoritySmoother(k=2)
+    s.update(np.array([0.9, 0.1]))
+    s.update(np.array([0.2, 0.8]))
+    assert s.get()[0] == 1  # one vote each: the newest wins
+
+
+def test_hysteresis_switches_on_dwell_or_confidence() -> None:
+    s = HysteresisSmoother(min_dwell=3, switch_confidence=0.9)
+    s.update(np.array([0.8, 0.2, 0.0]))
+    for probs in ([0.3, 0.7, 0.0], [0.3, 0.7, 0.0]):
+        s.update(np.array(probs))
+        assert s.get()[0] == 0  # challenger 1 has led twice, needs three
+    s.update(np.array([0.3, 0.0, 0.7]))  # a different challenger restarts the count
+    s.update(np.array([0.3, 0.7, 0.0]))
+    assert s.get() == (0, pytest.approx(0.3))
+    s.update(np.array([0.05, 0.95, 0.0]))  # confident enough to switch at once
+    assert s.get() == (1, pytest.approx(0.95))
+
+
+def test_unknown_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown smoothing method 'kalman'"):
+        smoother_factory("kalman")

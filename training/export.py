@@ -1,0 +1,124 @@
+"""Write a model bundle: bundle.json + model.pt (state_dict) + model.onnx.
+
+``write_bundle`` is what ``harstream train`` ends with; ``export_onnx`` rewrites
+``model.onnx`` from ``model.pt`` (``harstream export --model DIR``). After writing,
+the ONNX graph is run next to torch on random inputs and must agree within 1e-5.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harstream.bundle import BUNDLE_FORMAT, ArchSpec, Bundle, load_bundle
+from harstream.errors import ModelError
+from harstream.inference import OnnxModel, TorchModel
+from harstream.preprocessing import CHANNELS, FilterSpec
+from harstream.torchnet import ExportWrapper, HarNet
+
+__all__ = ["check_parity", "export_onnx", "write_bundle"]
+
+ONNX_OPSET = 17
+
+
+def write_bundle(
+    net: HarNet,
+    out_dir: str | Path,
+    *,
+    arch: ArchSpec,
+    labels: list[str] | tuple[str, ...],
+    mode: str,
+    window: int,
+    hop: int,
+    filters: FilterSpec,
+    mean: np.ndarray | list[float],
+    std: np.ndarray | list[float],
+    training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> Bundle:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "labels": list(labels),
+        "arch": arch.model_dump(),
+        "mode": mode,
+        "window": window,
+        "hop": hop,
+        "rate_hz": filters.rate_hz,
+        "channels": list(CHANNELS),
+        "preprocessing": filters.to_dict(),
+        "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+        "training": training or {},
+        "metrics": metrics or {},
+    }
+    (out / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    torch.save(state, out / "model.pt")
+    bundle = load_bundle(out)
+    export_onnx(bundle)
+    return bundle
+
+
+def update_metrics(bundle_dir: str | Path, metrics: dict[str, Any]) -> None:
+    """Merge ``metrics`` into bundle.json's metrics (the weights are untouched)."""
+    path = Path(bundle_dir) / "bundle.json"
+    meta = json.loads(path.read_text())
+    meta["metrics"] = {**meta.get("metrics", {}), **metrics}
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def export_onnx(bundle: Bundle) -> Path:
+    """(Re)write ``model.onnx`` from ``model.pt``; check it against torch."""
+    net = HarNet.from_arch(bundle.arch, n_classes=len(bundle.labels))
+    net.load_state_dict(torch.load(bundle.weights_path, map_location="cpu", weights_only=True))
+    net.eval()
+    wrapper = ExportWrapper(net).eval()
+    batch, steps = 2, bundle.hop
+    x = torch.zeros(batch, steps, len(CHANNELS))
+    states = ["h0", "c0"][: bundle.arch.state_tensors]
+    state = tuple(torch.zeros(bundle.arch.layers, batch, bundle.arch.hidden) for _ in states)
+    outputs = ["probs", *[s.replace("0", "n") for s in states]]
+    axes = {"x": {0: "batch", 1: "time"}, "probs": {0: "batch", 1: "time"}}
+    axes.update({name: {1: "batch"} for name in [*states, *outputs[1:]]})
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of dynamo, but exports these
+        # recurrent nets in 0.4 s instead of 25 s, to an identical graph for onnxruntime.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (x, *state),
+            str(bundle.onnx_path),
+            input_names=["x", *states],
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+    check_parity(bundle)
+    return bundle.onnx_path
+
+
+def check_parity(bundle: Bundle, tolerance: float = 1e-5, seed: int = 0) -> float:
+    """Max abs difference of probabilities and states, torch vs onnxruntime, on random
+    inputs carried over two calls; raises ModelError above ``tolerance``."""
+    rng = np.random.default_rng(seed)
+    onnx, ref = OnnxModel(bundle), TorchModel(bundle)
+    state_a, state_b = onnx.initial_state(3), ref.initial_state(3)
+    worst = 0.0
+    for steps in (bundle.hop, 7):
+        x = rng.standard_normal((3, steps, len(CHANNELS))).astype(np.float32)
+        state_a, probs_a = onnx.step(state_a, x)
+        state_b, probs_b = ref.step(state_b, x)
+        worst = max(worst, float(np.abs(probs_a - probs_b).max()))
+        worst = max(
+            worst, *(float(np.abs(a - b).max()) for a, b in zip(state_a, state_b, strict=True))
+        )
+    if worst > tolerance:
+        raise ModelError(f"{bundle.onnx_path}: differs from torch by {worst:.2e} > {tolerance}")
+    return worst
