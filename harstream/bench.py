@@ -1,0 +1,110 @@
+"""Benchmarks that print numbers (never timed unit tests): ``harstream bench``.
+
+Scenario ``engine``: samples/s the in-process engine sustains for N devices, each
+sending one message of ``message_samples`` samples per round, all messages of a round
+in one ``feed_many`` call (as the gateway batches them). Signals are synthetic (a
+slowly turning gravity vector plus noise): the engine's cost does not depend on what
+the samples mean. Each figure is the median of ``repeats`` timed runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from harstream.bundle import Bundle
+from harstream.engine import Engine, Message
+from harstream.inference import load_model
+from harstream.preprocessing import Preprocessor
+from harstream.smoothing import smoother_factory
+
+__all__ = ["EngineResult", "engine_throughput", "synthetic_stream"]
+
+
+def synthetic_stream(n: int, seed: int = 0, rate_hz: float = 50.0) -> np.ndarray:
+    """(n, 6) plausible raw samples: gravity turning slowly, walking-like bounce, noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / rate_hz
+    angle = 0.3 * np.sin(2 * np.pi * t / 20.0)
+    acc = np.stack([np.cos(angle), np.sin(angle), 0.1 * np.ones(n)], axis=1)
+    acc[:, 0] += 0.2 * np.sin(2 * np.pi * 1.8 * t)
+    gyro = 0.3 * np.stack([np.sin(2 * np.pi * 0.9 * t + k) for k in range(3)], axis=1)
+    return np.hstack([acc, gyro]) + rng.normal(0, 0.02, (n, 6))
+
+
+@dataclass
+class EngineResult:
+    devices: int
+    mode: str
+    backend: str
+    hop: int
+    message_samples: int
+    samples_per_s: float
+    runs: list[float]
+    decisions_per_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def engine_throughput(
+    bundle: Bundle,
+    *,
+    devices: int,
+    mode: str | None = None,
+    backend: str = "onnx",
+    threads: int = 1,
+    hop: int | None = None,
+    message_samples: int = 25,
+    min_seconds: float = 1.5,
+    repeats: int = 3,
+) -> EngineResult:
+    mode = mode or bundle.mode
+    hop = hop or bundle.hop
+    model = load_model(bundle, backend, threads)
+    stream = synthetic_stream(50 * 60)
+    runs, decision_rates = [], []
+    for _ in range(repeats):
+        engine = Engine(
+            model,
+            Preprocessor(bundle.preprocessing, bundle.mean, bundle.std),
+            smoother_factory("hysteresis"),
+            mode=mode,
+            window=bundle.window,
+            hop=hop,
+            max_devices=max(devices, 1),
+        )
+        names = [f"dev{i}" for i in range(devices)]
+        position = 0
+
+        def one_round() -> int:
+            nonlocal position
+            if position + message_samples > len(stream):
+                position = 0
+            chunk = stream[position : position + message_samples]
+            position += message_samples
+            return len(engine.feed_many([Message(d, chunk) for d in names]).decisions)
+
+        while position < bundle.window:  # warm up: every device's window full
+            one_round()
+        samples = decisions = 0
+        start = time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < min_seconds or samples == 0:
+            decisions += one_round()
+            samples += devices * message_samples
+        runs.append(samples / elapsed)
+        decision_rates.append(decisions / elapsed)
+    return EngineResult(
+        devices=devices,
+        mode=mode,
+        backend=backend,
+        hop=hop,
+        message_samples=message_samples,
+        samples_per_s=statistics.median(runs),
+        runs=runs,
+        decisions_per_s=statistics.median(decision_rates),
+    )
