@@ -51,6 +51,11 @@ class EngineResult:
         return asdict(self)
 
 
+def _one_round(engine: Engine, devices: list[str], chunk: np.ndarray) -> int:
+    """Every device sends ``chunk`` as one message; returns the decisions made."""
+    return len(engine.feed_many([Message(d, chunk) for d in devices]).decisions)
+
+
 def engine_throughput(
     bundle: Bundle,
     *,
@@ -67,6 +72,10 @@ def engine_throughput(
     hop = hop or bundle.hop
     model = load_model(bundle, backend, threads)
     stream = synthetic_stream(50 * 60)
+    chunks = [
+        stream[i : i + message_samples]
+        for i in range(0, len(stream) - message_samples + 1, message_samples)
+    ]
     runs, decision_rates = [], []
     for _ in range(repeats):
         engine = Engine(
@@ -79,23 +88,14 @@ def engine_throughput(
             max_devices=max(devices, 1),
         )
         names = [f"dev{i}" for i in range(devices)]
-        position = 0
-
-        def one_round() -> int:
-            nonlocal position
-            if position + message_samples > len(stream):
-                position = 0
-            chunk = stream[position : position + message_samples]
-            position += message_samples
-            return len(engine.feed_many([Message(d, chunk) for d in names]).decisions)
-
-        while position < bundle.window:  # warm up: every device's window full
-            one_round()
-        samples = decisions = 0
+        for k in range(-(-bundle.window // message_samples)):  # warm up: windows full
+            _one_round(engine, names, chunks[k])
+        k = samples = decisions = 0
         start = time.perf_counter()
         while (elapsed := time.perf_counter() - start) < min_seconds or samples == 0:
-            decisions += one_round()
+            decisions += _one_round(engine, names, chunks[k % len(chunks)])
             samples += devices * message_samples
+            k += 1
         runs.append(samples / elapsed)
         decision_rates.append(decisions / elapsed)
     return EngineResult(

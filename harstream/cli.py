@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import NoReturn
 
@@ -18,7 +19,7 @@ from harstream._version import __version__
 from harstream.config import Config, dump_config, load_config
 from harstream.errors import ConfigError, HarstreamError
 
-__all__ = ["main"]
+__all__ = ["add_config_options", "config_from_args", "data_dir_from", "main"]
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -30,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
+def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         type=Path,
@@ -47,7 +48,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _config(args: argparse.Namespace) -> Config:
+def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
 
 
@@ -64,7 +65,7 @@ def data_dir_from(args: argparse.Namespace, config: Config | None = None) -> Pat
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    sys.stdout.write(dump_config(_config(args)))
+    sys.stdout.write(dump_config(config_from_args(args)))
     return 0
 
 
@@ -79,7 +80,7 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from replay.fetch import Progress, fetch_dataset
 
-    config = _config(args)
+    config = config_from_args(args)
     dest = Path(args.dest) if args.dest else data_dir_from(args, config)
     if dest is None:
         dest = Path.home() / ".local" / "share" / "harstream" / "data"
@@ -157,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="config_command", metavar="ACTION", required=True, parser_class=_Parser
     )
     show = config_commands.add_parser("show", help="print the validated, effective config")
-    _add_config_options(show)
+    add_config_options(show)
     show.set_defaults(func=cmd_config_show)
 
     data = commands.add_parser("data", help="get and check the UCI recordings")
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--dataset", choices=["hapt", "uci-har", "all"], default="hapt")
     fetch.add_argument("--retries", type=int, default=5, help="retries per download")
     fetch.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
-    _add_config_options(fetch)
+    add_config_options(fetch)
     fetch.set_defaults(func=cmd_data_fetch)
     bench = commands.add_parser("bench", help="measure engine throughput (samples/s)")
     bench.add_argument("--model", type=Path, help="bundle folder (default: the packaged one)")
@@ -203,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a few seconds: a smoke test")
     bench.add_argument("--out", type=Path, help="write bench.json here")
     bench.set_defaults(func=cmd_bench)
+
+    # Commands of other packages (training: train, evaluate, export) register themselves
+    # through this entry point group, so harstream never imports them by name.
+    for entry in sorted(entry_points(group="harstream.commands"), key=lambda e: e.name):
+        entry.load()(commands)
     return parser
 
 

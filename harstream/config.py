@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from harstream.errors import ConfigError
 
 __all__ = [
+    "AugmentConfig",
     "BatchingConfig",
     "BrokerConfig",
     "Config",
@@ -47,6 +48,7 @@ __all__ = [
     "StreamConfig",
     "TlsConfig",
     "TopicsConfig",
+    "TrainConfig",
     "dump_config",
     "load_config",
 ]
@@ -163,6 +165,42 @@ class DataConfig(_Section):
     uci_har_sha256: str | None = None
 
 
+class AugmentConfig(_Section):
+    rotate_deg: Annotated[float, Field(ge=0.0, le=180.0)] = 10.0
+    lie_rotate_p: Probability = 0.5
+    scale: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    noise: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+class TrainConfig(_Section):
+    arch: Literal["gru", "lstm"] = "gru"
+    hidden: PositiveInt = 64
+    layers: PositiveInt = 2
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    mode: Literal["window", "stateful"] = "stateful"
+    window: PositiveInt = 128
+    hop: PositiveInt = 64
+    seq_len: PositiveInt = 1024
+    window_stride: PositiveInt = 32
+    batch_size: PositiveInt = 32
+    iterations: PositiveInt = 2000
+    eval_every: PositiveInt = 100
+    lr: PositiveFloat = 3e-3
+    weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
+    grad_clip: PositiveFloat = 1.0
+    validation_subjects: list[Annotated[int, Field(ge=1, le=30)]] = [3, 8, 15, 19, 25, 29]
+    refit: bool = False
+    seed: int = 0
+    threads: PositiveInt = 2
+    augment: AugmentConfig = AugmentConfig()
+
+    @model_validator(mode="after")
+    def _hop_fits_window(self) -> TrainConfig:
+        if self.hop > self.window:
+            raise ValueError(f"hop ({self.hop}) must not exceed window ({self.window})")
+        return self
+
+
 class Config(_Section):
     broker: BrokerConfig = BrokerConfig()
     topics: TopicsConfig = TopicsConfig()
@@ -174,6 +212,7 @@ class Config(_Section):
     logging: LoggingConfig = LoggingConfig()
     service: ServiceConfig = ServiceConfig()
     data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
 
 
 def load_config(

@@ -1,0 +1,220 @@
+"""The evaluation protocol's numbers, one definition for train, evaluate, replay and bench.
+
+Window level: accuracy, macro-F1, per-class precision/recall and the confusion matrix
+of class ids (0..C-1).
+
+Stream level (what a subscriber sees), per recording with per-sample truth in HAPT
+activity ids (0 unlabelled, 1..6 basic, 7..12 transitions):
+
+- the *label in force* at sample i is the latest published decision whose ``seq`` <= i;
+- online accuracy = share of samples inside activity 1-6 segments, after the first
+  decision, whose label in force equals the truth;
+- detection delay = for each activity 1-6 segment lasting >= 5 s, seconds from its
+  start until the label in force first equals its activity (a miss if that never
+  happens before the segment ends);
+- switches per hour of the published label, next to the true switches per hour (changes
+  of activity between consecutive activity 1-6 segments).
+
+Pure numpy: no files, no models. ``StreamScore`` objects add up across recordings.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "MIN_SEGMENT_S",
+    "StreamScore",
+    "label_in_force",
+    "score_stream",
+    "window_metrics",
+]
+
+MIN_SEGMENT_S = 5.0
+NO_LABEL = -1
+
+
+def window_metrics(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and confusion (rows = truth)."""
+    confusion = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(confusion, (truth, pred), 1)
+    tp = np.diag(confusion).astype(np.float64)
+    predicted = confusion.sum(axis=0)
+    actual = confusion.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    present = actual > 0
+    return {
+        "windows": len(truth),
+        "accuracy": float(tp.sum() / max(len(truth), 1)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "f1": f1.tolist(),
+        "confusion": confusion.tolist(),
+    }
+
+
+def label_in_force(
+    n: int, seqs: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray
+) -> np.ndarray:
+    """(n,) label in force at each sample; NO_LABEL (-1) before the first decision.
+
+    >>> label_in_force(6, [1, 3], [4, 5]).tolist()
+    [-1, 4, 4, 5, 5, 5]
+    """
+    out = np.full(n, NO_LABEL, np.int64)
+    seqs = np.asarray(seqs, np.int64)
+    labels = np.asarray(labels, np.int64)
+    if len(seqs) == 0:
+        return out
+    if np.any(np.diff(seqs) < 0):
+        raise ValueError("decision seqs must be non-decreasing")
+    index = np.searchsorted(seqs, np.arange(n), side="right") - 1
+    valid = index >= 0
+    out[valid] = labels[index[valid]]
+    return out
+
+
+@dataclass
+class StreamScore:
+    """Sums over one or more recordings; properties give the protocol's figures."""
+
+    samples: int = 0
+    scored: int = 0  # samples in activity 1-6 segments after the first decision
+    correct: int = 0
+    duration_s: float = 0.0
+    delays_s: list[float] = field(default_factory=list)
+    misses: int = 0
+    switches_pred: int = 0
+    switches_true: int = 0
+    decisions: int = 0
+    truth: list[np.ndarray] = field(default_factory=list, repr=False)  # scored samples
+    pred: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    def __add__(self, other: StreamScore) -> StreamScore:
+        return StreamScore(
+            samples=self.samples + other.samples,
+            scored=self.scored + other.scored,
+            correct=self.correct + other.correct,
+            duration_s=self.duration_s + other.duration_s,
+            delays_s=self.delays_s + other.delays_s,
+            misses=self.misses + other.misses,
+            switches_pred=self.switches_pred + other.switches_pred,
+            switches_true=self.switches_true + other.switches_true,
+            decisions=self.decisions + other.decisions,
+            truth=self.truth + other.truth,
+            pred=self.pred + other.pred,
+        )
+
+    @property
+    def online_accuracy(self) -> float:
+        return self.correct / self.scored if self.scored else 0.0
+
+    def macro_f1(self, classes: Sequence[int] = range(1, 7)) -> float:
+        """Macro-F1 of the label in force over the scored samples (activity ids)."""
+        if not self.truth:
+            return 0.0
+        truth, pred = np.concatenate(self.truth), np.concatenate(self.pred)
+        scores = []
+        for c in classes:
+            tp = np.sum((truth == c) & (pred == c))
+            fp = np.sum((truth != c) & (pred == c))
+            fn = np.sum((truth == c) & (pred != c))
+            if tp + fn == 0:
+                continue
+            scores.append(2 * tp / (2 * tp + fp + fn))
+        return float(np.mean(scores)) if scores else 0.0
+
+    def recall(self, classes: Sequence[int] = range(1, 7)) -> dict[int, float]:
+        if not self.truth:
+            return {}
+        truth, pred = np.concatenate(self.truth), np.concatenate(self.pred)
+        return {c: float(np.mean(pred[truth == c] == c)) for c in classes if np.any(truth == c)}
+
+    def delay_percentile(self, q: float) -> float | None:
+        return float(np.percentile(self.delays_s, q)) if self.delays_s else None
+
+    @property
+    def switches_per_hour_pred(self) -> float:
+        return self.switches_pred / (self.duration_s / 3600) if self.duration_s else 0.0
+
+    @property
+    def switches_per_hour_true(self) -> float:
+        return self.switches_true / (self.duration_s / 3600) if self.duration_s else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "duration_s": round(self.duration_s, 2),
+            "decisions": self.decisions,
+            "online_accuracy": round(self.online_accuracy, 4),
+            "macro_f1": round(self.macro_f1(), 4),
+            "detection_delay_s_median": _round(self.delay_percentile(50)),
+            "detection_delay_s_p90": _round(self.delay_percentile(90)),
+            "detection_misses": self.misses,
+            "segments_scored": len(self.delays_s) + self.misses,
+            "switches_per_hour_pred": round(self.switches_per_hour_pred, 1),
+            "switches_per_hour_true": round(self.switches_per_hour_true, 1),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def score_stream(
+    truth: np.ndarray,
+    seqs: Sequence[int] | np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    rate_hz: float = 50.0,
+) -> StreamScore:
+    """Score one recording: ``truth`` (n,) activity ids; decisions as their ``seqs`` and
+    published activity ids (0 for UNKNOWN, which never equals a truth)."""
+    n = len(truth)
+    truth = np.asarray(truth, np.int64)
+    force = label_in_force(n, seqs, labels)
+    basic = (truth >= 1) & (truth <= 6)
+    scored = basic & (force != NO_LABEL)
+    score = StreamScore(
+        samples=n,
+        scored=int(scored.sum()),
+        correct=int(np.sum(scored & (force == truth))),
+        duration_s=n / rate_hz,
+        decisions=len(seqs),
+        truth=[truth[scored]],
+        pred=[force[scored]],
+    )
+    published = np.asarray(labels, np.int64)
+    score.switches_pred = int(np.sum(published[1:] != published[:-1])) if len(published) else 0
+    segments = _segments(truth)
+    basics = [s for s in segments if 1 <= s[0] <= 6]
+    score.switches_true = sum(1 for a, b in itertools.pairwise(basics) if a[0] != b[0])
+    for activity, start, stop in basics:
+        if (stop - start) / rate_hz < MIN_SEGMENT_S:
+            continue
+        hits = np.flatnonzero(force[start:stop] == activity)
+        if len(hits):
+            score.delays_s.append(float(hits[0] / rate_hz))
+        else:
+            score.misses += 1
+    return score
+
+
+def _segments(labels: np.ndarray) -> list[tuple[int, int, int]]:
+    """Runs of equal, non-zero label as (label, start, stop)."""
+    if len(labels) == 0:
+        return []
+    edges = np.flatnonzero(np.diff(labels)) + 1
+    starts = np.concatenate(([0], edges))
+    stops = np.concatenate((edges, [len(labels)]))
+    return [
+        (int(labels[a]), int(a), int(b)) for a, b in zip(starts, stops, strict=True) if labels[a]
+    ]

@@ -1,0 +1,217 @@
+"""``harstream train``, ``harstream evaluate`` and ``harstream export``.
+
+Registered with the harstream CLI through the ``harstream.commands`` entry point, so the
+runtime package never imports training (DESIGN.md: imports flow one way). Nothing here
+imports torch until a command runs; without the ``train`` extra the commands say how to
+get it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from harstream.cli import add_config_options, config_from_args, data_dir_from
+from harstream.config import load_config
+from harstream.errors import ConfigError, HarstreamError
+
+__all__ = ["format_report", "register"]
+
+TRAIN_EXTRA_HINT = "this command needs the train extra: pip install 'harstream[train]'"
+
+
+def _need(*modules: str) -> None:
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise HarstreamError(f"{', '.join(missing)} not installed; {TRAIN_EXTRA_HINT}")
+
+
+def _data_dir(args: argparse.Namespace, config: Any) -> Path:
+    found = data_dir_from(args, config)
+    if found is None:
+        raise HarstreamError(
+            "needs the HAPT recordings: give --data-dir DIR (a folder holding "
+            "RawData/), set HARSTREAM_DATA, or run `harstream data fetch`"
+        )
+    return found
+
+
+def _stream_configs(args: argparse.Namespace) -> dict[str, Any]:
+    configs = {"default": config_from_args(args)}
+    for item in args.stream_config or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--stream-config {item}: expected NAME=YAML")
+        configs[name] = load_config(path, args.overrides)
+    return configs
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _need("torch", "onnx", "matplotlib")
+    from training.train import train
+
+    config = config_from_args(args)
+    data_dir = _data_dir(args, config)
+    out = (
+        args.out
+        or Path("runs")
+        / f"{config.train.arch}{config.train.hidden}x{config.train.layers}-{config.train.mode}"
+    )
+    result = train(config.train, data_dir, out, log=lambda line: print(line, flush=True))
+    if not args.no_evaluate:
+        _evaluate_and_report(
+            result.bundle.path, data_dir, _stream_configs(args), out / "report.json", record=True
+        )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _need("matplotlib")
+    config = config_from_args(args)
+    report_path = args.report or Path(args.model) / "report.json"
+    _evaluate_and_report(
+        args.model, _data_dir(args, config), _stream_configs(args), report_path, record=args.record
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _need("torch", "onnx")
+    from harstream.bundle import load_bundle
+    from training.export import export_onnx
+
+    bundle = load_bundle(args.model)
+    path = export_onnx(bundle)
+    print(f"wrote {path} (checked against torch)")
+    return 0
+
+
+def _evaluate_and_report(
+    model: Path | None, data_dir: Path, configs: dict[str, Any], report_path: Path, record: bool
+) -> dict[str, Any]:
+    from harstream.bundle import load_bundle
+    from training.evaluate import evaluate_bundle
+    from training.plots import plot_confusion, plot_curves
+
+    report = evaluate_bundle(model, data_dir, configs)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    folder = report_path.parent
+    plot_confusion(
+        report["window"]["confusion"],
+        report["labels"],
+        folder / "confusion_matrix.png",
+        f"{report['name']}: test windows, accuracy {report['window']['accuracy']:.3f}",
+    )
+    bundle = load_bundle(model)
+    history = bundle.training.get("history")
+    if history:
+        plot_curves(
+            history,
+            folder / "curves.png",
+            f"{report['name']}: training",
+            bundle.training.get("best_step"),
+        )
+    if record:
+        from training.export import update_metrics
+
+        update_metrics(
+            bundle.path,
+            {
+                "test_window_accuracy": round(report["window"]["accuracy"], 4),
+                "test_window_macro_f1": round(report["window"]["macro_f1"], 4),
+                **{
+                    f"test_online_accuracy_{name}": s["online_accuracy"]
+                    for name, s in report["stream"].items()
+                },
+            },
+        )
+    print(format_report(report))
+    print(
+        f"wrote {report_path}, {folder / 'confusion_matrix.png'}"
+        + (f", {folder / 'curves.png'}" if history else "")
+    )
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    window = report["window"]
+    names = list(report["stream"])
+    lines = [
+        f"{report['name']} ({report['arch']['type']} {report['arch']['hidden']}x"
+        f"{report['arch']['layers']}, {report['mode']}, {report['parameters']:,} parameters)",
+        f"window level: accuracy {window['accuracy']:.4f}, macro-F1 {window['macro_f1']:.4f} "
+        f"({window['windows']} windows)",
+    ]
+    for name in names:
+        s = report["stream"][name]
+        lines.append(
+            f"stream [{name}: hop {s['hop']}, {s['smoothing']}]: online accuracy "
+            f"{s['online_accuracy']:.4f}, delay median {s['detection_delay_s_median']} s "
+            f"p90 {s['detection_delay_s_p90']} s, switches/h {s['switches_per_hour_pred']} "
+            f"(true {s['switches_per_hour_true']})"
+        )
+    header = f"{'subject':>7} {'windows':>7} {'accuracy':>8} {'macro-F1':>8}" + "".join(
+        f" {'online ' + n:>16}" for n in names
+    )
+    lines.append(header)
+    for subject, row in window["per_subject"].items():
+        online = "".join(
+            f" {report['stream'][n]['per_subject'][subject]['online_accuracy']:>16.4f}"
+            for n in names
+        )
+        lines.append(
+            f"{subject:>7} {row['windows']:>7} {row['accuracy']:>8.4f} "
+            f"{row['macro_f1']:>8.4f}{online}"
+        )
+    return "\n".join(lines)
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    train = commands.add_parser(
+        "train",
+        help="train a model on the HAPT recordings, write a "
+        "bundle, evaluate it on the test subjects",
+    )
+    add_config_options(train)
+    train.add_argument("--data-dir", type=Path, help="folder holding HAPT RawData/")
+    train.add_argument("--out", type=Path, help="bundle folder (default runs/NAME)")
+    train.add_argument("--no-evaluate", action="store_true", help="skip the test evaluation")
+    train.add_argument(
+        "--stream-config",
+        action="append",
+        metavar="NAME=YAML",
+        help="also score the stream level with this config (repeatable)",
+    )
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="window and stream level metrics of a bundle on the test subjects, with plots",
+    )
+    evaluate.add_argument("--model", type=Path, help="bundle folder (default: the packaged one)")
+    evaluate.add_argument("--data-dir", type=Path, help="folder holding HAPT RawData/")
+    evaluate.add_argument(
+        "--report",
+        type=Path,
+        help="report JSON (default MODEL/report.json); the figures go beside it",
+    )
+    evaluate.add_argument(
+        "--stream-config",
+        action="append",
+        metavar="NAME=YAML",
+        help="also score the stream level with this config (repeatable)",
+    )
+    evaluate.add_argument(
+        "--record", action="store_true", help="write the test metrics into the bundle's bundle.json"
+    )
+    add_config_options(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    export = commands.add_parser("export", help="rewrite MODEL/model.onnx from model.pt")
+    export.add_argument("--model", type=Path, required=True, help="bundle folder")
+    export.set_defaults(func=cmd_export)

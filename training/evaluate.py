@@ -1,0 +1,164 @@
+"""Evaluate a bundle on the test subjects, as the protocol says, with the runtime's code.
+
+Window level: the protocol windows (128/64 inside activity 1-6 segments, recordings
+preprocessed causally from their first sample) through the onnxruntime backend. A
+window-mode model sees each window alone, from zero state; a stateful model runs over
+the whole recording from its first sample and is read at each window's last sample,
+which is exactly what a subscriber would see from it at that moment.
+
+Stream level: every test recording replayed through the real engine (each recording a
+device, preprocessing, windowing, inference, smoothing per config), scored by the label
+in force (``harstream.metrics``). One stream section per config given.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harstream.bundle import UNKNOWN, Bundle, load_bundle
+from harstream.config import Config
+from harstream.engine import Message
+from harstream.inference import Model, load_model
+from harstream.metrics import StreamScore, score_stream, window_metrics
+from harstream.preprocessing import Preprocessor
+from harstream.runtime import build_engine
+from training.data import TEST_SUBJECTS, Prepared, load_prepared, protocol_windows
+
+__all__ = ["evaluate_bundle", "inference_cost_ms", "stream_scores", "window_predictions"]
+
+
+def window_predictions(
+    bundle: Bundle, model: Model, recording: Prepared
+) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, predicted) class ids of one recording's protocol windows."""
+    pre = Preprocessor(bundle.preprocessing, bundle.mean, bundle.std)
+    features = pre.preprocess(recording.samples)
+    starts, truth = protocol_windows(recording.labels, bundle.window, bundle.hop)
+    if not len(starts):
+        return truth, truth
+    if bundle.mode == "stateful":
+        _, probs = model.step(model.initial_state(1), features[None])
+        return truth, probs[0, starts + bundle.window - 1].argmax(-1)
+    windows = np.stack([features[s : s + bundle.window] for s in starts])
+    _, probs = model.step(model.initial_state(len(windows)), windows)
+    return truth, probs[:, -1].argmax(-1)
+
+
+def stream_scores(
+    bundle: Bundle, config: Config, recordings: Sequence[Prepared], chunk: int = 250
+) -> dict[tuple[int, str], StreamScore]:
+    """Replay every recording through one engine (a device each); score each."""
+    engine = build_engine(config, bundle)
+    engine.max_devices = max(engine.max_devices, len(recordings))
+    names = [f"s{r.subject}-{r.experiment}" for r in recordings]
+    decided: dict[str, list[tuple[int, int]]] = {n: [] for n in names}
+    ids = {label: i + 1 for i, label in enumerate(bundle.labels)} | {UNKNOWN: 0}
+    longest = max(len(r.samples) for r in recordings)
+    for start in range(0, longest, chunk):
+        batch = [
+            Message(name, r.samples[start : start + chunk], seq=start)
+            for name, r in zip(names, recordings, strict=True)
+            if start < len(r.samples)
+        ]
+        for d in engine.feed_many(batch).decisions:
+            decided[d.device].append((d.seq, ids[d.activity]))
+    scores = {}
+    for name, r in zip(names, recordings, strict=True):
+        seqs, labels = zip(*decided[name], strict=True) if decided[name] else ((), ())
+        scores[(r.subject, r.experiment)] = score_stream(r.labels, seqs, labels, bundle.rate_hz)
+    return scores
+
+
+def inference_cost_ms(bundle: Bundle, model: Model, calls: int = 300) -> float:
+    """Median milliseconds of one batch-1 decision: a hop of samples (stateful) or a
+    whole window (window mode), through the model alone."""
+    steps = bundle.hop if bundle.mode == "stateful" else bundle.window
+    x = np.random.default_rng(0).standard_normal((1, steps, 9)).astype(np.float32)
+    state = model.initial_state(1)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        model.step(state, x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)
+
+
+def evaluate_bundle(
+    bundle_dir: str | Path | None,
+    data_dir: str | Path,
+    configs: Mapping[str, Config],
+    subjects: Sequence[int] = TEST_SUBJECTS,
+    recordings: list[Prepared] | None = None,
+) -> dict[str, Any]:
+    bundle = load_bundle(bundle_dir)
+    model = load_model(bundle, "onnx")
+    if recordings is None:
+        recordings = load_prepared(data_dir, subjects, bundle.preprocessing)
+    labels = list(bundle.labels)
+
+    truth_all, pred_all = [], []
+    per_subject: dict[int, dict[str, Any]] = {}
+    for subject in sorted({r.subject for r in recordings}):
+        pairs = [window_predictions(bundle, model, r) for r in recordings if r.subject == subject]
+        truth = np.concatenate([t for t, _ in pairs])
+        pred = np.concatenate([p for _, p in pairs])
+        truth_all.append(truth)
+        pred_all.append(pred)
+        m = window_metrics(truth, pred, len(labels))
+        per_subject[subject] = {
+            "windows": m["windows"],
+            "accuracy": m["accuracy"],
+            "macro_f1": m["macro_f1"],
+        }
+    overall = window_metrics(np.concatenate(truth_all), np.concatenate(pred_all), len(labels))
+
+    streams: dict[str, Any] = {}
+    for name, config in configs.items():
+        scores = stream_scores(bundle, config, recordings)
+        total = sum(scores.values(), StreamScore())
+        by_subject = {}
+        for subject in sorted({s for s, _ in scores}):
+            part = sum((v for (s, _), v in scores.items() if s == subject), StreamScore())
+            by_subject[subject] = {
+                k: part.summary()[k]
+                for k in (
+                    "online_accuracy",
+                    "detection_delay_s_median",
+                    "switches_per_hour_pred",
+                    "switches_per_hour_true",
+                )
+            }
+        streams[name] = {
+            **total.summary(),
+            "recall": {labels[c - 1]: round(v, 4) for c, v in total.recall().items()},
+            "hop": config.stream.hop,
+            "smoothing": config.smoothing.method,
+            "per_subject": by_subject,
+        }
+    return {
+        "bundle": str(bundle.path),
+        "name": bundle.name,
+        "arch": bundle.arch.model_dump(),
+        "mode": bundle.mode,
+        "parameters": _parameter_count(bundle),
+        "subjects": sorted({r.subject for r in recordings}),
+        "labels": labels,
+        "window": {**overall, "per_subject": per_subject},
+        "stream": streams,
+        "inference_ms_per_decision": round(inference_cost_ms(bundle, model), 4),
+    }
+
+
+def _parameter_count(bundle: Bundle) -> int:
+    arch, inputs, classes = bundle.arch, 9, len(bundle.labels)
+    gates = 3 if arch.type == "gru" else 4
+    total = 0
+    for layer in range(arch.layers):
+        width = inputs if layer == 0 else arch.hidden
+        total += gates * (arch.hidden * width + arch.hidden * arch.hidden + 2 * arch.hidden)
+    return total + arch.hidden * classes + classes

@@ -1,0 +1,346 @@
+"""Train a GRU/LSTM on the HAPT recordings and write a model bundle. Reads top to bottom.
+
+1. Load the 21 training subjects, preprocessed by the gateway's own offline function.
+2. Split off the validation subjects; fit the normalisation on the rest.
+3. Train with AdamW and a cosine schedule:
+   - stateful mode: random crops of ``seq_len`` steps from zero state, a target at
+     every labelled step (the activity of the newest sample), truncated backprop;
+   - window mode: windows of ``window`` steps, the target at the last step.
+4. Every ``eval_every`` steps, score the validation subjects the way the protocol
+   scores test subjects (windows at protocol positions; raw online accuracy at ``hop``)
+   and keep the best checkpoint.
+5. Optionally refit on all 21 subjects for the best step count.
+6. Write the bundle (bundle.json, model.pt, model.onnx) with the training record.
+
+The test subjects are not loaded here at all.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from harstream.bundle import ArchSpec, Bundle
+from harstream.config import TrainConfig
+from harstream.metrics import score_stream, window_metrics
+from harstream.preprocessing import FilterSpec
+from harstream.torchnet import HarNet
+from replay import BASIC_ACTIVITIES
+from training.augment import augment_crop
+from training.data import (
+    IGNORE,
+    TRAIN_SUBJECTS,
+    Prepared,
+    class_targets,
+    data_checksum,
+    load_prepared,
+    normalization,
+    protocol_windows,
+)
+from training.export import write_bundle
+
+__all__ = ["TrainResult", "train"]
+
+
+@dataclass
+class TrainResult:
+    bundle: Bundle
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_step: int = 0
+    seconds: float = 0.0
+
+
+def train(
+    cfg: TrainConfig,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    log: Callable[[str], None] = lambda line: print(line, flush=True),
+    recordings: list[Prepared] | None = None,
+) -> TrainResult:
+    started = time.monotonic()
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    filters = FilterSpec()
+
+    # 1-2. data and split
+    if recordings is None:
+        recordings = load_prepared(data_dir, TRAIN_SUBJECTS, filters)
+    if any(r.subject not in TRAIN_SUBJECTS for r in recordings):
+        raise ValueError("training recordings must come from the 21 training subjects")
+    val = [r for r in recordings if r.subject in cfg.validation_subjects]
+    fit = [r for r in recordings if r.subject not in cfg.validation_subjects]
+    mean, std = normalization(fit)
+    log(
+        f"fit subjects {sorted({r.subject for r in fit})}, "
+        f"validation subjects {sorted({r.subject for r in val})}"
+    )
+
+    # 3. model and optimiser
+    arch = ArchSpec(type=cfg.arch, hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout)
+    net = HarNet.from_arch(arch, n_classes=len(BASIC_ACTIVITIES))
+    history: list[dict[str, float]] = []
+    best = {"score": -1.0, "step": 0, "state": _snapshot(net)}
+    sampler = _make_sampler(cfg, fit, mean, std, rng)
+
+    def on_eval(step: int, train_loss: float, train_acc: float) -> None:
+        scores = evaluate_torch(net, val, mean, std, cfg) if val else {}
+        row = {"step": step, "train_loss": train_loss, "train_accuracy": train_acc, **scores}
+        history.append(row)
+        score = scores.get("selection", train_acc)
+        if score > best["score"]:
+            best.update(score=score, step=step, state=_snapshot(net))
+        log(
+            f"step {step:5d}  loss {train_loss:.3f}  train acc {train_acc:.3f}  "
+            + "  ".join(f"{k} {v:.3f}" for k, v in scores.items())
+        )
+
+    _fit(net, sampler, cfg, cfg.iterations, on_eval)
+    net.load_state_dict(best["state"])
+    log(f"best validation at step {best['step']} (selection score {best['score']:.4f})")
+
+    # 5. optional refit on all 21 training subjects for the best step count
+    if cfg.refit and val:
+        log(f"refit on all {len(TRAIN_SUBJECTS)} training subjects for {best['step']} steps")
+        torch.manual_seed(cfg.seed)
+        mean, std = normalization(recordings)
+        net = HarNet.from_arch(arch, n_classes=len(BASIC_ACTIVITIES))
+        _fit(
+            net,
+            _make_sampler(cfg, recordings, mean, std, rng),
+            cfg,
+            max(best["step"], 1),
+            lambda *args: None,
+        )
+
+    # 6. the bundle
+    seconds = time.monotonic() - started
+    last = next((h for h in history if h["step"] == best["step"]), {})
+    record = {
+        "name": f"{cfg.arch}{cfg.hidden}x{cfg.layers}-{cfg.mode}",
+        "subjects": sorted({r.subject for r in recordings}),
+        "validation_subjects": sorted({r.subject for r in val}),
+        "refit": cfg.refit,
+        "seed": cfg.seed,
+        "best_step": best["step"],
+        "seconds": round(seconds, 1),
+        "config": cfg.model_dump(),
+        "data_sha256": data_checksum(data_dir, sorted({r.subject for r in recordings})),
+        "git_commit": _git_commit(),
+        "torch": torch.__version__,
+        "history": history,
+    }
+    metrics = {f"validation_{k}": v for k, v in last.items() if k != "step"}
+    bundle = write_bundle(
+        net.eval(),
+        out_dir,
+        arch=arch,
+        labels=BASIC_ACTIVITIES,
+        mode=cfg.mode,
+        window=cfg.window,
+        hop=cfg.hop,
+        filters=filters,
+        mean=mean,
+        std=std,
+        training=record,
+        metrics=metrics,
+    )
+    log(f"wrote {bundle.path} in {seconds:.0f} s")
+    return TrainResult(bundle, history, best["step"], seconds)
+
+
+# --- batches ----------------------------------------------------------------------------
+
+Sampler = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _make_sampler(
+    cfg: TrainConfig,
+    recs: list[Prepared],
+    mean: np.ndarray,
+    std: np.ndarray,
+    rng: np.random.Generator,
+) -> Sampler:
+    """Random training batches ``(x (B, T, 9), y (B, T))``; y is IGNORE where unscored."""
+    aug = cfg.augment
+    targets = [class_targets(r.labels) for r in recs]
+
+    def prepare(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        x = augment_crop(
+            features,
+            labels,
+            rng,
+            rotate_deg=aug.rotate_deg,
+            lie_rotate_p=aug.lie_rotate_p,
+            scale=aug.scale,
+        )
+        x = (x - mean) / std
+        if aug.noise:
+            x += rng.normal(0, aug.noise, x.shape)
+        return x.astype(np.float32)
+
+    if cfg.mode == "stateful":
+        lengths = np.array([len(r.labels) for r in recs], np.float64)
+        weights = lengths / lengths.sum()
+
+        def crops() -> tuple[torch.Tensor, torch.Tensor]:
+            xs, ys = [], []
+            for i in rng.choice(len(recs), size=cfg.batch_size, p=weights):
+                start = int(rng.integers(0, len(recs[i].labels) - cfg.seq_len + 1))
+                part = slice(start, start + cfg.seq_len)
+                xs.append(prepare(recs[i].features[part], recs[i].labels[part]))
+                ys.append(targets[i][part])
+            return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+        return crops
+
+    index = [
+        (i, s, c)
+        for i, r in enumerate(recs)
+        for s, c in zip(
+            *protocol_windows(r.labels, cfg.window, cfg.hop, cfg.window_stride), strict=True
+        )
+    ]
+
+    def windows() -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for k in rng.integers(0, len(index), size=cfg.batch_size):
+            i, s, c = index[k]
+            part = slice(s, s + cfg.window)
+            xs.append(prepare(recs[i].features[part], recs[i].labels[part]))
+            y = np.full(cfg.window, IGNORE, np.int64)
+            y[-1] = c  # window mode: one target, at the last step
+            ys.append(y)
+        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+    return windows
+
+
+# --- the loop ---------------------------------------------------------------------------
+
+
+def _fit(
+    net: HarNet,
+    sample: Sampler,
+    cfg: TrainConfig,
+    steps: int,
+    on_eval: Callable[[int, float, float], None],
+) -> None:
+    optimiser = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE)
+    losses, correct, counted = [], 0, 0
+    show = sys.stderr.isatty()
+    for step in range(1, steps + 1):
+        net.train()
+        x, y = sample()
+        logits, _ = net(x)
+        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        optimiser.step()
+        schedule.step()
+        losses.append(loss.item())
+        mask = y != IGNORE
+        correct += int((logits.argmax(-1)[mask] == y[mask]).sum())
+        counted += int(mask.sum())
+        if show:
+            print(
+                f"\rstep {step}/{steps} loss {np.mean(losses[-20:]):.3f}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+        if step % cfg.eval_every == 0 or step == steps:
+            if show:
+                print("\r", end="", file=sys.stderr)
+            on_eval(step, float(np.mean(losses)), correct / max(counted, 1))
+            losses, correct, counted = [], 0, 0
+
+
+def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+@torch.inference_mode()
+def step_probabilities(
+    net: HarNet, recs: list[Prepared], mean: np.ndarray, std: np.ndarray
+) -> list[np.ndarray]:
+    """Per-step class probabilities of each whole recording from zero state (n, classes).
+
+    The recordings run as one zero-padded batch: the network is causal, so padding at
+    the end changes nothing before it.
+    """
+    net.eval()
+    longest = max(len(r.features) for r in recs)
+    x = np.zeros((len(recs), longest, 9), np.float32)
+    for i, r in enumerate(recs):
+        x[i, : len(r.features)] = (r.features - mean) / std
+    logits, _ = net(torch.from_numpy(x))
+    probs = torch.softmax(logits, -1).numpy()
+    return [probs[i, : len(r.features)] for i, r in enumerate(recs)]
+
+
+@torch.inference_mode()
+def evaluate_torch(
+    net: HarNet, recs: list[Prepared], mean: np.ndarray, std: np.ndarray, cfg: TrainConfig
+) -> dict[str, float]:
+    """Validation scores: protocol windows and raw (unsmoothed) online accuracy at hop."""
+    net.eval()
+    truth, pred = [], []
+    stream = None
+    if cfg.mode == "stateful":
+        for r, probs in zip(recs, step_probabilities(net, recs, mean, std), strict=True):
+            starts, classes = protocol_windows(r.labels, cfg.window, cfg.hop)
+            truth.append(classes)
+            pred.append(probs[starts + cfg.window - 1].argmax(-1))
+            seqs = np.arange(cfg.hop - 1, len(r.labels), cfg.hop)
+            score = score_stream(r.labels, seqs, probs[seqs].argmax(-1) + 1)
+            stream = score if stream is None else stream + score
+    else:
+        for r in recs:
+            starts, classes = protocol_windows(r.labels, cfg.window, cfg.hop)
+            x = np.stack([(r.features[s : s + cfg.window] - mean) / std for s in starts])
+            logits, _ = net(torch.from_numpy(x.astype(np.float32)))
+            truth.append(classes)
+            pred.append(logits[:, -1].argmax(-1).numpy())
+            ends = np.arange(cfg.window, len(r.labels) + 1, cfg.hop)
+            xs = np.stack([(r.features[e - cfg.window : e] - mean) / std for e in ends])
+            labels = net(torch.from_numpy(xs.astype(np.float32)))[0][:, -1].argmax(-1).numpy()
+            score = score_stream(r.labels, ends - 1, labels + 1)
+            stream = score if stream is None else stream + score
+    m = window_metrics(np.concatenate(truth), np.concatenate(pred), len(BASIC_ACTIVITIES))
+    scores = {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"]}
+    if stream is not None:
+        scores["val_online_accuracy"] = stream.online_accuracy
+    # model selection: window macro-F1 and online accuracy weigh the same
+    scores["selection"] = (scores["val_macro_f1"] + scores.get("val_online_accuracy", 0.0)) / 2
+    return scores
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
