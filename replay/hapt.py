@@ -18,6 +18,7 @@ This module knows files; it knows nothing about filters, models or MQTT.
 
 from __future__ import annotations
 
+import lzma
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ __all__ = [
     "read_matrix",
 ]
 
-_SENSOR_FILE = re.compile(r"^(acc|gyro)_exp(\d+)_user(\d+)\.txt$")
+_SENSOR_FILE = re.compile(r"^(acc|gyro)_exp(\d+)_user(\d+)\.txt(\.xz)?$")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ def list_experiments(raw_dir: Path) -> list[Experiment]:
         match = _SENSOR_FILE.match(path.name)
         if match:
             kind, exp, user = match.group(1), int(match.group(2)), int(match.group(3))
+            if kind in found.get((exp, user), {}):
+                raise DataError(f"{path}: a second {kind} file for experiment {exp}")
             found.setdefault((exp, user), {})[kind] = path
     experiments = []
     for (exp, user), files in sorted(found.items()):
@@ -91,13 +94,7 @@ def list_experiments(raw_dir: Path) -> list[Experiment]:
 
 def read_matrix(path: Path, columns: int = 3) -> np.ndarray:
     """A whitespace-separated numeric text file as a (rows, columns) float64 array."""
-    try:
-        text = path.read_text(encoding="ascii")
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: missing") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from exc
-    lines = text.rstrip().splitlines()
+    lines = _read_text(path).rstrip().splitlines()
     if not lines:
         raise DataError(f"{path}: no rows")
     try:
@@ -124,14 +121,24 @@ def read_matrix(path: Path, columns: int = 3) -> np.ndarray:
     raise DataError(f"{path}: cannot parse")  # pragma: no cover - the loop names the line
 
 
+def _read_text(path: Path) -> str:
+    """A text file, or its xz-compressed form (``NAME.txt.xz``, as the demo data ships)."""
+    try:
+        if path.suffix == ".xz":
+            with lzma.open(path, "rt", encoding="ascii") as handle:
+                return handle.read()
+        return path.read_text(encoding="ascii")
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: missing") from exc
+    except (OSError, UnicodeDecodeError, lzma.LZMAError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from exc
+
+
 def read_labels(raw_dir: Path) -> list[LabelRow]:
     """All rows of ``labels.txt``, checked: 5 integers, activity 1..12, 1 <= start <= end."""
     path = raw_dir / "labels.txt"
     rows = []
-    try:
-        text = path.read_text(encoding="ascii")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from exc
+    text = _read_text(path)
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

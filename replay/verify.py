@@ -9,6 +9,7 @@ RawData file against the published originals (``checksums/hapt-rawdata.sha256``)
 from __future__ import annotations
 
 import hashlib
+import lzma
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -62,8 +63,10 @@ def known_checksums() -> dict[str, str]:
 
 
 def _sha256(path: Path) -> str:
+    """sha256 of a file's content (of the decompressed content for ``.xz``)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    opener = lzma.open if path.suffix == ".xz" else open
+    with opener(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -115,7 +118,8 @@ def _verify_hapt(report: VerifyReport, checksums: bool) -> None:
         rows[exp.experiment] = len(acc)
         summary.samples += len(acc)
         for path in (exp.acc_path, exp.gyro_path):
-            if path.name in sums and _sha256(path) != sums[path.name]:
+            name = path.name.removesuffix(".xz")
+            if name in sums and _sha256(path) != sums[name]:
                 mismatched.append(path.name)
     if mismatched:
         report.problems.append(

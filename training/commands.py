@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harstream.cli import add_config_options, config_from_args, data_dir_from
+from harstream.cli.common import add_config_options, config_from_args, data_dir_from
 from harstream.config import load_config
 from harstream.errors import ConfigError, HarstreamError
 
