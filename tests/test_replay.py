@@ -71,7 +71,7 @@ def test_a_minute_at_real_rate_runs_instantly_on_a_fake_clock(
     clock = FakeClock()
     printer = Capture(clock.now)
     started = time.perf_counter()
-    log, wall_s, interrupted = run_replay(
+    _log, wall_s, interrupted = run_replay(
         [minute_of(DEMO[0], 60.0)],
         load_config(),
         bundle_factory("gru", "stateful"),
