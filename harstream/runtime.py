@@ -7,15 +7,21 @@ naming the key when it does not.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from harstream.bundle import Bundle, load_bundle
 from harstream.config import Config
 from harstream.engine import Engine
 from harstream.errors import ConfigError
 from harstream.inference import Model, load_model
 from harstream.preprocessing import Preprocessor
+from harstream.service import GatewaySettings
 from harstream.smoothing import smoother_factory
 
-__all__ = ["build_engine"]
+if TYPE_CHECKING:
+    from harstream.mqtt import MqttTransport
+
+__all__ = ["build_engine", "gateway_settings", "mqtt_transport"]
 
 
 def build_engine(
@@ -55,4 +61,47 @@ def build_engine(
         max_devices=stream.max_devices,
         idle_timeout_s=stream.idle_timeout_s,
         unknown_threshold=smoothing.unknown_threshold,
+    )
+
+
+def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:
+    return GatewaySettings(
+        prefix=config.topics.prefix,
+        qos_in=config.topics.qos_in,
+        qos_out=config.topics.qos_out,
+        retain_activity=config.topics.retain_activity,
+        max_batch=config.batching.max_batch,
+        max_delay_ms=config.batching.max_delay_ms,
+        queue_size=config.service.queue_size,
+        stats_interval_s=config.service.stats_interval_s,
+        error_interval_s=config.service.error_interval_s,
+        max_payload_bytes=config.service.max_payload_bytes,
+        max_samples_per_message=config.stream.max_samples_per_message,
+        rate_hz=config.stream.rate_hz,
+        reconnect_min_s=config.broker.reconnect_min_s,
+        reconnect_max_s=config.broker.reconnect_max_s,
+        homeassistant=config.homeassistant.enabled,
+        discovery_prefix=config.homeassistant.discovery_prefix,
+        model_name=bundle.name,
+    )
+
+
+def mqtt_transport(config: Config, client_id: str | None = None) -> MqttTransport:
+    """The MQTT transport of ``config.broker`` (aiomqtt is imported only here)."""
+    from harstream.mqtt import MqttTransport, TlsFiles
+
+    broker = config.broker
+    tls = None
+    if broker.tls is not None:
+        tls = TlsFiles(
+            broker.tls.ca_file, broker.tls.cert_file, broker.tls.key_file, broker.tls.insecure
+        )
+    return MqttTransport(
+        broker.host,
+        broker.port,
+        username=broker.username,
+        password=broker.password.get_secret_value() if broker.password else None,
+        tls=tls,
+        client_id=client_id or broker.client_id,
+        keepalive_s=broker.keepalive_s,
     )

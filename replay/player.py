@@ -22,7 +22,7 @@ import numpy as np
 
 from replay.recording import Recording
 
-__all__ = ["Chunk", "Clock", "FakeClock", "RealClock", "play"]
+__all__ = ["Chunk", "Clock", "FakeClock", "RealClock", "chunks", "play"]
 
 
 class Clock(Protocol):
@@ -64,11 +64,35 @@ class Chunk:
     samples: np.ndarray
     seq: int
     t: float
+    due_s: float  # stream seconds at which the chunk's last sample has been measured
 
     @property
     def session_start(self) -> int:
         """The ``seq`` of this recording's first sample."""
         return self.seq - self.start
+
+
+def chunks(
+    recordings: Iterable[Recording], message_samples: int = 25, t0: float = 0.0
+) -> Iterator[Chunk]:
+    """The messages of a device session per recording, unpaced (``due_s`` says when)."""
+    if message_samples < 1:
+        raise ValueError("message_samples must be >= 1")
+    played_s = 0.0  # stream time before the current recording
+    seq = 0
+    for rec in recordings:
+        for start in range(0, len(rec), message_samples):
+            part = rec.samples[start : start + message_samples]
+            yield Chunk(
+                rec,
+                start,
+                part,
+                seq + start,
+                t0 + played_s + start / rec.rate_hz,
+                played_s + (start + len(part)) / rec.rate_hz,
+            )
+        played_s += rec.duration_s
+        seq += len(rec) + 1  # the gap that tells the receiver a new session starts
 
 
 def play(
@@ -79,22 +103,14 @@ def play(
     clock: Clock | None = None,
     t0: float = 0.0,
 ) -> Iterator[Chunk]:
-    if message_samples < 1:
-        raise ValueError("message_samples must be >= 1")
+    """``chunks``, each yielded when due at ``speed`` x real time (None: at once)."""
     if speed is not None and speed <= 0:
         raise ValueError("speed must be > 0 (or None for as fast as possible)")
     clock = clock or RealClock()
     began = clock.now()
-    played_s = 0.0  # stream time before the current recording
-    seq = 0
-    for rec in recordings:
-        for start in range(0, len(rec), message_samples):
-            part = rec.samples[start : start + message_samples]
-            if speed is not None:
-                due = began + (played_s + (start + len(part)) / rec.rate_hz) / speed
-                wait = due - clock.now()
-                if wait > 0:
-                    clock.sleep(wait)
-            yield Chunk(rec, start, part, seq + start, t0 + played_s + start / rec.rate_hz)
-        played_s += rec.duration_s
-        seq += len(rec) + 1  # the gap that tells the receiver a new session starts
+    for chunk in chunks(recordings, message_samples, t0):
+        if speed is not None:
+            wait = began + chunk.due_s / speed - clock.now()
+            if wait > 0:
+                clock.sleep(wait)
+        yield chunk

@@ -182,6 +182,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     speed = None if args.speed == "max" else float(args.speed)
     if speed is not None and speed <= 0:
         raise HarstreamError("--speed must be > 0 or max")
+    if args.publish:
+        from harstream.cli.device import publish_recordings
+
+        return publish_recordings(args, config, recordings, speed)
     bundle = load_bundle(args.model if args.model else config.model.path)
     printer = LivePrinter(
         sys.stdout, total_s=sum(r.duration_s for r in recordings), quiet=args.quiet
@@ -299,6 +303,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     replay.add_argument("--device", help="device id (default subjectN)")
     replay.add_argument("--quiet", action="store_true", help="print only the summary")
+    replay.add_argument(
+        "--publish",
+        action="store_true",
+        help="publish the recordings to the "
+        "broker of the config as a device would, instead of recognising them",
+    )
     replay.add_argument("--report", type=Path, help="write the summary as JSON")
     replay.add_argument("--plot", type=Path, help="draw the timeline to this PNG")
     add_config_options(replay)

@@ -1,0 +1,85 @@
+"""``harstream serve``: the MQTT gateway (see harstream.service)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+from harstream.bundle import load_bundle
+from harstream.cli.common import add_config_options, config_from_args
+from harstream.config import Config
+from harstream.engine import Engine
+from harstream.runtime import build_engine, gateway_settings, mqtt_transport
+from harstream.service import Gateway, GatewaySettings
+from harstream.transport import Transport
+
+__all__ = ["register", "serve", "setup_logging"]
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "t": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(config: Config) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if config.logging.format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("harstream")
+    root.handlers[:] = [handler]
+    root.setLevel(config.logging.level)
+
+
+async def serve(engine: Engine, transport: Transport, settings: GatewaySettings) -> None:
+    """Run the gateway until SIGINT or SIGTERM, then stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await Gateway(engine, transport, settings).run(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    setup_logging(config)
+    bundle = load_bundle(config.model.path)  # a bad model or config fails here, at start
+    engine = build_engine(config, bundle)
+    transport = mqtt_transport(config)
+    log = logging.getLogger("harstream")
+    log.info(
+        "serving %s (%s, %s mode, hop %d) via %r, prefix %s",
+        bundle.name,
+        bundle.arch.type,
+        bundle.mode,
+        config.stream.hop,
+        transport,
+        config.topics.prefix,
+    )
+    asyncio.run(serve(engine, transport, gateway_settings(config, bundle)))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser(
+        "serve", help="run the MQTT gateway: device samples in, activities out"
+    )
+    add_config_options(parser)
+    parser.set_defaults(func=cmd_serve)

@@ -1,0 +1,170 @@
+"""The MQTT payload codec of DESIGN.md: device messages in, gateway messages out. Pure.
+
+Input, on ``{prefix}/{device}/imu``::
+
+    {"samples": [[ax, ay, az, gx, gy, gz], ...], "seq": int?, "t": float?, "rate": number?}
+
+``decode_imu`` checks everything and raises :class:`~harstream.errors.PayloadError`
+with a short code: ``bad_device_id``, ``too_large``, ``bad_json``, ``bad_shape``,
+``not_finite``, ``too_many_samples``, ``bad_seq``, ``bad_t``, ``bad_rate``. Output
+encoders build the activity, transition, error, stats and Home Assistant discovery
+payloads. This module knows bytes and dicts; it knows nothing about sockets.
+
+>>> m = decode_imu("phone-1", b'{"samples": [[0, 0, 1, 0, 0, 0.1]], "seq": 7}', now=5.0)
+>>> m.device, m.samples.shape, m.seq, m.t, m.received
+('phone-1', (1, 6), 7, None, 5.0)
+>>> decode_imu("phone-1", b'{"samples": [[0, 0, 1]]}', now=5.0)
+Traceback (most recent call last):
+...
+harstream.errors.PayloadError: bad_shape: samples must be rows of 6 numbers, got shape (1, 3)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+from harstream.engine import Decision, Message
+from harstream.errors import PayloadError
+
+__all__ = [
+    "DEVICE_ID",
+    "decode_imu",
+    "discovery_payload",
+    "encode",
+    "encode_activity",
+    "encode_error",
+    "encode_transition",
+    "valid_device_id",
+]
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def valid_device_id(device: str) -> bool:
+    return DEVICE_ID.fullmatch(device) is not None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_imu(
+    device: str,
+    payload: bytes,
+    *,
+    now: float,
+    rate_hz: float = 50.0,
+    max_samples: int = 500,
+    max_bytes: int = 65_536,
+) -> Message:
+    """Validate one device message; ``now`` is the gateway's receive time (epoch s)."""
+    if not valid_device_id(device):
+        raise PayloadError("bad_device_id", "device ids are 1-64 characters of A-Z a-z 0-9 _ -")
+    if len(payload) > max_bytes:
+        raise PayloadError("too_large", f"{len(payload)} bytes > {max_bytes}")
+    try:
+        data = json.loads(payload, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError("bad_json", f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or "samples" not in data:
+        raise PayloadError("bad_shape", 'expected an object with "samples"')
+    unknown = set(data) - {"samples", "seq", "t", "rate"}
+    if unknown:
+        raise PayloadError("bad_shape", f"unknown keys: {sorted(unknown)}")
+    raw = data["samples"]
+    if not isinstance(raw, list) or not raw:
+        raise PayloadError("bad_shape", "samples must be a non-empty list of rows")
+    if len(raw) > max_samples:
+        raise PayloadError("too_many_samples", f"{len(raw)} samples > {max_samples}")
+    try:
+        samples = np.array(raw)
+    except ValueError:  # ragged rows
+        raise PayloadError("bad_shape", "samples must be rows of 6 numbers") from None
+    if samples.dtype.kind not in "iuf":  # strings, booleans, nulls, nested objects
+        raise PayloadError("bad_shape", "samples must be rows of 6 numbers")
+    if samples.ndim != 2 or samples.shape[1] != 6:
+        raise PayloadError(
+            "bad_shape", f"samples must be rows of 6 numbers, got shape {samples.shape}"
+        )
+    samples = samples.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(samples)):
+        raise PayloadError("not_finite", "samples must be finite numbers")
+    seq = data.get("seq")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
+        raise PayloadError("bad_seq", "seq must be a non-negative integer")
+    t = data.get("t")
+    if t is not None and (not _is_number(t) or not math.isfinite(t)):
+        raise PayloadError("bad_t", "t must be a finite number (epoch seconds)")
+    rate = data.get("rate")
+    if rate is not None and (not _is_number(rate) or rate != rate_hz):
+        raise PayloadError("bad_rate", f"rate must be {rate_hz:g} Hz, got {rate!r}")
+    return Message(device, samples, seq, None if t is None else float(t), now)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def encode(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def encode_activity(decision: Decision, model: str) -> bytes:
+    return encode(
+        {
+            "device": decision.device,
+            "activity": decision.activity,
+            "confidence": round(decision.confidence, 4),
+            "probabilities": {k: round(v, 4) for k, v in decision.probabilities.items()},
+            "raw_activity": decision.raw_activity,
+            "seq": decision.seq,
+            "t": round(decision.t, 3),
+            "model": model,
+        }
+    )
+
+
+def encode_transition(decision: Decision) -> bytes:
+    return encode(
+        {
+            "device": decision.device,
+            "from": decision.previous,
+            "to": decision.activity,
+            "seq": decision.seq,
+            "t": round(decision.t, 3),
+        }
+    )
+
+
+def encode_error(code: str, detail: str) -> bytes:
+    return encode({"error": code, "detail": detail})
+
+
+def discovery_payload(device: str, prefix: str, model: str) -> bytes:
+    """Home Assistant MQTT discovery config of one device's activity sensor."""
+    state = f"{prefix}/{device}/activity"
+    return encode(
+        {
+            "name": "Activity",
+            "unique_id": f"harstream_{device}_activity",
+            "object_id": f"harstream_{device}_activity",
+            "state_topic": state,
+            "value_template": "{{ value_json.activity }}",
+            "json_attributes_topic": state,
+            "availability_topic": f"{prefix}/status",
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "icon": "mdi:run",
+            "device": {
+                "identifiers": [f"harstream_{device}"],
+                "name": f"harstream {device}",
+                "manufacturer": "harstream",
+                "model": model,
+            },
+        }
+    )

@@ -1,0 +1,413 @@
+"""The gateway service: device messages in over a transport, activities out.
+
+It reads as a sentence: connect, say ``online``, subscribe, and for every message
+received queue it; a worker takes what is queued as one batch, decodes it and feeds
+the engine off the event loop, then publishes the decisions. Three named tasks run in
+one task group:
+
+- ``connection``: (re)connects with capped, jittered exponential backoff, publishes the
+  retained ``online`` status (the broker publishes the ``offline`` will if we vanish),
+  subscribes, and moves received messages into a bounded queue (full: drop and count);
+- ``batches``: the worker; a batch is everything queued when it wakes, plus whatever
+  arrives within ``max_delay_ms``, up to ``max_batch`` messages;
+- ``stats``: publishes counters every ``stats_interval_s`` and evicts idle devices.
+
+Device state lives in the engine, so it survives a broker outage. A bad message is
+counted by reason, reported on its device's error topic (rate-limited) and dropped.
+On stop, the queue is drained, ``offline`` is published and the session closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harstream.engine import Decision, Engine, Message
+from harstream.errors import PayloadError
+from harstream.payload import (
+    decode_imu,
+    discovery_payload,
+    encode,
+    encode_activity,
+    encode_error,
+    encode_transition,
+)
+from harstream.transport import Session, Transport, TransportError, Will
+
+__all__ = ["Backoff", "Gateway", "GatewaySettings"]
+
+log = logging.getLogger("harstream.gateway")
+
+_STOP = object()  # queue sentinel: everything before it is the last work to do
+_ANNOUNCE = object()  # queue marker: Home Assistant restarted, announce every device
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    prefix: str = "harstream"
+    qos_in: int = 0
+    qos_out: int = 1
+    retain_activity: bool = True
+    max_batch: int = 1024
+    max_delay_ms: float = 5.0
+    queue_size: int = 10_000
+    stats_interval_s: float = 10.0
+    error_interval_s: float = 5.0
+    max_payload_bytes: int = 65_536
+    max_samples_per_message: int = 500
+    rate_hz: float = 50.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    homeassistant: bool = False
+    discovery_prefix: str = "homeassistant"
+    model_name: str = "harstream"
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter: delay in [min, min(max, min * 2**n)]."""
+
+    def __init__(self, min_s: float, max_s: float, rng: random.Random | None = None) -> None:
+        self.min_s, self.max_s = min_s, max_s
+        self.rng = rng or random.Random()
+        self.attempt = 0
+
+    def next(self) -> float:
+        cap = min(self.max_s, self.min_s * 2**self.attempt)
+        self.attempt += 1
+        return self.rng.uniform(self.min_s, cap)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class _Batch:
+    """What one batch produced, handed from the worker thread back to the event loop."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    errors: list[tuple[str, str, str]] = field(default_factory=list)  # device, code, detail
+    received: dict[str, float] = field(default_factory=dict)  # device -> first receipt
+    new_devices: list[str] = field(default_factory=list)  # to announce to Home Assistant
+
+
+class Gateway:
+    def __init__(
+        self,
+        engine: Engine,
+        transport: Transport,
+        settings: GatewaySettings,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.engine = engine
+        self.transport = transport
+        self.settings = settings
+        self.wall_clock = wall_clock
+        self.monotonic = monotonic
+        self.backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s, rng)
+        self.counters: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.connected = asyncio.Event()
+        self.session: Session | None = None
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(settings.queue_size)
+        self._latencies_ms: list[float] = []
+        self._last_error: OrderedDict[str, float] = OrderedDict()
+        self._engine_counters: dict[str, int] = {}
+        self._batches_done = 0
+        self._drained = asyncio.Event()
+        prefix = settings.prefix
+        self.status_topic = f"{prefix}/status"
+        self.imu_filter = f"{prefix}/+/imu"
+        self.ha_status_topic = f"{settings.discovery_prefix}/status"
+
+    # --- the three tasks ------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then drain, say ``offline`` and return."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._connection(stop), name="connection")
+            tasks.create_task(self._batches(), name="batches")
+            tasks.create_task(self._stats(stop), name="stats")
+
+    async def _connection(self, stop: asyncio.Event) -> None:
+        will = Will(self.status_topic, b"offline", qos=1, retain=True)
+        try:
+            while not stop.is_set():
+                try:
+                    async with self.transport.session(will=will) as session:
+                        await self._start_session(session)
+                        receiving = asyncio.create_task(self._receive(session), name="receive")
+                        stopping = asyncio.create_task(stop.wait())
+                        done, _ = await asyncio.wait(
+                            {receiving, stopping}, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        if receiving in done:
+                            stopping.cancel()
+                            receiving.result()  # raises the TransportError that ended it
+                            continue
+                        receiving.cancel()
+                        await self._queue.put(_STOP)
+                        await self._drained.wait()  # the last decisions go out first
+                        await session.publish(self.status_topic, b"offline", qos=1, retain=True)
+                        log.info("stopped: queue drained, status offline")
+                        return
+                except TransportError as exc:
+                    self.session = None
+                    self.connected.clear()
+                    delay = self.backoff.next()
+                    self.counters["reconnects"] += 1
+                    log.warning(
+                        "broker unavailable (%s); attempt %d in %.2f s",
+                        exc,
+                        self.backoff.attempt,
+                        delay,
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=delay)
+            await self._queue.put(_STOP)  # stopped while disconnected
+            await self._drained.wait()
+        finally:
+            self.session = None
+            self.connected.clear()
+
+    async def _start_session(self, session: Session) -> None:
+        await session.publish(self.status_topic, b"online", qos=1, retain=True)
+        await session.subscribe(self.imu_filter, qos=self.settings.qos_in)
+        if self.settings.homeassistant:
+            await session.subscribe(self.ha_status_topic, qos=1)
+        self.session = session
+        self.backoff.reset()
+        self.connected.set()
+        log.info("connected; listening on %s", self.imu_filter)
+
+    async def _receive(self, session: Session) -> None:
+        start = len(self.settings.prefix) + 1
+        async for message in session.messages():
+            if message.topic == self.ha_status_topic:
+                if message.payload == b"online":
+                    await self._queue.put(_ANNOUNCE)  # the worker knows the devices
+                continue
+            self.counters["messages"] += 1
+            item = (message.topic[start:-4], message.payload, self.wall_clock(), self.monotonic())
+            try:
+                self._queue.put_nowait(item)
+            except asyncio.QueueFull:
+                self.counters["dropped_overload"] += 1
+
+    async def _batches(self) -> None:
+        delay_s = self.settings.max_delay_ms / 1000
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.settings.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            deadline = self.monotonic() + delay_s
+            while len(batch) < self.settings.max_batch and batch[-1] is not _STOP:
+                left = deadline - self.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                except TimeoutError:
+                    break
+            done = batch[-1] is _STOP
+            announce = any(item is _ANNOUNCE for item in batch)
+            work = [item for item in batch if item is not _STOP and item is not _ANNOUNCE]
+            try:
+                # decoding and inference are CPU-bound: off the event loop, so the
+                # connection keeps reading and acknowledging while a batch computes
+                result = await asyncio.to_thread(self._process, work, announce)
+                await self._publish(result)
+            except Exception:  # a bug must not take every other device down with it
+                self.counters["batch_errors"] += 1
+                log.exception("batch of %d messages failed; dropped", len(work))
+            if done:
+                self._drained.set()
+                return
+
+    async def _stats(self, stop: asyncio.Event) -> None:
+        started = last_t = self.monotonic()
+        last: Counter[str] = Counter()
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.stats_interval_s)
+                return
+            except TimeoutError:
+                pass
+            now = self.monotonic()
+            current = self.snapshot()
+            interval = max(now - last_t, 1e-9)
+            payload = {
+                **current,
+                "uptime_s": round(now - started, 1),
+                "interval_s": round(interval, 2),
+                **{
+                    f"{k}_per_s": round((current[k] - last[k]) / interval, 1)
+                    for k in ("messages", "samples", "decisions")
+                },
+                "latency_ms": self._latency_summary(),
+            }
+            last, last_t = (
+                Counter({k: current[k] for k in ("messages", "samples", "decisions")}),
+                now,
+            )
+            await self._send(f"{self.settings.prefix}/stats", encode(payload), 0, False)
+
+    # --- work -----------------------------------------------------------------------
+
+    def _process(
+        self, items: list[tuple[str, bytes, float, float]], announce_all: bool = False
+    ) -> _Batch:
+        """Decode and feed one batch. Runs in a worker thread, one batch at a time: the
+        only code that touches the engine, so the engine needs no lock."""
+        result = _Batch()
+        messages: list[Message] = []
+        s = self.settings
+        for device, payload, wall, mono in items:
+            try:
+                messages.append(
+                    decode_imu(
+                        device,
+                        payload,
+                        now=wall,
+                        rate_hz=s.rate_hz,
+                        max_samples=s.max_samples_per_message,
+                        max_bytes=s.max_payload_bytes,
+                    )
+                )
+                result.received.setdefault(device, mono)
+            except PayloadError as exc:
+                result.errors.append((device, exc.code, exc.detail))
+        known = set(self.engine.devices) if s.homeassistant else set()
+        fed = self.engine.feed_many(messages)
+        result.decisions = fed.decisions
+        result.errors.extend((e.device, e.code, e.detail) for e in fed.events)
+        if announce_all:
+            result.new_devices = self.engine.devices
+        elif s.homeassistant:
+            now_known = set(self.engine.devices)
+            result.new_devices = [
+                d
+                for d in dict.fromkeys(m.device for m in messages)
+                if d not in known and d in now_known
+            ]
+        self._batches_done += 1
+        if self._batches_done % 64 == 0:
+            self.engine.evict_idle(self.wall_clock())
+        self._engine_counters = dict(self.engine.counters)
+        self._engine_counters["devices"] = len(self.engine.devices)
+        return result
+
+    async def _publish(self, batch: _Batch) -> None:
+        s = self.settings
+        sends = []
+        if batch.new_devices:
+            await self._announce(batch.new_devices)
+        for d in batch.decisions:
+            topic = f"{s.prefix}/{d.device}"
+            sends.append(
+                self._send(
+                    f"{topic}/activity",
+                    encode_activity(d, s.model_name),
+                    s.qos_out,
+                    s.retain_activity,
+                )
+            )
+            if d.changed:
+                sends.append(
+                    self._send(f"{topic}/transition", encode_transition(d), s.qos_out, False)
+                )
+        now = self.monotonic()
+        for d in batch.decisions:
+            if d.device in batch.received:
+                self._latencies_ms.append((now - batch.received[d.device]) * 1000)
+        del self._latencies_ms[:-100_000]  # bounded: the newest 100k per interval
+        for device, code, detail in batch.errors:
+            self.rejected[code] += 1
+            if self._may_report(device, now):
+                sends.append(
+                    self._send(f"{s.prefix}/{device}/error", encode_error(code, detail), 0, False)
+                )
+        await asyncio.gather(*sends)
+
+    def _may_report(self, device: str, now: float) -> bool:
+        """At most one error report per device per ``error_interval_s`` (bounded memory)."""
+        last = self._last_error.get(device)
+        if last is not None and now - last < self.settings.error_interval_s:
+            self.counters["errors_suppressed"] += 1
+            return False
+        self._last_error[device] = now
+        self._last_error.move_to_end(device)
+        while len(self._last_error) > 10_000:
+            self._last_error.popitem(last=False)
+        return True
+
+    async def _announce(self, devices: list[str]) -> None:
+        s = self.settings
+        await asyncio.gather(
+            *(
+                self._send(
+                    f"{s.discovery_prefix}/sensor/harstream_{d}/activity/config",
+                    discovery_payload(d, s.prefix, s.model_name),
+                    1,
+                    True,
+                )
+                for d in devices
+            )
+        )
+
+    async def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        session = self.session
+        if session is None:
+            self.counters["publish_failed"] += 1
+            return
+        try:
+            await session.publish(topic, payload, qos=qos, retain=retain)
+            self.counters["published"] += 1
+        except TransportError:
+            self.counters["publish_failed"] += 1
+
+    # --- numbers --------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        engine = self._engine_counters
+        return {
+            "devices": engine.get("devices", 0),
+            "messages": self.counters["messages"],
+            "samples": engine.get("samples", 0),
+            "decisions": engine.get("decisions", 0),
+            "rejected": dict(self.rejected),
+            "dropped": {
+                "overload": self.counters["dropped_overload"],
+                "seq_old": engine.get("dropped_seq_old", 0),
+                "too_many_devices": engine.get("rejected_too_many_devices", 0),
+            },
+            "resets": engine.get("resets", 0),
+            "evicted": engine.get("evicted", 0),
+            "published": self.counters["published"],
+            "publish_failed": self.counters["publish_failed"],
+            "reconnects": self.counters["reconnects"],
+            "queue": self._queue.qsize(),
+        }
+
+    def _latency_summary(self) -> dict[str, float | int | None]:
+        values, self._latencies_ms = self._latencies_ms, []
+        if not values:
+            return {"count": 0, "p50": None, "p99": None, "max": None}
+        arr = np.array(values)
+        return {
+            "count": len(values),
+            "p50": round(float(np.percentile(arr, 50)), 3),
+            "p99": round(float(np.percentile(arr, 99)), 3),
+            "max": round(float(arr.max()), 3),
+        }

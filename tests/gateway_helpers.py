@@ -1,0 +1,54 @@
+"""Helpers shared by the gateway tests (in-memory and against mosquitto)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from harstream.bundle import Bundle
+from harstream.config import load_config
+from harstream.engine import Engine
+from harstream.runtime import build_engine
+from replay import iter_hapt
+
+MINI = Path(__file__).resolve().parent / "data" / "hapt-mini"
+WALK = next(iter_hapt(MINI, subjects=[9])).samples
+
+
+def engine_for(bundle: Bundle, *overrides: str) -> Engine:
+    return build_engine(load_config(overrides=["smoothing.method=none", *overrides]), bundle)
+
+
+def imu(
+    samples: np.ndarray, seq: int | None = None, t: float | None = None, **extra: object
+) -> bytes:
+    data: dict[str, object] = {"samples": samples.tolist()}
+    if seq is not None:
+        data["seq"] = seq
+    if t is not None:
+        data["t"] = t
+    data.update(extra)
+    return json.dumps(data).encode()
+
+
+BAD_INPUTS: list[tuple[str, bytes, str]] = [
+    ("bad.id", imu(WALK[:5]), "bad_device_id"),
+    ("x" * 65, imu(WALK[:5]), "bad_device_id"),
+    ("dev-bad", b"{not json", "bad_json"),
+    ("dev-bad", b'"just a string"', "bad_shape"),
+    ("dev-bad", b'{"samples": [[1, 2, 3]]}', "bad_shape"),
+    ("dev-bad", b'{"samples": [[1, 2, 3, 4, 5, "6"]]}', "bad_shape"),
+    ("dev-bad", b'{"samples": [[1, 2, 3, 4, 5, 6], [1, 2]]}', "bad_shape"),
+    ("dev-bad", b'{"samples": []}', "bad_shape"),
+    ("dev-bad", b'{"samples": [[1, 2, 3, 4, 5, 6]], "extra": 1}', "bad_shape"),
+    ("dev-bad", b'{"samples": [[1, 2, 3, 4, 5, NaN]]}', "bad_json"),
+    ("dev-bad", b'{"samples": [[1, 2, 3, 4, 5, 1e999]]}', "not_finite"),
+    ("dev-bad", imu(np.zeros((501, 6))), "too_many_samples"),
+    ("dev-bad", imu(WALK[:5], rate=100), "bad_rate"),
+    ("dev-bad", imu(WALK[:5], seq=-1), "bad_seq"),
+    ("dev-bad", imu(WALK[:5], seq=1.5), "bad_seq"),
+    ("dev-bad", imu(WALK[:5], t="now"), "bad_t"),
+    ("dev-bad", b"[" * 70_000, "too_large"),
+]
