@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 from collections import Counter
@@ -96,7 +97,7 @@ async def test_decisions_transitions_and_status(bundle_factory: Callable[..., Bu
         == [p for t, p, _ in h.broker.log if t == "hs/phone1/activity"][-1]
     )
     labels = [a["activity"] for _, a in activity]
-    changes = [(a, b) for a, b in zip(labels, labels[1:], strict=False) if a != b]
+    changes = [(a, b) for a, b in itertools.pairwise(labels) if a != b]
     transitions = h.published("/transition")
     assert [(t["from"], t["to"]) for _, t in transitions] == changes
     statuses = [p for t, p, _ in h.broker.log if t == "hs/status"]
