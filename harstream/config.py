@@ -230,12 +230,23 @@ def load_config(
         source = str(path)
         data = _read_yaml(Path(path))
         _validate(data, source)  # blame the file before any override is applied
+    keys = []
     for item in overrides:
         key, value = _parse_override(item)
         _set_path(data, key, value, f"--set {item}")
-        source = f"--set {item}"
+        keys.append((key, item))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        # all overrides apply together (tls cert and key come in two --set); blame the one
+        # whose key path meets the failing location, else the file
+        loc = [str(part) for part in exc.errors()[0]["loc"]]
+        for key, item in reversed(keys):
+            if key[: len(loc)] == loc[: len(key)]:
+                source = f"--set {item}"
+                break
         _validate(data, source)
-    return _validate(data, source)
+        raise  # pragma: no cover - _validate raises for the same data
 
 
 def dump_config(config: Config) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -78,6 +79,16 @@ class EngineEvent:
 class FeedResult:
     decisions: list[Decision] = field(default_factory=list)
     events: list[EngineEvent] = field(default_factory=list)
+
+
+class _Work(NamedTuple):
+    """One admitted message: its device, its stream index, whether it starts a new stream
+    (a seq gap: the reset happens when the message's turn comes, not at admission)."""
+
+    dev: _Device
+    msg: Message
+    start: int
+    reset: bool
 
 
 @dataclass(slots=True)
@@ -175,24 +186,23 @@ class Engine:
         result = FeedResult()
         # A device's second message in one batch must see the state its first left:
         # messages go into rounds, the k-th message of each device into round k.
-        rounds: list[list[tuple[_Device, Message, int]]] = []
+        rounds: list[list[_Work]] = []
         seen: Counter[str] = Counter()
         for message in messages:
-            accepted = self._admit(message, result.events)
-            if accepted is None:
+            work = self._admit(message, result.events)
+            if work is None:
                 continue
-            dev, start = accepted
             k = seen[message.device]
             seen[message.device] += 1
             if k == len(rounds):
                 rounds.append([])
-            rounds[k].append((dev, message, start))
+            rounds[k].append(work)
         for batch in rounds:
             self._run(batch, result.decisions)
         return result
 
-    def _admit(self, msg: Message, events: list[EngineEvent]) -> tuple[_Device, int] | None:
-        """Check capacity and seq; return the device and the message's stream index."""
+    def _admit(self, msg: Message, events: list[EngineEvent]) -> _Work | None:
+        """Check capacity and seq; None when the message is dropped."""
         dev = self._devices.get(msg.device)
         if dev is None:
             if len(self._devices) >= self.max_devices:
@@ -210,6 +220,7 @@ class Engine:
                 return None
             dev = self._devices[msg.device] = self._new_device()
         start = dev.next_seq if dev.next_seq is not None else 0
+        reset = False
         if msg.seq is not None and dev.next_seq is not None:
             if msg.seq < dev.next_seq:
                 self.counters["dropped_seq_old"] += 1
@@ -234,7 +245,7 @@ class Engine:
                         dropped=False,
                     )
                 )
-                dev.reset()
+                reset = True
         if msg.seq is not None:
             start = msg.seq
         n = len(msg.samples)
@@ -242,25 +253,28 @@ class Engine:
         dev.last_seen = msg.received
         self.counters["messages"] += 1
         self.counters["samples"] += n
-        return dev, start
+        return _Work(dev, msg, start, reset)
 
-    def _run(self, batch: list[tuple[_Device, Message, int]], out: list[Decision]) -> None:
+    def _run(self, batch: list[_Work], out: list[Decision]) -> None:
+        for work in batch:
+            if work.reset:
+                work.dev.reset()
         features = self._preprocess(batch)
-        emitted = [dev.buffer.push(x) for (dev, _, _), x in zip(batch, features, strict=True)]
+        emitted = [w.dev.buffer.push(x) for w, x in zip(batch, features, strict=True)]
         probs = self._infer(batch, emitted)
-        for (dev, msg, start), got, p in zip(batch, emitted, probs, strict=True):
+        for (dev, msg, start, _), got, p in zip(batch, emitted, probs, strict=True):
             if len(got.stops):
                 self._decide(dev, msg, start, got.stops, p, out)
 
-    def _preprocess(self, batch: list[tuple[_Device, Message, int]]) -> list[np.ndarray]:
+    def _preprocess(self, batch: list[_Work]) -> list[np.ndarray]:
         """Run the filters of all messages with the same length as one batch."""
         features: list[np.ndarray] = [np.empty(0)] * len(batch)
         by_length: dict[int, list[int]] = {}
-        for i, (_, msg, _) in enumerate(batch):
-            by_length.setdefault(len(msg.samples), []).append(i)
+        for i, work in enumerate(batch):
+            by_length.setdefault(len(work.msg.samples), []).append(i)
         for rows in by_length.values():
-            devs = [batch[i][0] for i in rows]
-            x = np.stack([batch[i][1].samples for i in rows]).astype(np.float64, copy=False)
+            devs = [batch[i].dev for i in rows]
+            x = np.stack([batch[i].msg.samples for i in rows]).astype(np.float64, copy=False)
             states = [
                 dev.filters if dev.filters is not None else self.preprocessor.start(x[j, 0])
                 for j, dev in enumerate(devs)
@@ -271,9 +285,7 @@ class Engine:
                 features[rows[j]] = y[j]
         return features
 
-    def _infer(
-        self, batch: list[tuple[_Device, Message, int]], emitted: list[Emitted]
-    ) -> list[np.ndarray]:
+    def _infer(self, batch: list[_Work], emitted: list[Emitted]) -> list[np.ndarray]:
         """Probabilities (k, classes) for each message's k emitted windows or hops."""
         out: list[np.ndarray] = [np.empty((0, len(self.labels)))] * len(batch)
         if self.mode == "window":
@@ -296,7 +308,7 @@ class Engine:
             if len(e.stops):
                 by_hops.setdefault(len(e.stops), []).append(i)
         for k, which in by_hops.items():
-            devs = [batch[i][0] for i in which]
+            devs = [batch[i].dev for i in which]
             x = np.stack([emitted[i].windows.reshape(k * self.hop, -1) for i in which])
             states = [d.state if d.state is not None else self.model.initial_state(1) for d in devs]
             state, probs = self.model.step(stack_states(states), x)

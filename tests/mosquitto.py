@@ -6,6 +6,7 @@ password files or TLS listeners. ``restart()`` keeps the port, for reconnect tes
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -68,6 +69,9 @@ class Mosquitto:
             "log_type error",
             "log_type warning",
             "max_queued_messages 100000",
+            # as root, mosquitto would switch to the `mosquitto` user, who cannot read
+            # the test's private temp files; as anyone else this line does nothing
+            "user root" if os.getuid() == 0 else "",
             self.extra,
         ]
         conf.write_text("\n".join(lines) + "\n")

@@ -117,6 +117,22 @@ def test_seq_gap_resets_and_duplicates_are_dropped(bundle_factory: Callable[...,
     )
 
 
+def test_a_gap_inside_one_batch_resets_at_its_turn(bundle_factory: Callable[..., Bundle]) -> None:
+    bundle = bundle_factory("gru", "stateful")
+    batch = [
+        Message("a", WALK[:100], seq=0),
+        Message("a", WALK[100:150], seq=100),
+        Message("a", WALK[200:400], seq=201),
+    ]  # the third starts a new stream
+    together = make_engine(bundle).feed_many(batch).decisions
+    alone = make_engine(bundle)
+    separate = [d for m in batch for d in alone.feed(m.device, m.samples, m.seq)]
+    assert [d.seq for d in together] == [d.seq for d in separate] == [63, 127, 264, 328, 392]
+    np.testing.assert_allclose(
+        probs_of(together, bundle.labels), probs_of(separate, bundle.labels), atol=1e-6
+    )
+
+
 def test_idle_devices_are_evicted_and_capacity_enforced(
     bundle_factory: Callable[..., Bundle],
 ) -> None:
