@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import signal
 import subprocess
@@ -88,6 +89,9 @@ class Listener:
     def json(self, suffix: str) -> list[dict]:
         return [json.loads(p) for t, p, _ in self.got if t.endswith(suffix)]
 
+    async def until_count(self, suffix: str, n: int) -> None:
+        await self.until(lambda: len(self.json(suffix)) >= n)
+
     async def until(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
         async with asyncio.timeout(timeout):
             while not condition():
@@ -135,7 +139,7 @@ async def test_replayed_subject_matches_the_in_process_replay(
     assert abs(total.online_accuracy - reference.online_accuracy) <= 0.005
     assert gw.engine.counters["resets"] == 1  # the second session started fresh
     transitions = sub.json("/s9/transition")
-    assert len(transitions) == sum(a != b for a, b in zip(in_process, in_process[1:], strict=False))
+    assert len(transitions) == sum(a != b for a, b in itertools.pairwise(in_process))
     assert [p for t, p, _ in sub.got if t == f"{prefix}/status"][:1] == [b"online"]
 
 
@@ -180,9 +184,9 @@ async def test_every_bad_input_is_reported_and_others_are_served(
         gateway_running(config, bundle),
         aiomqtt.Client(broker.host, broker.port) as dev,
     ):
-        for device, payload, _ in BAD_INPUTS:
+        for k, (device, payload, _) in enumerate(BAD_INPUTS, start=1):
             await dev.publish(f"{prefix}/{device}/imu", payload, qos=1)
-            await sub.until(lambda n=len(sub.json("/error")): len(sub.json("/error")) > n)
+            await sub.until_count("/error", k)  # one at a time: the order is checked below
         await dev.publish(f"{prefix}/gap/imu", imu(WALK[:64], seq=0), qos=1)
         await dev.publish(f"{prefix}/gap/imu", imu(WALK[100:164], seq=100), qos=1)  # gap: reset
         await dev.publish(f"{prefix}/gap/imu", imu(WALK[100:164], seq=100), qos=1)  # duplicate
@@ -321,7 +325,9 @@ async def test_password_and_tls(
         extra=(
             f"password_file {passwords}\n"
             f"listener {tls_port} 127.0.0.1\n"
-            f"cafile {certs['ca']}\ncertfile {certs['server_cert']}\nkeyfile {certs['server_key']}\n"
+            f"cafile {certs['ca']}\n"
+            f"certfile {certs['server_cert']}\n"
+            f"keyfile {certs['server_key']}\n"
             "require_certificate true\n"
         ),
     )
