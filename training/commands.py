@@ -182,6 +182,13 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     train.add_argument("--out", type=Path, help="bundle folder (default runs/NAME)")
     train.add_argument("--no-evaluate", action="store_true", help="skip the test evaluation")
     train.add_argument(
+        "--cv",
+        type=int,
+        metavar="K",
+        help="instead: K-fold subject-group "
+        "cross-validation inside the 21 training subjects (no bundle, no test)",
+    )
+    train.add_argument(
         "--stream-config",
         action="append",
         metavar="NAME=YAML",

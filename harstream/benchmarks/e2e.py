@@ -1,0 +1,132 @@
+"""End to end through mosquitto on loopback: three processes, as deployed.
+
+A private mosquitto, ``harstream serve`` in its own process, and the load generator in
+a third. Reports decision latency (last sample of a hop published -> activity received),
+losses, and the gateway's CPU time and peak memory (read from /proc).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harstream.bundle import Bundle
+from harstream.localbroker import Mosquitto, wait_for_port
+
+__all__ = ["e2e_run"]
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def _proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _wait_online(port: int, prefix: str, timeout_s: float = 30.0) -> None:
+    """Block until the gateway's retained status says online."""
+    import asyncio
+
+    import aiomqtt
+
+    async def wait() -> None:
+        async with aiomqtt.Client("127.0.0.1", port) as client:
+            await client.subscribe(f"{prefix}/status")
+            async with asyncio.timeout(timeout_s):
+                async for message in client.messages:
+                    if message.payload == b"online":
+                        return
+
+    asyncio.run(wait())
+
+
+def e2e_run(
+    bundle: Bundle,
+    *,
+    devices: int,
+    seconds: float,
+    message_samples: int = 32,
+    overrides: tuple[str, ...] = (),
+    hop: int | None = None,
+) -> dict[str, Any]:
+    hop = hop or bundle.hop
+    prefix = f"bench{os.getpid()}"
+    with tempfile.TemporaryDirectory(prefix="harstream-bench-") as tmp:
+        broker = Mosquitto(Path(tmp) / "broker").start()
+        settings = [
+            f"broker.port={broker.port}",
+            "broker.host=127.0.0.1",
+            f"topics.prefix={prefix}",
+            f"model.path={bundle.path}",
+            "model.backend=onnx",
+            f"stream.hop={hop}",
+            f"stream.max_devices={max(devices, 1) * 2}",
+            "logging.level=WARNING",
+            *overrides,
+        ]
+        command = [sys.executable, "-m", "harstream", "serve"]
+        for item in settings:
+            command += ["--set", item]
+        with (Path(tmp) / "gateway.log").open("w") as log:
+            gateway = subprocess.Popen(command, stderr=log)
+        try:
+            wait_for_port(broker.port)
+            _wait_online(broker.port, prefix)
+            idle_rss = _proc_rss_mb(gateway.pid)
+            cpu_before, wall_before = _proc_cpu_s(gateway.pid), time.monotonic()
+            first = bundle.window if bundle.mode == "window" else hop
+            spec = {
+                "port": broker.port,
+                "prefix": prefix,
+                "devices": devices,
+                "seconds": seconds,
+                "message_samples": message_samples,
+                "hop": hop,
+                "first_decision": first,
+            }
+            load = subprocess.run(
+                [sys.executable, "-m", "harstream.benchmarks.loadgen", json.dumps(spec)],
+                capture_output=True,
+                text=True,
+                timeout=seconds + 120,
+                check=False,
+            )
+            cpu = _proc_cpu_s(gateway.pid) - cpu_before
+            wall = time.monotonic() - wall_before
+            peak_rss = _proc_rss_mb(gateway.pid, "VmHWM")
+            rss = _proc_rss_mb(gateway.pid)
+        finally:
+            gateway.send_signal(signal.SIGTERM)
+            try:
+                gateway.wait(20)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+            broker.stop()
+        if load.returncode != 0:
+            raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
+        result: dict[str, Any] = json.loads(load.stdout.strip().splitlines()[-1])
+    result.update(
+        {
+            "hop": hop,
+            "gateway_cpu_s": round(cpu, 2),
+            "gateway_cpu_share": round(cpu / wall, 3),  # 1.0 = one core busy
+            "cpu_ms_per_device_s": round(1000 * cpu / wall / max(devices, 1), 4),
+            "gateway_rss_mb_idle": round(idle_rss, 1),
+            "gateway_rss_mb": round(rss, 1),
+            "gateway_rss_mb_peak": round(peak_rss, 1),
+        }
+    )
+    return result
