@@ -103,6 +103,7 @@ class ModelConfig(_Section):
     path: Path | None = None  # None: the bundle packaged with harstream
     backend: Literal["auto", "torch", "onnx"] = "auto"
     threads: PositiveInt = 1  # intra-op threads of the inference backend
+    blas_threads: PositiveInt = 1  # numpy's BLAS threads (the filters' block products)
 
 
 class StreamConfig(_Section):

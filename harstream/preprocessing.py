@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import signal
+
+from harstream.iir import LowPass
 
 __all__ = ["CHANNELS", "FilterSpec", "FilterState", "Preprocessor"]
 
@@ -77,9 +78,8 @@ class FilterSpec:
 class FilterState(NamedTuple):
     """The filters' memory for a batch of B streams (one stream is a batch of 1).
 
-    ``history``: (B, median_kernel - 1, 6) last raw samples;
-    ``lowpass``: (sections, B, 2, 6) and ``gravity``: (sections, B, 2, 3), the
-    ``scipy.signal.sosfilt`` states (the time axis of the input becomes the 2).
+    ``history``: (B, median_kernel - 1, 6) last raw samples; ``lowpass``: (B, 6, states)
+    and ``gravity``: (B, 3, states), the low-pass filters' states (``harstream.iir``).
     """
 
     history: np.ndarray
@@ -89,20 +89,11 @@ class FilterState(NamedTuple):
     @staticmethod
     def stack(states: Sequence[FilterState]) -> FilterState:
         """Join per-stream states into one batch, in order."""
-        return FilterState(
-            np.concatenate([s.history for s in states], axis=0),
-            np.concatenate([s.lowpass for s in states], axis=1),
-            np.concatenate([s.gravity for s in states], axis=1),
-        )
+        return FilterState(*(np.concatenate(parts) for parts in zip(*states, strict=True)))
 
     def unstack(self) -> list[FilterState]:
         """Split a batch back into per-stream states (views, no copies)."""
-        return [
-            FilterState(
-                self.history[i : i + 1], self.lowpass[:, i : i + 1], self.gravity[:, i : i + 1]
-            )
-            for i in range(self.history.shape[0])
-        ]
+        return [FilterState(*(part[i : i + 1] for part in self)) for i in range(len(self.history))]
 
 
 class Preprocessor:
@@ -119,12 +110,8 @@ class Preprocessor:
         std: Sequence[float] | np.ndarray | None = None,
     ) -> None:
         self.spec = spec
-        fs = spec.rate_hz
-        self._lowpass = signal.butter(spec.lowpass_order, spec.lowpass_hz, fs=fs, output="sos")
-        self._gravity = signal.butter(spec.gravity_order, spec.gravity_hz, fs=fs, output="sos")
-        # steady-state filter memory for a unit input; scaled by the first sample at start
-        self._lowpass_zi = signal.sosfilt_zi(self._lowpass)
-        self._gravity_zi = signal.sosfilt_zi(self._gravity)
+        self._lowpass = LowPass(spec.lowpass_order, spec.lowpass_hz, spec.rate_hz)
+        self._gravity = LowPass(spec.gravity_order, spec.gravity_hz, spec.rate_hz)
         self._mean = None if mean is None else np.asarray(mean, np.float64)
         self._scale = None if std is None else 1.0 / np.asarray(std, np.float64)
         if (self._mean is None) != (self._scale is None):
@@ -135,10 +122,10 @@ class Preprocessor:
     def start(self, first: np.ndarray) -> FilterState:
         """Filter state of B new streams whose first raw samples are ``first`` (B, 6)."""
         first = np.asarray(first, np.float64).reshape(-1, RAW_CHANNELS)
-        k = self.spec.median_kernel
-        history = np.repeat(first[:, None, :], k - 1, axis=1)
-        lowpass = self._lowpass_zi[:, None, :, None] * first[None, :, None, :]
-        gravity = self._gravity_zi[:, None, :, None] * first[None, :, None, :3]
+        history = np.repeat(first[:, None, :], self.spec.median_kernel - 1, axis=1)
+        # steady state for the first sample: the filters start without a transient
+        lowpass = self._lowpass.steady_state(first)
+        gravity = self._gravity.steady_state(first[:, :3])  # the low-passed first sample is itself
         return FilterState(history, lowpass, gravity)
 
     def process(
@@ -152,18 +139,16 @@ class Preprocessor:
             state = self.start(x[:, 0])
         padded = np.concatenate([state.history, x], axis=1)
         median = _causal_median(padded, self.spec.median_kernel)
-        smooth, lowpass_zi = signal.sosfilt(self._lowpass, median, axis=1, zi=state.lowpass)
-        gravity, gravity_zi = signal.sosfilt(
-            self._gravity, smooth[..., :3], axis=1, zi=state.gravity
-        )
-        features = np.concatenate(
-            [smooth[..., :3] - gravity, smooth[..., 3:], smooth[..., :3]], axis=2
-        )
+        # the filters run along the last axis: channels first, time last
+        lowpass_z, smooth = self._lowpass.run(state.lowpass, median.transpose(0, 2, 1))
+        gravity_z, gravity = self._gravity.run(state.gravity, smooth[:, :3])
+        features = np.concatenate([smooth[:, :3] - gravity, smooth[:, 3:], smooth[:, :3]], axis=1)
+        features = features.transpose(0, 2, 1)
         if self._mean is not None and self._scale is not None:
             features = (features - self._mean) * self._scale
         keep = self.spec.median_kernel - 1
         history = padded[:, padded.shape[1] - keep :]
-        return FilterState(history, lowpass_zi, gravity_zi), features.astype(np.float32)
+        return FilterState(history, lowpass_z, gravity_z), features.astype(np.float32)
 
     def preprocess(self, samples: np.ndarray) -> np.ndarray:
         """A whole recording (n, 6) -> (n, 9), from a fresh state: the offline function."""

@@ -21,7 +21,14 @@ from harstream.smoothing import smoother_factory
 if TYPE_CHECKING:
     from harstream.mqtt import MqttTransport
 
-__all__ = ["build_engine", "gateway_settings", "mqtt_transport"]
+__all__ = ["build_engine", "gateway_settings", "limit_threads", "mqtt_transport"]
+
+
+def limit_threads(config: Config) -> None:
+    """Cap numpy's BLAS pool for this process (onnxruntime's comes with the model)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=config.model.blas_threads, user_api="blas")
 
 
 def build_engine(
@@ -29,6 +36,7 @@ def build_engine(
 ) -> Engine:
     """An engine for ``config``, on ``bundle`` (default: ``model.path`` or the packaged one)."""
     bundle = bundle if bundle is not None else load_bundle(config.model.path)
+    limit_threads(config)  # process-wide, set where a command commits to running the engine
     stream = config.stream
     where = f"bundle {bundle.path}"
     if stream.rate_hz != bundle.rate_hz:

@@ -56,6 +56,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     data_dir = _data_dir(args, config)
+    if args.cv:
+        from training.cv import cross_validate
+
+        result = cross_validate(
+            config.train, data_dir, args.cv, log=lambda line: print(line, flush=True)
+        )
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "cv.json").write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     out = (
         args.out
         or Path("runs")
@@ -76,6 +86,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _evaluate_and_report(
         args.model, _data_dir(args, config), _stream_configs(args), report_path, record=args.record
     )
+    return 0
+
+
+def cmd_tradeoff(args: argparse.Namespace) -> int:
+    from training.data import TEST_SUBJECTS
+    from training.evaluate import tradeoff
+
+    config = config_from_args(args)
+    subjects = TEST_SUBJECTS if args.subjects == "test" else config.train.validation_subjects
+    rows = tradeoff(args.model, _data_dir(args, config), subjects)
+    print(f"stream level on the {args.subjects} subjects {list(subjects)}")
+    print(f"{'setting':<18} {'online':>7} {'F1':>6} {'delay med':>9} {'p90':>6} {'sw/h':>6}")
+    for r in rows:
+        print(
+            f"{r['setting']:<18} {r['online_accuracy']:>7.4f} {r['macro_f1']:>6.3f} "
+            f"{r['detection_delay_s_median']:>9} {r['detection_delay_s_p90']:>6} "
+            f"{r['switches_per_hour_pred']:>6} (true {r['switches_per_hour_true']})"
+        )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"subjects": list(subjects), "rows": rows}, indent=2))
     return 0
 
 
@@ -218,6 +249,23 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     add_config_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    trade = commands.add_parser(
+        "tradeoff",
+        help="stream-level accuracy, delay and switches "
+        "for each smoothing method and hop (the latency trade-off)",
+    )
+    trade.add_argument("--model", type=Path, help="bundle folder (default: the packaged one)")
+    trade.add_argument("--data-dir", type=Path, help="folder holding HAPT RawData/")
+    trade.add_argument(
+        "--subjects",
+        choices=["validation", "test"],
+        default="validation",
+        help="validation: to choose settings; test: to report them",
+    )
+    trade.add_argument("--out", type=Path, help="write the rows as JSON")
+    add_config_options(trade)
+    trade.set_defaults(func=cmd_tradeoff)
 
     export = commands.add_parser("export", help="rewrite MODEL/model.onnx from model.pt")
     export.add_argument("--model", type=Path, required=True, help="bundle folder")

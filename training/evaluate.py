@@ -162,3 +162,45 @@ def _parameter_count(bundle: Bundle) -> int:
         width = inputs if layer == 0 else arch.hidden
         total += gates * (arch.hidden * width + arch.hidden * arch.hidden + 2 * arch.hidden)
     return total + arch.hidden * classes + classes
+
+
+#: The smoothing settings the trade-off compares: (name, --set overrides).
+TRADEOFF = [
+    (f"{method} hop {hop}", [f"stream.hop={hop}", f"smoothing.method={method}", *extra])
+    for hop in (64, 32, 16)
+    for method, extra in (
+        ("none", []),
+        ("ema", ["smoothing.ema_alpha=0.5"]),
+        ("majority", ["smoothing.majority_k=3"]),
+        ("hysteresis", ["smoothing.min_dwell=2", "smoothing.switch_confidence=0.9"]),
+    )
+]
+
+
+def tradeoff(
+    bundle_dir: str | Path | None,
+    data_dir: str | Path,
+    subjects: Sequence[int],
+    settings: Sequence[tuple[str, list[str]]] = TRADEOFF,
+    recordings: list[Prepared] | None = None,
+) -> list[dict[str, Any]]:
+    """Stream-level scores of one bundle under each smoothing/hop setting."""
+    from harstream.config import load_config
+
+    bundle = load_bundle(bundle_dir)
+    if recordings is None:
+        recordings = load_prepared(data_dir, subjects, bundle.preprocessing)
+    rows = []
+    for name, overrides in settings:
+        config = load_config(overrides=overrides)
+        total = sum(stream_scores(bundle, config, recordings).values(), StreamScore())
+        rows.append(
+            {
+                "setting": name,
+                "hop": config.stream.hop,
+                "smoothing": config.smoothing.method,
+                "overrides": overrides,
+                **total.summary(),
+            }
+        )
+    return rows
