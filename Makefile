@@ -35,5 +35,11 @@ check: install
 test: check mosquitto
 	$(BIN)/python -m pytest
 
+# Quick start: a gateway-only install (no torch), then test subject 9 at 50x real time.
+demo:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[plot]'
+	$(BIN)/harstream replay --subject 9 --speed 50 --report demo-report.json --plot demo-timeline.png
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
