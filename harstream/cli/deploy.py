@@ -25,13 +25,23 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     from harstream.cli.common import Parser
 
     deploy = commands.add_parser("deploy", help="deployment files for this installation")
-    actions = deploy.add_subparsers(dest="deploy_command", metavar="ACTION", required=True,
-                                    parser_class=Parser)
-    systemd = actions.add_parser("systemd", help="print a systemd unit running `harstream "
-                                 "serve` (see docs/deploy-raspberry-pi.md)")
+    actions = deploy.add_subparsers(
+        dest="deploy_command", metavar="ACTION", required=True, parser_class=Parser
+    )
+    systemd = actions.add_parser(
+        "systemd",
+        help="print a systemd unit running `harstream serve` (see docs/deploy-raspberry-pi.md)",
+    )
     systemd.add_argument("--user", default="harstream", help="the service's system user")
-    systemd.add_argument("--venv", type=Path, help="the virtual environment holding harstream "
-                         "(default: the one running this command)")
-    systemd.add_argument("--config", type=Path, default=Path("/etc/harstream/config.yaml"),
-                         help="the config file the service reads (HARSTREAM_CONFIG)")
+    systemd.add_argument(
+        "--venv",
+        type=Path,
+        help="the virtual environment holding harstream (default: the one running this command)",
+    )
+    systemd.add_argument(
+        "--config",
+        type=Path,
+        default=Path("/etc/harstream/config.yaml"),
+        help="the config file the service reads (HARSTREAM_CONFIG)",
+    )
     systemd.set_defaults(func=cmd_deploy_systemd)
