@@ -66,7 +66,7 @@ class MqttTransport:
         tls: TlsFiles | None = None,
         client_id: str | None = None,
         keepalive_s: int = 30,
-        max_inflight: int = 1000,
+        max_inflight: int = 100,  # paho rescans its in-flight list on every PUBACK: keep it short
     ) -> None:
         self.host = host
         self.port = port
@@ -114,6 +114,9 @@ class MqttTransport:
             max_inflight_messages=self.max_inflight,
             timeout=10,
         )
+        # a batch publishes its decisions concurrently; aiomqtt would log a warning for
+        # every call beyond 10 in flight
+        client.pending_calls_threshold = 1_000_000
         try:
             async with client:
                 yield MqttSession(client)

@@ -80,8 +80,12 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
         round_start = began + k * period
         body = stream[(k % lap) * spec.message_samples : (k % lap + 1) * spec.message_samples]
         seq = k * spec.message_samples
-        last = seq + spec.message_samples - 1
-        decides = last + 1 >= spec.first_decision and (last + 1) % spec.hop == 0
+        # the decisions whose last sample this message carries (stream indices)
+        decided = [
+            i
+            for i in range(seq, seq + spec.message_samples)
+            if i + 1 >= spec.first_decision and (i + 1) % spec.hop == 0
+        ]
         payload = _payload(body, seq)  # every device sends the same samples: cheap, and
         d = 0  # the gateway's cost does not depend on what they are
         while d < spec.devices:
@@ -93,8 +97,8 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
             lateness.append(now - (round_start + d * period / spec.devices))
             for i in range(d, min(due_until, spec.devices)):
                 pub.send(publish_packet(topics[i], payload))
-                if decides:
-                    sent_at[(names[i], last)] = now
+                for index in decided:
+                    sent_at[(names[i], index)] = now
             messages += min(due_until, spec.devices) - d
             d = min(due_until, spec.devices)
             await pub.drain()
