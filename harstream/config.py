@@ -184,13 +184,13 @@ class TrainConfig(_Section):
     seq_len: PositiveInt = 1024
     window_stride: PositiveInt = 32
     batch_size: PositiveInt = 32
-    iterations: PositiveInt = 2000
+    iterations: PositiveInt = 800
     eval_every: PositiveInt = 100
     lr: PositiveFloat = 3e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
     grad_clip: PositiveFloat = 1.0
     validation_subjects: list[Annotated[int, Field(ge=1, le=30)]] = [3, 8, 15, 19, 25, 29]
-    refit: bool = False
+    refit: bool = True
     seed: int = 0
     threads: PositiveInt = 2
     augment: AugmentConfig = AugmentConfig()
