@@ -127,7 +127,7 @@ def e2e_run(
             "gateway_cpu_share": round(cpu / wall, 3),  # 1.0 = one core busy
             "cpu_ms_per_device_s": round(1000 * cpu / wall / max(devices, 1), 4),
             "gateway_ready_s": round(ready_s, 3),
-        "gateway_rss_mb_idle": round(idle_rss, 1),
+            "gateway_rss_mb_idle": round(idle_rss, 1),
             "gateway_rss_mb": round(rss, 1),
             "gateway_rss_mb_peak": round(peak_rss, 1),
         }
