@@ -55,6 +55,9 @@ class LivePrinter:
     ) -> None:
         stamp = f"[{clock_text(stream_s)}/{clock_text(self.total_s)}]"
         mark = "  <- differs" if wrong else ""
+        raw = decision.raw_activity
+        if raw != decision.activity:  # smoothing holds on: say what the model sees now
+            mark += f"  (model now {raw} {decision.probabilities[raw]:.2f})"
         self._line(
             f"{stamp:>17} {experiment:<6} {decision.activity:<20} "
             f"{decision.confidence:4.2f}   {truth}{mark}"
@@ -94,8 +97,8 @@ def format_summary(report: dict[str, Any], recall: dict[str, float]) -> str:
         + (" (interrupted)" if report.get("interrupted") else ""),
         f"  online accuracy   {report['online_accuracy']:.3f}   macro-F1 {report['macro_f1']:.3f}",
         "  recall            " + "  ".join(f"{name} {value:.2f}" for name, value in recall.items()),
-        f"  detection delay   median {delay if delay is None else f'{delay:.2f} s'}, "
-        f"p90 {p90 if p90 is None else f'{p90:.2f} s'} over {report['segments_scored']} "
+        f"  detection delay   median {'n/a' if delay is None else f'{delay:.2f} s'}, "
+        f"p90 {'n/a' if p90 is None else f'{p90:.2f} s'} over {report['segments_scored']} "
         f"segments >= 5 s ({report['detection_misses']} missed)",
         f"  switches per hour {report['switches_per_hour_pred']:.1f} published, "
         f"{report['switches_per_hour_true']:.1f} true",
