@@ -45,6 +45,13 @@ class MemorySession:
             raise TransportError("not connected")
         self.broker.deliver(topic, payload, retain)
 
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
+    ) -> None:
+        if self.closed or self.broker.down:
+            raise TransportError("not connected")
+        self.broker.deliver(topic, payload, retain)
+
     async def subscribe(self, topic: str, qos: int = 0) -> None:
         self.filters.append(topic)
         for name, payload in self.broker.retained.items():

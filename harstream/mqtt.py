@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
+from paho.mqtt.client import MQTT_ERR_SUCCESS
+from paho.mqtt.client import error_string as mqtt_error_string
 
 from harstream.transport import Incoming, TransportError, Will
 
@@ -38,6 +40,16 @@ class MqttSession:
         except aiomqtt.MqttError as exc:
             raise TransportError(f"publish to {topic} failed: {exc}") from exc
 
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
+    ) -> None:
+        # aiomqtt's publish awaits each PUBACK and scans all pending calls per call, which is
+        # quadratic when a batch publishes thousands of decisions. paho's own publish queues
+        # the message and handles QoS 1 by itself (bounded by max_queued_outgoing_messages).
+        info = self._client._client.publish(topic, payload, qos, retain)
+        if info.rc != MQTT_ERR_SUCCESS:
+            raise TransportError(f"publish to {topic} failed: {mqtt_error_string(info.rc)}")
+
     async def subscribe(self, topic: str, qos: int = 0) -> None:
         try:
             await self._client.subscribe(topic, qos=qos)
@@ -45,14 +57,23 @@ class MqttSession:
             raise TransportError(f"subscribe to {topic} failed: {exc}") from exc
 
     async def messages(self) -> AsyncIterator[Incoming]:
+        # aiomqtt's iterator spends a task and an asyncio.wait on every message; under load,
+        # what has already arrived is taken from its queue directly, in one go
+        arrived = self._client._queue
         try:
             async for message in self._client.messages:
-                payload = message.payload
-                if not isinstance(payload, bytes | bytearray):
-                    payload = b"" if payload is None else str(payload).encode()
-                yield Incoming(message.topic.value, bytes(payload))
+                yield _incoming(message)
+                while not arrived.empty():
+                    yield _incoming(arrived.get_nowait())
         except aiomqtt.MqttError as exc:
             raise TransportError(f"connection lost: {exc}") from exc
+
+
+def _incoming(message: aiomqtt.Message) -> Incoming:
+    payload = message.payload
+    if not isinstance(payload, bytes | bytearray):
+        payload = b"" if payload is None else str(payload).encode()
+    return Incoming(message.topic.value, bytes(payload))
 
 
 class MqttTransport:
@@ -67,6 +88,7 @@ class MqttTransport:
         client_id: str | None = None,
         keepalive_s: int = 30,
         max_inflight: int = 100,  # paho rescans its in-flight list on every PUBACK: keep it short
+        max_queued: int = 100_000,  # outgoing messages waiting for the socket; beyond: dropped
     ) -> None:
         self.host = host
         self.port = port
@@ -76,6 +98,7 @@ class MqttTransport:
         self.client_id = client_id or f"harstream-{uuid.uuid4().hex[:12]}"
         self.keepalive_s = keepalive_s
         self.max_inflight = max_inflight
+        self.max_queued = max_queued
 
     def __repr__(self) -> str:  # never shows the password
         return (
@@ -112,6 +135,7 @@ class MqttTransport:
             else aiomqtt.Will(will.topic, will.payload, will.qos, will.retain),
             tls_context=tls_context,
             max_inflight_messages=self.max_inflight,
+            max_queued_outgoing_messages=self.max_queued,
             timeout=10,
         )
         # a batch publishes its decisions concurrently; aiomqtt would log a warning for

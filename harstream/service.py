@@ -227,7 +227,7 @@ class Gateway:
                 # decoding and inference are CPU-bound: off the event loop, so the
                 # connection keeps reading and acknowledging while a batch computes
                 result = await asyncio.to_thread(self._process, work, announce)
-                await self._publish(result)
+                self._publish(result)
             except Exception:  # a bug must not take every other device down with it
                 self.counters["batch_errors"] += 1
                 log.exception("batch of %d messages failed; dropped", len(work))
@@ -261,7 +261,7 @@ class Gateway:
                 Counter({k: current[k] for k in ("messages", "samples", "decisions")}),
                 now,
             )
-            await self._send(f"{self.settings.prefix}/stats", encode(payload), 0, False)
+            self._send(f"{self.settings.prefix}/stats", encode(payload), 0, False)
 
     # --- work -----------------------------------------------------------------------
 
@@ -308,25 +308,17 @@ class Gateway:
         self._engine_counters["devices"] = len(self.engine.devices)
         return result
 
-    async def _publish(self, batch: _Batch) -> None:
+    def _publish(self, batch: _Batch) -> None:
         s = self.settings
-        sends = []
         if batch.new_devices:
-            await self._announce(batch.new_devices)
+            self._announce(batch.new_devices)
         for d in batch.decisions:
             topic = f"{s.prefix}/{d.device}"
-            sends.append(
-                self._send(
-                    f"{topic}/activity",
-                    encode_activity(d, s.model_name),
-                    s.qos_out,
-                    s.retain_activity,
-                )
+            self._send(
+                f"{topic}/activity", encode_activity(d, s.model_name), s.qos_out, s.retain_activity
             )
             if d.changed:
-                sends.append(
-                    self._send(f"{topic}/transition", encode_transition(d), s.qos_out, False)
-                )
+                self._send(f"{topic}/transition", encode_transition(d), s.qos_out, False)
         now = self.monotonic()
         for d in batch.decisions:
             if d.device in batch.received:
@@ -335,10 +327,7 @@ class Gateway:
         for device, code, detail in batch.errors:
             self.rejected[code] += 1
             if self._may_report(device, now):
-                sends.append(
-                    self._send(f"{s.prefix}/{device}/error", encode_error(code, detail), 0, False)
-                )
-        await asyncio.gather(*sends)
+                self._send(f"{s.prefix}/{device}/error", encode_error(code, detail), 0, False)
 
     def _may_report(self, device: str, now: float) -> bool:
         """At most one error report per device per ``error_interval_s`` (bounded memory)."""
@@ -352,27 +341,25 @@ class Gateway:
             self._last_error.popitem(last=False)
         return True
 
-    async def _announce(self, devices: list[str]) -> None:
+    def _announce(self, devices: list[str]) -> None:
         s = self.settings
-        await asyncio.gather(
-            *(
-                self._send(
-                    f"{s.discovery_prefix}/sensor/harstream_{d}/activity/config",
-                    discovery_payload(d, s.prefix, s.model_name),
-                    1,
-                    True,
-                )
-                for d in devices
+        for d in devices:
+            self._send(
+                f"{s.discovery_prefix}/sensor/harstream_{d}/activity/config",
+                discovery_payload(d, s.prefix, s.model_name),
+                1,
+                True,
             )
-        )
 
-    async def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        """Hand one message to the client (QoS 1 delivery is the client's job from here);
+        while disconnected, count it as failed: a decision is not worth holding."""
         session = self.session
         if session is None:
             self.counters["publish_failed"] += 1
             return
         try:
-            await session.publish(topic, payload, qos=qos, retain=retain)
+            session.publish_nowait(topic, payload, qos=qos, retain=retain)
             self.counters["published"] += 1
         except TransportError:
             self.counters["publish_failed"] += 1

@@ -43,6 +43,13 @@ class Session(Protocol):
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
     ) -> None: ...
 
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
+    ) -> None:
+        """Queue a message with the client; QoS 1 delivery is the client's job from here.
+        For high-volume traffic (decisions); ``publish`` waits for the broker's PUBACK."""
+        ...
+
     async def subscribe(self, topic: str, qos: int = 0) -> None: ...
 
     def messages(self) -> AsyncIterator[Incoming]: ...

@@ -56,7 +56,13 @@ def _e2e(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
     )
     results = []
     for n in devices:
-        r = e2e_run(bundle, devices=n, seconds=seconds, message_samples=args.message_samples)
+        r = e2e_run(
+            bundle,
+            devices=n,
+            seconds=seconds,
+            message_samples=args.message_samples,
+            overrides=tuple(args.gateway_set),
+        )
         results.append(r)
         lat = r["latency_ms"]
         print(
@@ -104,6 +110,13 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         type=int,
         default=25,
         help="samples per device message (25 = 0.5 s at 50 Hz)",
+    )
+    bench.add_argument(
+        "--gateway-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="e2e: a config override for the gateway process (repeatable)",
     )
     bench.add_argument("--quick", action="store_true", help="a few seconds: a smoke test")
     bench.add_argument("--out", type=Path, help="write bench.json here")
