@@ -107,6 +107,14 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"subjects": list(subjects), "rows": rows}, indent=2))
+        from training.plots import plot_tradeoff
+
+        figure = plot_tradeoff(
+            rows,
+            args.out.with_suffix(".png"),
+            f"stream level, {args.subjects} subjects: delay vs accuracy",
+        )
+        print(f"wrote {args.out} and {figure}")
     return 0
 
 

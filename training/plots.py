@@ -84,3 +84,32 @@ def plot_curves(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
+    """Detection delay (p90) against online accuracy, one point per smoothing x hop."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    markers = {"none": "o", "ema": "s", "majority": "^", "hysteresis": "D"}
+    colors = {64: "#1b9e77", 32: "#d95f02", 16: "#7570b3"}
+    for row in rows:
+        ax.scatter(
+            row["detection_delay_s_p90"],
+            row["online_accuracy"],
+            s=20 + row["switches_per_hour_pred"] / 5,
+            marker=markers.get(row["smoothing"], "o"),
+            color=colors.get(row["hop"], "grey"),
+            alpha=0.8,
+            label=f"{row['smoothing']}, hop {row['hop']}",
+        )
+    ax.set_xlabel("detection delay, 90th percentile (s)")
+    ax.set_ylabel("online accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(
+        fontsize=7, ncol=2, loc="lower left", title="marker size ~ switches/hour", title_fontsize=7
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,43 @@
+"""`harstream bench --quick`: the benchmark scenarios run (numbers are not asserted)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harstream.bundle import Bundle
+from harstream.cli import main
+
+
+@pytest.mark.broker
+def test_bench_quick_runs_every_scenario(
+    bundle_factory: Callable[..., Bundle], tmp_path: Path, capsys
+) -> None:
+    bundle = bundle_factory("gru", "stateful")
+    code = main(
+        [
+            "bench",
+            "--quick",
+            "--scenarios",
+            "engine,e2e",
+            "--model",
+            str(bundle.path),
+            "--modes",
+            "stateful",
+            "--message-samples",
+            "32",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert {r["devices"] for r in results["engine"]} == {1, 10}
+    assert all(r["samples_per_s"] > 0 for r in results["engine"])
+    (e2e,) = results["e2e"]
+    assert e2e["devices"] == 1 and e2e["lost"] == 0 and e2e["messages_sent"] > 0
+    assert e2e["gateway_rss_mb"] > 0 and e2e["gateway_ready_s"] > 0
+    assert "samples/s" in capsys.readouterr().out
