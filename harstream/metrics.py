@@ -209,7 +209,11 @@ def score_stream(
 
 
 def _segments(labels: np.ndarray) -> list[tuple[int, int, int]]:
-    """Runs of equal, non-zero label as (label, start, stop)."""
+    """Runs of equal, non-zero label as (label, start, stop).
+
+    The same as ``replay.Recording.segments``; repeated because the runtime does not
+    import ``replay`` outside the CLI (DESIGN.md) and scores plain label arrays.
+    """
     if len(labels) == 0:
         return []
     edges = np.flatnonzero(np.diff(labels)) + 1

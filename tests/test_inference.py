@@ -147,3 +147,11 @@ def test_weights_load_without_pickle(bundle_factory: Callable[..., Bundle]) -> N
 
     weights = torch.load(bundle_factory("gru", "stateful").weights_path, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in weights.values())
+
+
+def test_the_shipped_bundle_agrees_between_torch_and_onnx() -> None:
+    from training.export import check_parity
+
+    bundle = load_bundle()  # the packaged default
+    assert bundle.arch.type == "gru" and bundle.mode == "stateful"
+    assert check_parity(bundle, tolerance=1e-4) <= 1e-4
