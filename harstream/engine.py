@@ -156,9 +156,6 @@ class Engine:
         self.counters["evicted"] += len(gone)
         return gone
 
-    def forget(self, device: str) -> None:
-        self._devices.pop(device, None)
-
     def _new_device(self) -> _Device:
         # stateful mode feeds the model hop-sized chunks; window mode whole windows
         size = self.window if self.mode == "window" else self.hop

@@ -140,7 +140,9 @@ def train(
         "torch": torch.__version__,
         "history": history,
     }
-    metrics = {f"validation_{k}": v for k, v in last.items() if k != "step"}
+    # the scores of the selected checkpoint (train_* on its augmented crops, val_* on the
+    # validation subjects); test scores are added by `evaluate --record`
+    metrics = {f"best_step_{k}": v for k, v in last.items() if k != "step"}
     bundle = write_bundle(
         net.eval(),
         out_dir,
