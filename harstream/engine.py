@@ -6,6 +6,11 @@ of all devices that sent the same number of samples are run together, and a sing
 inference call covers every device whose hop completed. ``feed`` is the one-message
 form. Time comes in with each message (``received``, and the device's own ``t``).
 
+``feed_many`` is two stages, which a gateway may run in two threads, one batch apart:
+``prepare`` (admission, filters, windows: the input side of each device) and
+``complete`` (inference, smoothing, decisions: the output side). Each stage touches only
+its own side of a device's state, and each must see the batches in order.
+
 Per device the engine keeps (:class:`_Device`): filter state, window buffer, recurrent
 state (stateful mode), smoother, the next expected ``seq``, when it was last seen, and
 the activity it last published. A ``seq`` ahead of the expected one is a gap: the
@@ -37,7 +42,15 @@ from harstream.preprocessing import CHANNELS, FilterState, Preprocessor
 from harstream.smoothing import Smoother
 from harstream.window import Emitted, WindowBuffer
 
-__all__ = ["Decision", "Engine", "EngineEvent", "FeedResult", "Message", "offline_decisions"]
+__all__ = [
+    "Decision",
+    "Engine",
+    "EngineEvent",
+    "FeedResult",
+    "Message",
+    "Prepared",
+    "offline_decisions",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,21 +104,36 @@ class _Work(NamedTuple):
     reset: bool
 
 
+@dataclass
+class _Round:
+    """A round of work after ``prepare``: what each message's window buffer emitted, and
+    the stream index of the first sample the buffer had counted (decision positions)."""
+
+    work: list[_Work]
+    emitted: list[Emitted]
+    first_index: list[int]
+
+
+@dataclass
+class Prepared:
+    """A batch between the two stages: its rounds, and the events of its admission."""
+
+    rounds: list[_Round] = field(default_factory=list)
+    events: list[EngineEvent] = field(default_factory=list)
+
+
 @dataclass(slots=True)
 class _Device:
+    """One device's state; ``prepare`` owns buffer, filters, next_seq and last_seen,
+    ``complete`` owns smoother, state and activity."""
+
     buffer: WindowBuffer
     smoother: Smoother
     filters: FilterState | None = None  # None until the stream's first sample
-    state: State | None = None  # recurrent state; stateful mode only
     next_seq: int | None = None  # None: any seq starts the stream
     last_seen: float = 0.0
+    state: State | None = None  # recurrent state; stateful mode only
     activity: str | None = None  # last published
-
-    def reset(self) -> None:
-        self.buffer.reset()
-        self.smoother.reset()
-        self.filters = None
-        self.state = None
 
 
 class Engine:
@@ -180,13 +208,18 @@ class Engine:
 
     def feed_many(self, messages: Iterable[Message]) -> FeedResult:
         """A batch of messages, from any devices, in arrival order."""
-        result = FeedResult()
+        prepared = self.prepare(messages)
+        return FeedResult(self.complete(prepared), prepared.events)
+
+    def prepare(self, messages: Iterable[Message]) -> Prepared:
+        """Stage one: admit the messages, run the filters, fill the window buffers."""
+        prepared = Prepared()
         # A device's second message in one batch must see the state its first left:
         # messages go into rounds, the k-th message of each device into round k.
         rounds: list[list[_Work]] = []
         seen: Counter[str] = Counter()
         for message in messages:
-            work = self._admit(message, result.events)
+            work = self._admit(message, prepared.events)
             if work is None:
                 continue
             k = seen[message.device]
@@ -195,8 +228,30 @@ class Engine:
                 rounds.append([])
             rounds[k].append(work)
         for batch in rounds:
-            self._run(batch, result.decisions)
-        return result
+            for work in batch:
+                if work.reset:
+                    work.dev.buffer.reset()
+                    work.dev.filters = None
+            features = self._preprocess(batch)
+            emitted = [w.dev.buffer.push(x) for w, x in zip(batch, features, strict=True)]
+            # the buffer's count after a message is the stream index of its last sample
+            first = [w.start + len(w.msg.samples) - w.dev.buffer.count for w in batch]
+            prepared.rounds.append(_Round(batch, emitted, first))
+        return prepared
+
+    def complete(self, prepared: Prepared) -> list[Decision]:
+        """Stage two: inference over what ``prepare`` emitted, smoothing, decisions."""
+        out: list[Decision] = []
+        for r in prepared.rounds:
+            for work in r.work:
+                if work.reset:
+                    work.dev.state = None
+                    work.dev.smoother.reset()
+            probs = self._infer(r.work, r.emitted)
+            for work, got, first, p in zip(r.work, r.emitted, r.first_index, probs, strict=True):
+                if len(got.stops):
+                    self._decide(work, first, got.stops, p, out)
+        return out
 
     def _admit(self, msg: Message, events: list[EngineEvent]) -> _Work | None:
         """Check capacity and seq; None when the message is dropped."""
@@ -251,17 +306,6 @@ class Engine:
         self.counters["messages"] += 1
         self.counters["samples"] += n
         return _Work(dev, msg, start, reset)
-
-    def _run(self, batch: list[_Work], out: list[Decision]) -> None:
-        for work in batch:
-            if work.reset:
-                work.dev.reset()
-        features = self._preprocess(batch)
-        emitted = [w.dev.buffer.push(x) for w, x in zip(batch, features, strict=True)]
-        probs = self._infer(batch, emitted)
-        for (dev, msg, start, _), got, p in zip(batch, emitted, probs, strict=True):
-            if len(got.stops):
-                self._decide(dev, msg, start, got.stops, p, out)
 
     def _preprocess(self, batch: list[_Work]) -> list[np.ndarray]:
         """Run the filters of all messages with the same length as one batch."""
@@ -318,17 +362,16 @@ class Engine:
 
     def _decide(
         self,
-        dev: _Device,
-        msg: Message,
-        start: int,
+        work: _Work,
+        first_index: int,
         stops: np.ndarray,
         probs: np.ndarray,
         out: list[Decision],
     ) -> None:
+        dev, msg, start, _ = work
+        smoother = dev.smoother
         n = len(msg.samples)
-        # stops count samples since the stream (re)started; the buffer's count after this
-        # message is dev.buffer.count and corresponds to stream index start + n - 1
-        first_index = start + n - dev.buffer.count
+        # stops count samples since the stream (re)started, from stream index first_index
         for stop, p in zip(stops.tolist(), probs, strict=True):
             seq = first_index + stop - 1
             offset = seq - start  # position of the decision's last sample in this message
@@ -336,8 +379,8 @@ class Engine:
                 t = msg.t + offset / self.rate_hz
             else:
                 t = msg.received - (n - 1 - offset) / self.rate_hz
-            dev.smoother.update(p)
-            label, confidence = dev.smoother.get()
+            smoother.update(p)
+            label, confidence = smoother.get()
             activity = self.labels[label] if confidence >= self.unknown_threshold else UNKNOWN
             raw = self.labels[int(np.argmax(p))]
             previous = dev.activity

@@ -21,12 +21,14 @@ harstream.errors.PayloadError: bad_shape: samples must be rows of 6 numbers, got
 
 from __future__ import annotations
 
-import json
+import contextlib
+import itertools
 import math
 import re
 from typing import Any
 
 import numpy as np
+import orjson
 
 from harstream.engine import Decision, Message
 from harstream.errors import PayloadError
@@ -49,10 +51,6 @@ def valid_device_id(device: str) -> bool:
     return DEVICE_ID.fullmatch(device) is not None
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def decode_imu(
     device: str,
     payload: bytes,
@@ -68,8 +66,10 @@ def decode_imu(
     if len(payload) > max_bytes:
         raise PayloadError("too_large", f"{len(payload)} bytes > {max_bytes}")
     try:
-        data = json.loads(payload, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = orjson.loads(payload)  # strict JSON: NaN and Infinity are errors
+    except orjson.JSONDecodeError as exc:
+        if "infinity" in str(exc):  # a number beyond float64 (1e999)
+            raise PayloadError("not_finite", "samples must be finite numbers") from None
         raise PayloadError("bad_json", f"not JSON: {exc}") from None
     if not isinstance(data, dict) or "samples" not in data:
         raise PayloadError("bad_shape", 'expected an object with "samples"')
@@ -81,17 +81,7 @@ def decode_imu(
         raise PayloadError("bad_shape", "samples must be a non-empty list of rows")
     if len(raw) > max_samples:
         raise PayloadError("too_many_samples", f"{len(raw)} samples > {max_samples}")
-    try:
-        samples = np.array(raw)
-    except ValueError:  # ragged rows
-        raise PayloadError("bad_shape", "samples must be rows of 6 numbers") from None
-    if samples.dtype.kind not in "iuf":  # strings, booleans, nulls, nested objects
-        raise PayloadError("bad_shape", "samples must be rows of 6 numbers")
-    if samples.ndim != 2 or samples.shape[1] != 6:
-        raise PayloadError(
-            "bad_shape", f"samples must be rows of 6 numbers, got shape {samples.shape}"
-        )
-    samples = samples.astype(np.float64, copy=False)
+    samples = _samples(raw, payload, keys=len(data))
     if not np.all(np.isfinite(samples)):
         raise PayloadError("not_finite", "samples must be finite numbers")
     seq = data.get("seq")
@@ -106,12 +96,45 @@ def decode_imu(
     return Message(device, samples, seq, None if t is None else float(t), now)
 
 
+def _samples(raw: list[Any], payload: bytes, keys: int) -> np.ndarray:
+    """The rows as an (n, 6) float64 array, or PayloadError(bad_shape)."""
+    # The common case without numpy's type discovery (2-3x faster). It needs leaves that
+    # are all numbers: no true/false/null, and no quotes but the keys' own, so no string
+    # and no object with keys anywhere; then rows of length 6 are rows of 6 numbers or of
+    # 6 lists, which np.fromiter refuses.
+    plain = (
+        payload.count(b'"') == 2 * keys
+        and b"null" not in payload
+        and b"true" not in payload
+        and b"false" not in payload
+    )
+    if plain and all(len(row) == 6 for row in raw):
+        with contextlib.suppress(ValueError, TypeError):
+            flat = itertools.chain.from_iterable(raw)
+            return np.fromiter(flat, np.float64, 6 * len(raw)).reshape(-1, 6)
+    try:
+        samples = np.array(raw)
+    except ValueError:  # ragged rows
+        raise PayloadError("bad_shape", "samples must be rows of 6 numbers") from None
+    if samples.dtype.kind not in "iuf" or _has_bool(raw):  # strings, nulls, objects
+        raise PayloadError("bad_shape", "samples must be rows of 6 numbers")
+    if samples.ndim != 2 or samples.shape[1] != 6:
+        raise PayloadError(
+            "bad_shape", f"samples must be rows of 6 numbers, got shape {samples.shape}"
+        )
+    return samples.astype(np.float64, copy=False)
+
+
+def _has_bool(rows: list[Any]) -> bool:  # numpy takes True for 1
+    return any(type(v) is bool for row in rows if isinstance(row, list) for v in row)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def encode(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
+    return orjson.dumps(data)
 
 
 def encode_activity(decision: Decision, model: str) -> bytes:

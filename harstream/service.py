@@ -1,16 +1,21 @@
 """The gateway service: device messages in over a transport, activities out.
 
 It reads as a sentence: connect, say ``online``, subscribe, and for every message
-received queue it; a worker takes what is queued as one batch, decodes it and feeds
-the engine off the event loop, then publishes the decisions. Three named tasks run in
-one task group:
+received queue it; take what is queued as one batch, decode it and run the engine on it
+off the event loop, then publish the decisions. Four named tasks run in one task group:
 
 - ``connection``: (re)connects with capped, jittered exponential backoff, publishes the
   retained ``online`` status (the broker publishes the ``offline`` will if we vanish),
   subscribes, and moves received messages into a bounded queue (full: drop and count);
-- ``batches``: the worker; a batch is everything queued when it wakes, plus whatever
-  arrives within ``max_delay_ms``, up to ``max_batch`` messages;
-- ``stats``: publishes counters every ``stats_interval_s`` and evicts idle devices.
+- ``batches``: a batch is everything queued when it wakes, plus whatever arrives within
+  ``max_delay_ms``, up to ``max_batch`` messages; it decodes the batch and runs the
+  engine's first stage (``Engine.prepare``: admission, filters, windows) in the
+  *prepare* thread;
+- ``decisions``: runs the engine's second stage (``Engine.complete``: inference,
+  smoothing) in the *infer* thread and publishes the decisions. Inference releases the
+  GIL, so batch k's inference overlaps batch k+1's decoding: two threads, one batch
+  apart, each seeing the batches in order;
+- ``stats``: publishes counters every ``stats_interval_s``.
 
 Device state lives in the engine, so it survives a broker outage. A bad message is
 counted by reason, reported on its device's error topic (rate-limited) and dropped.
@@ -26,12 +31,13 @@ import random
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from harstream.engine import Decision, Engine, Message
+from harstream.engine import Decision, Engine, Message, Prepared
 from harstream.errors import PayloadError
 from harstream.payload import (
     decode_imu,
@@ -91,8 +97,10 @@ class Backoff:
 
 @dataclass
 class _Batch:
-    """What one batch produced, handed from the worker thread back to the event loop."""
+    """One batch on its way: prepared in the prepare thread, completed in the infer
+    thread, published from the event loop."""
 
+    prepared: Prepared = field(default_factory=Prepared)
     decisions: list[Decision] = field(default_factory=list)
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # device, code, detail
     received: dict[str, float] = field(default_factory=dict)  # device -> first receipt
@@ -121,6 +129,9 @@ class Gateway:
         self.connected = asyncio.Event()
         self.session: Session | None = None
         self._queue: asyncio.Queue[Any] = asyncio.Queue(settings.queue_size)
+        self._prepared: asyncio.Queue[Any] = asyncio.Queue(2)  # batches between the stages
+        self._prepare_thread = ThreadPoolExecutor(1, thread_name_prefix="harstream-prepare")
+        self._infer_thread = ThreadPoolExecutor(1, thread_name_prefix="harstream-infer")
         self._latencies_ms: list[float] = []
         self._last_error: OrderedDict[str, float] = OrderedDict()
         self._engine_counters: dict[str, int] = {}
@@ -135,10 +146,15 @@ class Gateway:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then drain, say ``offline`` and return."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._connection(stop), name="connection")
-            tasks.create_task(self._batches(), name="batches")
-            tasks.create_task(self._stats(stop), name="stats")
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._connection(stop), name="connection")
+                tasks.create_task(self._batches(), name="batches")
+                tasks.create_task(self._decisions(), name="decisions")
+                tasks.create_task(self._stats(stop), name="stats")
+        finally:
+            self._prepare_thread.shutdown(wait=False)
+            self._infer_thread.shutdown(wait=False)
 
     async def _connection(self, stop: asyncio.Event) -> None:
         will = Will(self.status_topic, b"offline", qos=1, retain=True)
@@ -206,6 +222,7 @@ class Gateway:
                 self.counters["dropped_overload"] += 1
 
     async def _batches(self) -> None:
+        loop = asyncio.get_running_loop()
         delay_s = self.settings.max_delay_ms / 1000
         while True:
             batch = [await self._queue.get()]
@@ -224,16 +241,32 @@ class Gateway:
             announce = any(item is _ANNOUNCE for item in batch)
             work = [item for item in batch if item is not _STOP and item is not _ANNOUNCE]
             try:
-                # decoding and inference are CPU-bound: off the event loop, so the
-                # connection keeps reading and acknowledging while a batch computes
-                result = await asyncio.to_thread(self._process, work, announce)
-                self._publish(result)
+                # CPU-bound, so off the event loop: the connection keeps reading meanwhile
+                result = await loop.run_in_executor(
+                    self._prepare_thread, self._prepare, work, announce
+                )
+                await self._prepared.put(result)
             except Exception:  # a bug must not take every other device down with it
                 self.counters["batch_errors"] += 1
                 log.exception("batch of %d messages failed; dropped", len(work))
             if done:
-                self._drained.set()
+                await self._prepared.put(_STOP)
                 return
+
+    async def _decisions(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (batch := await self._prepared.get()) is not _STOP:
+            try:
+                batch.decisions = await loop.run_in_executor(
+                    self._infer_thread, self.engine.complete, batch.prepared
+                )
+                self._engine_counters = dict(self.engine.counters)
+                self._engine_counters["devices"] = len(self.engine.devices)
+                self._publish(batch)
+            except Exception:
+                self.counters["batch_errors"] += 1
+                log.exception("inference of a batch failed; its decisions are dropped")
+        self._drained.set()
 
     async def _stats(self, stop: asyncio.Event) -> None:
         started = last_t = self.monotonic()
@@ -265,11 +298,11 @@ class Gateway:
 
     # --- work -----------------------------------------------------------------------
 
-    def _process(
+    def _prepare(
         self, items: list[tuple[str, bytes, float, float]], announce_all: bool = False
     ) -> _Batch:
-        """Decode and feed one batch. Runs in a worker thread, one batch at a time: the
-        only code that touches the engine, so the engine needs no lock."""
+        """Decode one batch and run the engine's first stage, in the prepare thread. The
+        engine needs no lock: its stages touch separate state (see Engine.prepare)."""
         result = _Batch()
         messages: list[Message] = []
         s = self.settings
@@ -289,9 +322,8 @@ class Gateway:
             except PayloadError as exc:
                 result.errors.append((device, exc.code, exc.detail))
         known = set(self.engine.devices) if s.homeassistant else set()
-        fed = self.engine.feed_many(messages)
-        result.decisions = fed.decisions
-        result.errors.extend((e.device, e.code, e.detail) for e in fed.events)
+        result.prepared = self.engine.prepare(messages)
+        result.errors.extend((e.device, e.code, e.detail) for e in result.prepared.events)
         if announce_all:
             result.new_devices = self.engine.devices
         elif s.homeassistant:
@@ -304,8 +336,6 @@ class Gateway:
         self._batches_done += 1
         if self._batches_done % 64 == 0:
             self.engine.evict_idle(self.wall_clock())
-        self._engine_counters = dict(self.engine.counters)
-        self._engine_counters["devices"] = len(self.engine.devices)
         return result
 
     def _publish(self, batch: _Batch) -> None:

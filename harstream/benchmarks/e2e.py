@@ -40,13 +40,13 @@ def _wait_online(port: int, prefix: str, timeout_s: float = 30.0) -> None:
     """Block until the gateway's retained status says online."""
     import asyncio
 
-    import aiomqtt
+    from harstream.mqtt import MqttTransport
 
     async def wait() -> None:
-        async with aiomqtt.Client("127.0.0.1", port) as client:
-            await client.subscribe(f"{prefix}/status")
+        async with MqttTransport("127.0.0.1", port).session() as session:
+            await session.subscribe(f"{prefix}/status")
             async with asyncio.timeout(timeout_s):
-                async for message in client.messages:
+                async for message in session.messages():
                     if message.payload == b"online":
                         return
 
