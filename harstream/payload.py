@@ -108,10 +108,11 @@ def _samples(raw: list[Any], payload: bytes, keys: int) -> np.ndarray:
         and b"true" not in payload
         and b"false" not in payload
     )
-    if plain and all(len(row) == 6 for row in raw):
-        with contextlib.suppress(ValueError, TypeError):
-            flat = itertools.chain.from_iterable(raw)
-            return np.fromiter(flat, np.float64, 6 * len(raw)).reshape(-1, 6)
+    if plain:
+        with contextlib.suppress(ValueError, TypeError):  # a number for a row, say
+            if set(map(len, raw)) == {6}:
+                flat = itertools.chain.from_iterable(raw)
+                return np.fromiter(flat, np.float64, 6 * len(raw)).reshape(-1, 6)
     try:
         samples = np.array(raw)
     except ValueError:  # ragged rows

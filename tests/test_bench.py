@@ -22,7 +22,7 @@ def test_bench_quick_runs_every_scenario(
             "bench",
             "--quick",
             "--scenarios",
-            "engine,e2e",
+            "engine,e2e,capacity",
             "--model",
             str(bundle.path),
             "--modes",
@@ -40,4 +40,10 @@ def test_bench_quick_runs_every_scenario(
     (e2e,) = results["e2e"]
     assert e2e["devices"] == 1 and e2e["lost"] == 0 and e2e["messages_sent"] > 0
     assert e2e["gateway_rss_mb"] > 0 and e2e["gateway_ready_s"] > 0
-    assert "samples/s" in capsys.readouterr().out
+    capacity = results["capacity"]  # one point each for harstream and the baseline
+    for name, devices in (("harstream", 10), ("baseline", 5)):
+        (point,) = capacity[name]["points"]
+        assert point["devices"] == devices and point["decisions_received"] > 0
+        assert capacity[name]["capacity"] in (0, devices)
+    out = capsys.readouterr().out
+    assert "samples/s" in out and "capacity of baseline" in out

@@ -61,7 +61,11 @@ def e2e_run(
     message_samples: int = 32,
     overrides: tuple[str, ...] = (),
     hop: int | None = None,
+    baseline_model: Path | None = None,
 ) -> dict[str, Any]:
+    """One point: ``devices`` at 50 Hz for ``seconds``, through ``harstream serve`` or,
+    given ``baseline_model``, through the baseline gateway (harstream.benchmarks.baseline)
+    """
     hop = hop or bundle.hop
     prefix = f"bench{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="harstream-bench-") as tmp:
@@ -80,6 +84,10 @@ def e2e_run(
         command = [sys.executable, "-m", "harstream", "serve"]
         for item in settings:
             command += ["--set", item]
+        if baseline_model is not None:
+            hop = 64
+            spec = {"port": broker.port, "prefix": prefix, "model": str(baseline_model)}
+            command = [sys.executable, "-m", "harstream.benchmarks.baseline", json.dumps(spec)]
         wait_for_port(broker.port)
         with (Path(tmp) / "gateway.log").open("w") as log:
             launched = time.monotonic()
@@ -88,9 +96,14 @@ def e2e_run(
             _wait_online(broker.port, prefix)
             ready_s = time.monotonic() - launched  # cold start: launch -> retained "online"
             idle_rss = _proc_rss_mb(gateway.pid)
+            assert broker.process is not None
+            broker_pid = broker.process.pid
             cpu_before, wall_before = _proc_cpu_s(gateway.pid), time.monotonic()
+            broker_before = _proc_cpu_s(broker_pid)
             first = bundle.window if bundle.mode == "window" else hop
-            spec = {
+            if baseline_model is not None:
+                first = 128  # the baseline decides on whole windows
+            load_spec = {
                 "port": broker.port,
                 "prefix": prefix,
                 "devices": devices,
@@ -100,7 +113,7 @@ def e2e_run(
                 "first_decision": first,
             }
             load = subprocess.run(
-                [sys.executable, "-m", "harstream.benchmarks.loadgen", json.dumps(spec)],
+                [sys.executable, "-m", "harstream.benchmarks.loadgen", json.dumps(load_spec)],
                 capture_output=True,
                 text=True,
                 timeout=seconds + 120,
@@ -108,6 +121,7 @@ def e2e_run(
             )
             cpu = _proc_cpu_s(gateway.pid) - cpu_before
             wall = time.monotonic() - wall_before
+            broker_cpu = _proc_cpu_s(broker_pid) - broker_before
             peak_rss = _proc_rss_mb(gateway.pid, "VmHWM")
             rss = _proc_rss_mb(gateway.pid)
         finally:
@@ -126,6 +140,7 @@ def e2e_run(
             "gateway_cpu_s": round(cpu, 2),
             "gateway_cpu_share": round(cpu / wall, 3),  # 1.0 = one core busy
             "cpu_ms_per_device_s": round(1000 * cpu / wall / max(devices, 1), 4),
+            "broker_cpu_share": round(broker_cpu / wall, 3),
             "gateway_ready_s": round(ready_s, 3),
             "gateway_rss_mb_idle": round(idle_rss, 1),
             "gateway_rss_mb": round(rss, 1),

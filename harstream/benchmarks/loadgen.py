@@ -142,6 +142,7 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
             "max": round(float(np.nanmax(lat)), 2),
         },
         "generator_late_ms_p99": _pct(np.array(lateness) * 1000, 99) if lateness else 0.0,
+        "generator_cpu_share": round(time.process_time() / (time.monotonic() - began), 3),
     }
 
 

@@ -50,9 +50,9 @@ def _e2e(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
         f"end to end through mosquitto, {args.message_samples}-sample messages at 50 Hz, "
         f"{seconds:g} s per point"
     )
-    print(
+    print(  # CPU: cores busy, of the gateway, the broker and the load generator
         f"{'devices':>8} {'p50 ms':>8} {'p99 ms':>8} {'lost':>6} {'decisions':>10} "
-        f"{'cpu share':>9} {'rss MB':>7}"
+        f"{'gateway':>8} {'broker':>7} {'loadgen':>8} {'rss MB':>7}"
     )
     results = []
     for n in devices:
@@ -67,14 +67,103 @@ def _e2e(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
         lat = r["latency_ms"]
         print(
             f"{n:>8} {lat['p50']:>8} {lat['p99']:>8} {r['lost']:>6} "
-            f"{r['decisions_received']:>10} {r['gateway_cpu_share']:>9} "
-            f"{r['gateway_rss_mb']:>7}",
+            f"{r['decisions_received']:>10} {r['gateway_cpu_share']:>8} "
+            f"{r['broker_cpu_share']:>7} {r['generator_cpu_share']:>8} {r['gateway_rss_mb']:>7}",
             flush=True,
         )
     return results
 
 
-SCENARIOS = {"engine": _engine, "e2e": _e2e}
+def _passes(r: dict[str, Any], p99_ms: float) -> bool:
+    return bool(r["lost"] == 0 and r["latency_ms"]["p99"] <= p99_ms)
+
+
+def _search(run: Any, start: int, p99_ms: float, steps: int) -> tuple[int, list[dict[str, Any]]]:
+    """The largest device count that passes: double from ``start`` until one fails, then
+    bisect ``steps`` times. Returns it (0: even ``start`` fails) and every point run."""
+    points: list[dict[str, Any]] = []
+
+    def ok(n: int) -> bool:
+        r = run(n)
+        points.append(r)
+        lat = r["latency_ms"]
+        verdict = "pass" if _passes(r, p99_ms) else "FAIL"
+        print(
+            f"  {n:>6} devices: p50 {lat['p50']:>8} ms, p99 {lat['p99']:>8} ms, lost "
+            f"{r['lost']:>6}, cpu {r['gateway_cpu_share']:>6}  {verdict}",
+            flush=True,
+        )
+        return _passes(r, p99_ms)
+
+    good, bad = 0, start
+    while ok(bad):
+        good, bad = bad, bad * 2
+    if good == 0:
+        good, bad = 0, start
+    for _ in range(steps):
+        middle = (good + bad) // 2
+        if middle in (good, bad) or middle == 0:
+            break
+        good, bad = (middle, bad) if ok(middle) else (good, middle)
+    return good, points
+
+
+def _capacity(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
+    """Capacity (p99 <= target, no loss) of harstream and of the baseline, in one run."""
+    import tempfile
+
+    from harstream.benchmarks.baseline import build_baseline_model
+    from harstream.benchmarks.e2e import e2e_run
+
+    seconds = 4.0 if args.quick else args.seconds
+    steps = 0 if args.quick else 3
+    results: dict[str, Any] = {"p99_target_ms": args.p99_ms, "seconds": seconds}
+    with tempfile.TemporaryDirectory(prefix="harstream-baseline-") as tmp:
+        model = build_baseline_model(Path(tmp) / "baseline.onnx")
+        for name, start, baseline in (
+            ("harstream", 10 if args.quick else 1000, None),
+            ("baseline", 5 if args.quick else 10, model),
+        ):
+            print(
+                f"capacity of {name}: devices at 50 Hz, {args.message_samples}-sample "
+                f"messages, {seconds:g} s per point, p99 <= {args.p99_ms:g} ms, no loss"
+            )
+
+            def run(n: int, baseline: Path | None = baseline) -> dict[str, Any]:
+                return e2e_run(
+                    bundle,
+                    devices=n,
+                    seconds=seconds,
+                    message_samples=args.message_samples,
+                    overrides=tuple(args.gateway_set),
+                    baseline_model=baseline,
+                )
+
+            if args.quick:  # one point each: the smoke test
+                capacity, points = (start if _passes(r := run(start), args.p99_ms) else 0), [r]
+            else:
+                capacity, points = _search(run, start, args.p99_ms, steps)
+            at = [p for p in points if p["devices"] == capacity]
+            results[name] = {
+                "capacity": capacity,
+                "cpu_ms_per_device_s": at[0]["cpu_ms_per_device_s"] if at else None,
+                "points": points,
+            }
+            print(f"  capacity of {name}: {capacity} devices", flush=True)
+    ours, theirs = results["harstream"], results["baseline"]
+    if theirs["capacity"] and ours["capacity"]:
+        results["capacity_ratio"] = round(ours["capacity"] / theirs["capacity"], 1)
+        results["cpu_per_device_ratio"] = round(
+            theirs["cpu_ms_per_device_s"] / ours["cpu_ms_per_device_s"], 1
+        )
+        print(
+            f"harstream / baseline: capacity {results['capacity_ratio']}x, "
+            f"CPU per device {results['cpu_per_device_ratio']}x less"
+        )
+    return results
+
+
+SCENARIOS = {"engine": _engine, "e2e": _e2e, "capacity": _capacity}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -85,7 +174,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"bundle {bundle.path} ({bundle.name}, {bundle.arch.type}-{bundle.arch.hidden}x"
         f"{bundle.arch.layers}, {bundle.mode})"
     )
-    results = {}
+    results: dict[str, Any] = {}
     for name in args.scenarios.split(","):
         results[name] = SCENARIOS[name](args, bundle)
     if args.out:
@@ -117,6 +206,9 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         default=[],
         metavar="KEY=VALUE",
         help="e2e: a config override for the gateway process (repeatable)",
+    )
+    bench.add_argument(
+        "--p99-ms", type=float, default=100.0, help="capacity: the latency bound (p99, ms)"
     )
     bench.add_argument("--quick", action="store_true", help="a few seconds: a smoke test")
     bench.add_argument("--out", type=Path, help="write bench.json here")
