@@ -22,7 +22,7 @@ def test_bench_quick_runs_every_scenario(
             "bench",
             "--quick",
             "--scenarios",
-            "engine,e2e,capacity",
+            "engine,e2e,capacity,replay",
             "--model",
             str(bundle.path),
             "--modes",
@@ -45,5 +45,7 @@ def test_bench_quick_runs_every_scenario(
         (point,) = capacity[name]["points"]
         assert point["devices"] == devices and point["decisions_received"] > 0
         assert capacity[name]["capacity"] in (0, devices)
+    (replay,) = results["replay"]
+    assert replay["stream_s"] > 600 and replay["real_time_factor"] > 1
     out = capsys.readouterr().out
     assert "samples/s" in out and "capacity of baseline" in out

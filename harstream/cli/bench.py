@@ -163,7 +163,34 @@ def _capacity(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
     return results
 
 
-SCENARIOS = {"engine": _engine, "e2e": _e2e, "capacity": _capacity}
+def _replay(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
+    """Real-time factor of ``replay --subject 9 --speed max`` (the packaged recordings)."""
+    import io
+    import statistics
+
+    from harstream.cli.live import LivePrinter
+    from harstream.cli.playback import load_subject, run_replay
+    from harstream.config import load_config
+
+    recordings = load_subject(9, None)
+    stream_s = sum(r.duration_s for r in recordings)
+    config = load_config(overrides=[f"model.path={bundle.path}"])
+    walls = []
+    for _ in range(1 if args.quick else 5):
+        printer = LivePrinter(io.StringIO(), total_s=stream_s, quiet=True)
+        _, wall, _ = run_replay(
+            recordings, config, bundle, speed=None, message_samples=25, printer=printer, device="s9"
+        )
+        walls.append(wall)
+    wall = statistics.median(walls)
+    print(
+        f"replay, subject 9 at --speed max: {stream_s:.0f} s of stream in {wall:.3f} s, "
+        f"{stream_s / wall:,.0f}x real time (median of {len(walls)})"
+    )
+    return [{"stream_s": stream_s, "wall_s": wall, "real_time_factor": stream_s / wall}]
+
+
+SCENARIOS = {"engine": _engine, "e2e": _e2e, "capacity": _capacity, "replay": _replay}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
