@@ -207,13 +207,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+        if "capacity" in results:
+            _plot_capacity(results["capacity"], args.out / "capacity.png")
     return 0
+
+
+def _plot_capacity(capacity: dict[str, Any], path: Path) -> None:
+    """p99 latency against devices, harstream and the baseline (needs matplotlib)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("no matplotlib: capacity.png skipped (pip install 'harstream[plot]')")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in ("harstream", "baseline"):
+        points = sorted(capacity[name]["points"], key=lambda r: r["devices"])
+        ax.plot(
+            [r["devices"] for r in points],
+            [r["latency_ms"]["p99"] for r in points],
+            "o-",
+            label=f"{name}: capacity {capacity[name]['capacity']:,}",
+        )
+    ax.axhline(capacity["p99_target_ms"], color="grey", linestyle="--", linewidth=1)
+    ax.set(xscale="log", yscale="log", xlabel="devices at 50 Hz", ylabel="p99 latency (ms)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     bench = commands.add_parser("bench", help="measure throughput and latency")
     bench.add_argument(
-        "--scenarios", default="engine", help=f"comma-separated: {', '.join(SCENARIOS)}"
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, of: {', '.join(SCENARIOS)} (default: all)",
     )
     bench.add_argument("--model", type=Path, help="bundle folder (default: the packaged one)")
     bench.add_argument("--devices", default="1,1000", help="comma-separated device counts")
