@@ -35,7 +35,7 @@ __all__ = ["MqttSession", "MqttTransport", "TlsFiles", "publish_packet", "varint
 
 # fixed-header packet types (high nibble of the first byte)
 CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, PINGRESP = 2, 3, 4, 5, 6, 7, 9, 13
-QOS2_WINDOW = 10  # our QoS 2 messages in flight at once (see send_qos2)
+QOS2_WINDOW = 10  # our QoS 2 messages in flight at once (see send_publish)
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
 CONNACK_REFUSED = {
@@ -110,7 +110,7 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self, max_buffer: int, max_incoming: int) -> None:
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport  # set by connection_made, before any use
         self.connack: asyncio.Future[int] = self.loop.create_future()
         self.error: TransportError | None = None
         self.last_heard = time.monotonic()
@@ -167,7 +167,7 @@ class _Protocol(asyncio.Protocol):
         if self._waiter is not None and self.incoming and not self._waiter.done():
             self._waiter.set_result(None)
         if len(self.incoming) > self.max_incoming and not self._reading_paused:
-            self.transport.pause_reading()  # type: ignore[union-attr]
+            self.transport.pause_reading()
             self._reading_paused = True
 
     # --- packets in ---------------------------------------------------------------------
@@ -198,7 +198,7 @@ class _Protocol(asyncio.Protocol):
             self._done(packet_id, 0)
             self._qos2_out -= 1
             if self._qos2_waiting:
-                self.send_qos2(self._qos2_waiting.popleft())
+                self.send_publish(self._qos2_waiting.popleft(), 2)
         elif kind == PUBREC:
             self.write(_ack(PUBREL, packet_id))
         elif kind == PUBREL:
@@ -221,7 +221,7 @@ class _Protocol(asyncio.Protocol):
         """Queue a packet; what is queued in one loop iteration goes out in one send."""
         if self.error is not None:
             raise self.error
-        if self._out_bytes + self.transport.get_write_buffer_size() > self.max_buffer:  # type: ignore[union-attr]
+        if self._out_bytes + self.transport.get_write_buffer_size() > self.max_buffer:
             raise TransportError(f"outgoing buffer full ({self.max_buffer} bytes unsent)")
         if not self._out:
             self.loop.call_soon(self._flush)
@@ -229,16 +229,20 @@ class _Protocol(asyncio.Protocol):
         self._out_bytes += len(packet)
 
     def _flush(self) -> None:
-        if self._out and self.error is None and not self.transport.is_closing():  # type: ignore[union-attr]
-            self.transport.write(b"".join(self._out))  # type: ignore[union-attr]
+        if self._out and self.error is None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
         self._out.clear()
         self._out_bytes = 0
 
-    def send_qos2(self, packet: bytes) -> None:
-        """QoS 2 PUBLISHes go out at most QOS2_WINDOW at a time. A broker holds each until
-        our PUBREL, and mosquitto drops (yet acknowledges) any QoS > 0 message beyond its
-        in-flight quota (max_inflight_messages, 20); a QoS 1 message leaves that quota
-        as soon as it is read, so half of it is left for QoS 1 bursts (tested: 3,000)."""
+    def send_publish(self, packet: bytes, qos: int) -> None:
+        """QoS 0 and 1 PUBLISHes go out at once; QoS 2 ones at most QOS2_WINDOW at a time.
+        A broker holds each QoS 2 message until our PUBREL, and mosquitto drops (yet
+        acknowledges) any QoS > 0 message beyond its in-flight quota
+        (max_inflight_messages, 20); a QoS 1 message leaves that quota as soon as it is
+        read, so half of it is left for QoS 1 bursts (tested: 3,000)."""
+        if qos < 2:
+            self.write(packet)
+            return
         if self._qos2_out >= QOS2_WINDOW:
             self._qos2_waiting.append(packet)
             return
@@ -276,7 +280,7 @@ class _Protocol(asyncio.Protocol):
         self.incoming.clear()
         if self._reading_paused:
             self._reading_paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+            self.transport.resume_reading()
         return items
 
     def _fail(self, error: TransportError) -> None:
@@ -295,12 +299,11 @@ class _Protocol(asyncio.Protocol):
     def close(self, error: TransportError) -> None:
         """Drop the connection at once (nothing more is sent)."""
         self._fail(error)
-        if self.transport is not None:
-            self.transport.abort()
+        self.transport.abort()
 
     def disconnect(self) -> None:
         """Send what is queued and DISCONNECT, then close."""
-        if self.error is not None or self.transport is None:
+        if self.error is not None:
             return
         self._out.append(DISCONNECT_PACKET)
         self._flush()
@@ -317,12 +320,11 @@ class MqttSession:
         """Publish and, at QoS > 0, wait for the broker's acknowledgement."""
         p = self._protocol
         if not qos:
-            p.write(publish_packet(topic, payload, 0, retain))
+            p.send_publish(publish_packet(topic, payload, 0, retain), 0)
             return
         waiter: asyncio.Future[int] = p.loop.create_future()
         packet_id = p.packet_id(waiter)
-        packet = publish_packet(topic, payload, qos, retain, packet_id)
-        p.send_qos2(packet) if qos == 2 else p.write(packet)
+        p.send_publish(publish_packet(topic, payload, qos, retain, packet_id), qos)
         await p.wait(waiter, f"publish to {topic}", self._timeout_s)
 
     def publish_nowait(
@@ -330,8 +332,7 @@ class MqttSession:
     ) -> None:
         p = self._protocol
         packet_id = p.packet_id(None) if qos else 0
-        packet = publish_packet(topic, payload, qos, retain, packet_id)
-        p.send_qos2(packet) if qos == 2 else p.write(packet)
+        p.send_publish(publish_packet(topic, payload, qos, retain, packet_id), qos)
 
     async def subscribe(self, topic: str, qos: int = 0) -> None:
         p = self._protocol

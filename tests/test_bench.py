@@ -22,7 +22,7 @@ def test_bench_quick_runs_every_scenario(
             "bench",
             "--quick",
             "--scenarios",
-            "engine,e2e,capacity,replay",
+            "engine,stages,e2e,capacity,replay",
             "--model",
             str(bundle.path),
             "--modes",
@@ -45,6 +45,9 @@ def test_bench_quick_runs_every_scenario(
         (point,) = capacity[name]["points"]
         assert point["devices"] == devices and point["decisions_received"] > 0
         assert capacity[name]["capacity"] in (0, devices)
+    (stages,) = results["stages"]
+    assert stages["devices"] == 100 and stages["us_per_message"]["inference"] > 0
+    assert set(stages["cores"]) == {"decode", "prepare", "inference", "complete_rest", "encode"}
     (replay,) = results["replay"]
     assert replay["stream_s"] > 600 and replay["real_time_factor"] > 1
     out = capsys.readouterr().out

@@ -5,6 +5,11 @@ sending one message of ``message_samples`` samples per round, all messages of a 
 in one ``feed_many`` call (as the gateway batches them). Signals are synthetic (a
 slowly turning gravity vector plus noise): the engine's cost does not depend on what
 the samples mean. Each figure is the median of ``repeats`` timed runs.
+
+Scenario ``stages``: where a gateway's CPU goes per device message, in process and
+stage by stage as the gateway runs them (decoding the JSON, ``Engine.prepare``,
+``Engine.complete`` split into inference and the rest, encoding the activities), as
+microseconds per message and as cores busy at that many devices sending at 50 Hz.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import numpy as np
 
 from harstream.bundle import Bundle
 from harstream.engine import Engine, Message
-from harstream.inference import load_model
+from harstream.inference import Model, State, load_model
+from harstream.payload import decode_imu, encode, encode_activity
 from harstream.preprocessing import Preprocessor
 from harstream.smoothing import smoother_factory
 
-__all__ = ["EngineResult", "engine_throughput", "synthetic_stream"]
+__all__ = ["EngineResult", "engine_throughput", "gateway_stages", "synthetic_stream"]
 
 
 def synthetic_stream(n: int, seed: int = 0, rate_hz: float = 50.0) -> np.ndarray:
@@ -108,3 +114,86 @@ def engine_throughput(
         runs=runs,
         decisions_per_s=statistics.median(decision_rates),
     )
+
+
+class _TimedModel:
+    """A model that adds up the seconds its ``step`` calls take."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.labels = model.labels
+        self.arch = model.arch
+        self.seconds = 0.0
+
+    def initial_state(self, batch: int) -> State:
+        return self.model.initial_state(batch)
+
+    def step(self, state: State, x: np.ndarray) -> tuple[State, np.ndarray]:
+        start = time.perf_counter()
+        try:
+            return self.model.step(state, x)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def gateway_stages(
+    bundle: Bundle,
+    *,
+    devices: int,
+    message_samples: int = 50,
+    rounds: int = 10,
+    batch: int = 1024,
+) -> dict[str, Any]:
+    """Microseconds per message of each gateway stage, ``rounds`` rounds of every device
+    sending one message, in batches of ``batch`` (the gateway's ``max_batch``)."""
+    model = _TimedModel(load_model(bundle, "onnx", 1))
+    engine = Engine(
+        model,
+        Preprocessor(bundle.preprocessing, bundle.mean, bundle.std),
+        smoother_factory("hysteresis"),
+        mode=bundle.mode,
+        window=bundle.window,
+        hop=bundle.hop,
+        max_devices=devices,
+    )
+    stream = synthetic_stream(message_samples * (rounds + 3))
+    payloads = [
+        encode({"samples": stream[i : i + message_samples].round(5).tolist()})
+        for i in range(0, len(stream), message_samples)
+    ]
+    names = [f"dev{i}" for i in range(devices)]
+    seconds = dict.fromkeys(("decode", "prepare", "complete", "encode"), 0.0)
+    inference = 0.0
+    for k, payload in enumerate(payloads):
+        if k == 3:  # the first rounds fill the windows and warm up
+            seconds = dict.fromkeys(seconds, 0.0)
+            inference = model.seconds
+        for lo in range(0, devices, batch):
+            t0 = time.perf_counter()
+            messages = [decode_imu(d, payload, now=0.0) for d in names[lo : lo + batch]]
+            t1 = time.perf_counter()
+            prepared = engine.prepare(messages)
+            t2 = time.perf_counter()
+            decisions = engine.complete(prepared)
+            t3 = time.perf_counter()
+            for d in decisions:
+                encode_activity(d, bundle.name)
+            t4 = time.perf_counter()
+            for stage, took in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                seconds[stage] += took
+    inference = model.seconds - inference
+    timed = {
+        "decode": seconds["decode"],
+        "prepare": seconds["prepare"],
+        "inference": inference,
+        "complete_rest": seconds["complete"] - inference,
+        "encode": seconds["encode"],
+    }
+    per_message = {k: v / (rounds * devices) * 1e6 for k, v in timed.items()}
+    messages_per_s = devices * 50.0 / message_samples
+    return {
+        "devices": devices,
+        "message_samples": message_samples,
+        "us_per_message": {k: round(v, 1) for k, v in per_message.items()},
+        "cores": {k: round(v * messages_per_s / 1e6, 3) for k, v in per_message.items()},
+    }

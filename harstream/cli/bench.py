@@ -74,6 +74,27 @@ def _e2e(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
     return results
 
 
+def _stages(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
+    from harstream.benchmarks.engine import gateway_stages
+
+    devices = [100] if args.quick else [int(d) for d in args.devices.split(",")]
+    print(
+        f"gateway stages in process, {args.message_samples}-sample messages: us per message"
+        " (cores busy at that many devices at 50 Hz)"
+    )
+    results = []
+    for n in devices:
+        r = gateway_stages(
+            bundle, devices=n, message_samples=args.message_samples, rounds=2 if args.quick else 10
+        )
+        results.append(r)
+        parts = ", ".join(
+            f"{k} {r['us_per_message'][k]:.1f} ({r['cores'][k]:.2f})" for k in r["cores"]
+        )
+        print(f"{n:>8} devices: {parts}", flush=True)
+    return results
+
+
 def _passes(r: dict[str, Any], p99_ms: float) -> bool:
     return bool(r["lost"] == 0 and r["latency_ms"]["p99"] <= p99_ms)
 
@@ -95,11 +116,9 @@ def _search(run: Any, start: int, p99_ms: float, steps: int) -> tuple[int, list[
         )
         return _passes(r, p99_ms)
 
-    good, bad = 0, start
+    good, bad = 0, start  # when even start fails, bisect below it
     while ok(bad):
         good, bad = bad, bad * 2
-    if good == 0:
-        good, bad = 0, start
     for _ in range(steps):
         middle = (good + bad) // 2
         if middle in (good, bad) or middle == 0:
@@ -190,7 +209,13 @@ def _replay(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
     return [{"stream_s": stream_s, "wall_s": wall, "real_time_factor": stream_s / wall}]
 
 
-SCENARIOS = {"engine": _engine, "e2e": _e2e, "capacity": _capacity, "replay": _replay}
+SCENARIOS = {
+    "engine": _engine,
+    "stages": _stages,
+    "e2e": _e2e,
+    "capacity": _capacity,
+    "replay": _replay,
+}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
