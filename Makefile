@@ -1,12 +1,13 @@
 # One-line entry points. `make test` is what CI runs (.ci/run); it works on a fresh
 # machine: it makes the virtual environment, installs harstream with the dev and train
-# extras, installs mosquitto when it is missing (as root, via apt), then runs the checks.
+# extras, installs the system programs the tests drive (mosquitto, systemd-analyze) when
+# they are missing (as root, via apt), then runs the checks.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test check install mosquitto demo bench clean
+.PHONY: test check install tools demo bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,15 +16,23 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# The tests start their own broker on a free loopback port; they only need the binary.
-mosquitto:
-	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then exit 0; fi; \
+# System programs the tests drive for real (they start their own instances on free
+# loopback ports): command -> Debian package. Installed with apt when missing and we are
+# root; otherwise the missing ones are named with the command that installs them.
+SYSTEM_TOOLS := mosquitto:mosquitto systemd-analyze:systemd
+
+tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+		cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "mosquitto missing: installing it with apt-get" >&2; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+		echo "installing with apt-get:$$missing" >&2; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		(systemctl stop mosquitto || service mosquitto stop || true) >/dev/null 2>&1; \
 	else \
-		echo "mosquitto is missing: install it (Debian/Ubuntu: sudo apt-get install -y mosquitto)" >&2; \
+		echo "missing system packages:$$missing (Debian/Ubuntu: sudo apt-get install -y$$missing)" >&2; \
 		exit 1; \
 	fi
 
@@ -32,7 +41,7 @@ check: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: check mosquitto
+test: check tools
 	$(BIN)/python -m pytest
 
 # Quick start: a gateway-only install (no torch), then test subject 9 at 50x real time.

@@ -7,7 +7,6 @@ with the backend or transport that needs them.
 from harstream._version import __version__
 from harstream.errors import (
     ConfigError,
-    DataError,
     HarstreamError,
     ModelError,
     PayloadError,
@@ -16,7 +15,6 @@ from harstream.errors import (
 
 __all__ = [
     "ConfigError",
-    "DataError",
     "HarstreamError",
     "ModelError",
     "PayloadError",

@@ -22,8 +22,9 @@ rejected.
 Decision positions: a decision is made when a device's sample count reaches
 ``window + k * hop`` (window mode) or ``(k + 1) * hop`` (stateful mode), counted from
 the device's first sample (or its last reset). ``offline_decisions`` computes the same
-decisions from a whole recording, which is how training and tests check that serving
-sees exactly what training saw.
+decisions from a whole recording in one piece; the tests check that the engine, fed in
+messages of any sizes, gives exactly those (training preprocesses recordings with the
+same ``Preprocessor.preprocess``).
 """
 
 from __future__ import annotations

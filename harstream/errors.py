@@ -7,19 +7,17 @@
     ├── ModelError      a model bundle is missing, malformed or inconsistent: fail fast
     ├── PayloadError    one device message is bad: count it, report it, drop it, go on
     │   └── RejectedError   a well-formed message the engine will not take (capacity, old seq)
-    └── DataError       a recording or data folder is wrong (file and line named)
 
 Third-party exceptions (pydantic, yaml, onnxruntime, json) are translated into these at
 the edge with ``raise ... from exc``; nothing else in harstream raises them directly.
-The recording readers in ``replay`` raise ``replay.DataError`` (``replay`` imports
-nothing of harstream); the CLI treats both alike.
+The recording readers in ``replay`` raise their own ``replay.DataError`` (``replay``
+imports nothing of harstream); the CLI reports it like the errors above.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ConfigError",
-    "DataError",
     "HarstreamError",
     "ModelError",
     "PayloadError",
@@ -50,7 +48,3 @@ class PayloadError(HarstreamError):
 
 class RejectedError(PayloadError):
     """A valid message the engine drops: device cap reached, duplicate or older seq."""
-
-
-class DataError(HarstreamError):
-    """A data file harstream reads (a CSV recording, a report) is invalid."""

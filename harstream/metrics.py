@@ -32,6 +32,7 @@ __all__ = [
     "StreamScore",
     "label_in_force",
     "score_stream",
+    "segments",
     "window_metrics",
 ]
 
@@ -194,8 +195,7 @@ def score_stream(
     )
     published = np.asarray(labels, np.int64)
     score.switches_pred = int(np.sum(published[1:] != published[:-1])) if len(published) else 0
-    segments = _segments(truth)
-    basics = [s for s in segments if 1 <= s[0] <= 6]
+    basics = [s for s in segments(truth) if 1 <= s[0] <= 6]
     score.switches_true = sum(1 for a, b in itertools.pairwise(basics) if a[0] != b[0])
     for activity, start, stop in basics:
         if (stop - start) / rate_hz < MIN_SEGMENT_S:
@@ -208,11 +208,11 @@ def score_stream(
     return score
 
 
-def _segments(labels: np.ndarray) -> list[tuple[int, int, int]]:
-    """Runs of equal, non-zero label as (label, start, stop).
+def segments(labels: np.ndarray) -> list[tuple[int, int, int]]:
+    """Runs of equal label as ``(label, start, stop)``, stop exclusive, label 0 skipped.
 
-    The same as ``replay.Recording.segments``; repeated because the runtime does not
-    import ``replay`` outside the CLI (DESIGN.md) and scores plain label arrays.
+    >>> segments(np.array([0, 4, 4, 5, 5, 0]))
+    [(4, 1, 3), (5, 3, 5)]
     """
     if len(labels) == 0:
         return []

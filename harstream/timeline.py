@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from harstream.errors import HarstreamError
+from harstream.metrics import segments
 
 __all__ = ["COLORS", "TimelinePanel", "plot_timeline"]
 
@@ -44,13 +45,10 @@ class TimelinePanel:
 
 
 def _bands(ax: Any, labels: np.ndarray, rate_hz: float, y: float) -> None:
-    edges = np.flatnonzero(np.diff(labels)) + 1
-    for a, b in zip(np.r_[0, edges], np.r_[edges, len(labels)], strict=True):
-        label = int(labels[a])
-        if label:
-            ax.broken_barh(
-                [(a / rate_hz, (b - a) / rate_hz)], (y, 0.8), color=COLORS[label], linewidth=0
-            )
+    for label, a, b in segments(labels):
+        ax.broken_barh(
+            [(a / rate_hz, (b - a) / rate_hz)], (y, 0.8), color=COLORS[label], linewidth=0
+        )
 
 
 def plot_timeline(

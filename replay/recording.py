@@ -58,22 +58,3 @@ class Recording:
     @property
     def duration_s(self) -> float:
         return len(self) / self.rate_hz
-
-    def segments(self) -> list[tuple[int, int, int]]:
-        """Runs of equal label as ``(activity, start, stop)``, stop exclusive, label 0 skipped.
-
-        >>> rec = Recording(1, "x", np.zeros((6, 6)), np.array([0, 4, 4, 5, 5, 0], np.int8))
-        >>> rec.segments()
-        [(4, 1, 3), (5, 3, 5)]
-        """
-        labels = self.labels
-        if len(labels) == 0:
-            return []
-        edges = np.flatnonzero(np.diff(labels)) + 1
-        starts = np.concatenate(([0], edges))
-        stops = np.concatenate((edges, [len(labels)]))
-        return [
-            (int(labels[a]), int(a), int(b))
-            for a, b in zip(starts, stops, strict=True)
-            if labels[a]
-        ]

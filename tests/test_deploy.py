@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harstream.cli import main
 from harstream.cli.deploy import systemd_unit
 
@@ -49,9 +51,8 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     text = systemd_unit("root", Path(sys.prefix), Path("/etc/harstream/config.yaml"))
     path = tmp_path / "harstream.service"
     path.write_text(text)
-    if shutil.which("systemd-analyze") is None:  # no systemd here: the syntax check above
-        parse(text)
-        return
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (`make test` installs it as root)")
     result = subprocess.run(
         ["systemd-analyze", "verify", str(path)],
         capture_output=True,

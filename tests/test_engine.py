@@ -177,6 +177,21 @@ def test_smoothing_is_applied_per_device(bundle_factory: Callable[..., Bundle]) 
     switches = [sum(d.changed for d in ds) for ds in (plain, smooth)]
     assert switches[1] < switches[0]
     assert [d.probabilities for d in plain] == [d.probabilities for d in smooth]
+    # two devices interleaved in one engine: each keeps its own smoother, so each
+    # publishes exactly what it would publish alone
+    other = RECORDINGS[1]  # shorter than WALK: b stops sending first
+    alone_b = make_engine(bundle, "hysteresis").feed("b", other)
+    engine = make_engine(bundle, "hysteresis")
+    got: dict[str, list[str]] = {"a": [], "b": []}
+    for lo in range(0, len(WALK), 100):
+        batch = [Message("a", WALK[lo : lo + 100], seq=lo)]
+        if lo < len(other):
+            batch.append(Message("b", other[lo : lo + 100]))
+        for d in engine.feed_many(batch).decisions:
+            got[d.device].append(d.activity)
+    assert got["a"] == [d.activity for d in smooth]
+    assert got["b"] == [d.activity for d in alone_b]
+    assert got["a"] != got["b"]  # else a shared smoother could not be told apart
 
 
 def test_stateful_hop_can_change_without_retraining(bundle_factory: Callable[..., Bundle]) -> None:

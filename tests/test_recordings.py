@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harstream.metrics import segments
 from replay import DataError, iter_hapt, iter_uci_har
 from replay.hapt import find_raw_dir
 
@@ -44,7 +45,7 @@ def test_hapt_labels_are_one_based_and_end_inclusive(hapt: Path) -> None:
     assert labels[248] == 0 and labels[249] == 5 and labels[1231] == 5 and labels[1232] == 7
     assert labels[1391] == 7 and labels[1392] == 4
     assert int(np.sum(labels == 5)) == (1232 - 250 + 1) + (3374 - 2360 + 1)
-    assert next(iter_hapt(hapt)).segments()[:2] == [(5, 249, 1232), (7, 1232, 1392)]
+    assert segments(next(iter_hapt(hapt)).labels)[:2] == [(5, 249, 1232), (7, 1232, 1392)]
 
 
 def test_find_raw_dir_accepts_both_levels(hapt: Path) -> None:
@@ -140,8 +141,10 @@ def test_uci_har_windows_stitch_back_into_the_original_streams() -> None:
         )
         assert np.all(original.labels[start : start + len(stream)] == stream.labels)
     # one stream per segment long enough for a window: the breaks were found
-    segments = [s for r in hapt.values() for s in r.segments() if s[0] <= 6 and s[2] - s[1] >= 128]
-    assert len(streams) == len(segments)
+    runs = [
+        s for r in hapt.values() for s in segments(r.labels) if s[0] <= 6 and s[2] - s[1] >= 128
+    ]
+    assert len(streams) == len(runs)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harstream.metrics import segments
 from harstream.preprocessing import FilterSpec, Preprocessor
 from replay import iter_hapt
 from replay.hapt import find_raw_dir
@@ -24,7 +25,6 @@ from replay.hapt import find_raw_dir
 __all__ = [
     "TEST_SUBJECTS",
     "TRAIN_SUBJECTS",
-    "VALIDATION_SUBJECTS",
     "Prepared",
     "class_targets",
     "data_checksum",
@@ -35,9 +35,6 @@ __all__ = [
 
 TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)
 TRAIN_SUBJECTS = tuple(s for s in range(1, 31) if s not in TEST_SUBJECTS)
-# Six of the 21, spread over the id range, fixed before any training run. Subjects
-# differ a lot (3 validation subjects said 0.98 where test said 0.91), so more than 3.
-VALIDATION_SUBJECTS = (3, 8, 15, 19, 25, 29)
 IGNORE = -100  # target of samples outside activity 1-6 segments (not trained on)
 
 
@@ -84,11 +81,9 @@ def protocol_windows(
     """
     stride = stride or hop
     starts, classes = [], []
-    edges = np.flatnonzero(np.diff(labels)) + 1
-    for a, b in zip(np.r_[0, edges], np.r_[edges, len(labels)], strict=True):
-        activity = int(labels[a])
-        if 1 <= activity <= 6:
-            for s in range(int(a), int(b) - window + 1, stride):
+    for activity, a, b in segments(labels):
+        if activity <= 6:
+            for s in range(a, b - window + 1, stride):
                 starts.append(s)
                 classes.append(activity - 1)
     return np.array(starts, np.int64), np.array(classes, np.int64)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harstream.metrics import segments
+
 HERE = Path(__file__).resolve().parent
 # (experiment, user, first row, stop row): rows are re-based to start at 1
 SPANS = [(1, 1, 0, 3700), (17, 9, 7800, 12000)]
@@ -68,13 +70,12 @@ def make_uci(cut: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         for user, samples, labels in cut:
             if user not in users:
                 continue
-            edges = np.flatnonzero(np.diff(labels)) + 1
-            for a, b in zip(np.r_[0, edges], np.r_[edges, len(labels)], strict=True):
-                if not 1 <= labels[a] <= 6:
+            for activity, a, b in segments(labels):
+                if activity > 6:
                     continue
                 for s in range(a, b - 127, 64):
                     windows.append(samples[s : s + 128])
-                    ys.append(int(labels[a]))
+                    ys.append(activity)
                     subjects.append(user)
         w = np.array(windows)
         channels = {
