@@ -133,6 +133,14 @@ class Bundle:
             "metrics": self.metrics,
         }
 
+    def save(self) -> Path:
+        """Write ``bundle.json`` (the one writer of the format); the weights are the
+        trainer's to write beside it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        meta = self.path / "bundle.json"
+        meta.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return meta
+
 
 def default_bundle_path() -> Path:
     """The bundle packaged with harstream (what serve and replay use without --model)."""

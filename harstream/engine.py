@@ -147,11 +147,13 @@ class Engine:
         mode: str,
         window: int,
         hop: int,
-        rate_hz: float = 50.0,
-        max_devices: int = 10_000,
-        idle_timeout_s: float = 300.0,
-        unknown_threshold: float = 0.0,
+        rate_hz: float,
+        max_devices: int,
+        idle_timeout_s: float,
+        unknown_threshold: float,
     ) -> None:
+        """Every value comes from the config (``harstream.runtime.build_engine``), which
+        holds the one set of defaults."""
         if mode not in ("window", "stateful"):
             raise ValueError(f"mode must be 'window' or 'stateful', got {mode!r}")
         if not 0 < hop <= window:

@@ -10,10 +10,11 @@ with a short code: ``bad_device_id``, ``too_large``, ``bad_json``, ``bad_shape``
 encoders build the activity, transition, error, stats and Home Assistant discovery
 payloads. This module knows bytes and dicts; it knows nothing about sockets.
 
->>> m = decode_imu("phone-1", b'{"samples": [[0, 0, 1, 0, 0, 0.1]], "seq": 7}', now=5.0)
+>>> limits = {"rate_hz": 50.0, "max_samples": 500, "max_bytes": 65_536}
+>>> m = decode_imu("phone-1", b'{"samples": [[0, 0, 1, 0, 0, 0.1]], "seq": 7}', now=5.0, **limits)
 >>> m.device, m.samples.shape, m.seq, m.t, m.received
 ('phone-1', (1, 6), 7, None, 5.0)
->>> decode_imu("phone-1", b'{"samples": [[0, 0, 1]]}', now=5.0)
+>>> decode_imu("phone-1", b'{"samples": [[0, 0, 1]]}', now=5.0, **limits)
 Traceback (most recent call last):
 ...
 harstream.errors.PayloadError: bad_shape: samples must be rows of 6 numbers, got shape (1, 3)
@@ -40,6 +41,7 @@ __all__ = [
     "encode",
     "encode_activity",
     "encode_error",
+    "encode_imu",
     "encode_transition",
     "valid_device_id",
 ]
@@ -56,11 +58,13 @@ def decode_imu(
     payload: bytes,
     *,
     now: float,
-    rate_hz: float = 50.0,
-    max_samples: int = 500,
-    max_bytes: int = 65_536,
+    rate_hz: float,
+    max_samples: int,
+    max_bytes: int,
 ) -> Message:
-    """Validate one device message; ``now`` is the gateway's receive time (epoch s)."""
+    """Validate one device message; ``now`` is the gateway's receive time (epoch s); the
+    limits come from the config (``stream.rate_hz``, ``stream.max_samples_per_message``,
+    ``service.max_payload_bytes``)."""
     if not valid_device_id(device):
         raise PayloadError("bad_device_id", "device ids are 1-64 characters of A-Z a-z 0-9 _ -")
     if len(payload) > max_bytes:
@@ -136,6 +140,31 @@ def _is_number(value: Any) -> bool:
 
 def encode(data: dict[str, Any]) -> bytes:
     return orjson.dumps(data)
+
+
+def encode_imu(
+    samples: np.ndarray,
+    seq: int | None = None,
+    t: float | None = None,
+    *,
+    decimals: int | None = None,
+    **fields: Any,
+) -> bytes:
+    """A device message, what :func:`decode_imu` reads. Floats are written exactly
+    (shortest round-trip form) unless ``decimals`` rounds them; ``fields`` are added
+    as they are (a test may add a bad one on purpose).
+
+    >>> encode_imu(np.array([[0.0, 0.0, 1.0, 0.0, 0.0, 0.1]]), seq=7)
+    b'{"samples":[[0.0,0.0,1.0,0.0,0.0,0.1]],"seq":7}'
+    """
+    rows = np.ascontiguousarray(samples, np.float64)
+    data: dict[str, Any] = {"samples": rows.round(decimals) if decimals is not None else rows}
+    if seq is not None:
+        data["seq"] = seq
+    if t is not None:
+        data["t"] = t
+    data.update(fields)
+    return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def encode_activity(decision: Decision, model: str) -> bytes:

@@ -7,7 +7,7 @@ naming the key when it does not.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harstream.bundle import Bundle, load_bundle
 from harstream.config import Config
@@ -21,7 +21,7 @@ from harstream.smoothing import smoother_factory
 if TYPE_CHECKING:
     from harstream.mqtt import MqttTransport
 
-__all__ = ["build_engine", "gateway_settings", "limit_threads", "mqtt_transport"]
+__all__ = ["build_engine", "gateway_settings", "imu_limits", "limit_threads", "mqtt_transport"]
 
 
 def limit_threads(config: Config) -> None:
@@ -32,9 +32,15 @@ def limit_threads(config: Config) -> None:
 
 
 def build_engine(
-    config: Config, bundle: Bundle | None = None, model: Model | None = None
+    config: Config,
+    bundle: Bundle | None = None,
+    model: Model | None = None,
+    *,
+    mode: str | None = None,
 ) -> Engine:
-    """An engine for ``config``, on ``bundle`` (default: ``model.path`` or the packaged one)."""
+    """An engine for ``config``, on ``bundle`` (default: ``model.path`` or the packaged one).
+    ``model`` replaces the bundle's backend (a timed one in benchmarks); ``mode`` runs a
+    stateful bundle in window mode (benchmarks compare the two)."""
     bundle = bundle if bundle is not None else load_bundle(config.model.path)
     limit_threads(config)  # process-wide, set where a command commits to running the engine
     stream = config.stream
@@ -48,7 +54,10 @@ def build_engine(
             f"stream.window: {stream.window}, but {where} is a window-mode model "
             f"trained on {bundle.window}-sample windows"
         )
-    window = bundle.window if bundle.mode == "window" else max(stream.window, stream.hop)
+    mode = mode or bundle.mode
+    if mode == "stateful" and bundle.mode == "window":
+        raise ConfigError(f"{where} is a window-mode model: it cannot carry state across hops")
+    window = bundle.window if mode == "window" else max(stream.window, stream.hop)
     smoothing = config.smoothing
     return Engine(
         model
@@ -62,7 +71,7 @@ def build_engine(
             min_dwell=smoothing.min_dwell,
             switch_confidence=smoothing.switch_confidence,
         ),
-        mode=bundle.mode,
+        mode=mode,
         window=window,
         hop=stream.hop,
         rate_hz=stream.rate_hz,
@@ -70,6 +79,15 @@ def build_engine(
         idle_timeout_s=stream.idle_timeout_s,
         unknown_threshold=smoothing.unknown_threshold,
     )
+
+
+def imu_limits(config: Config) -> dict[str, Any]:
+    """``decode_imu``'s limits from ``config``."""
+    return {
+        "rate_hz": config.stream.rate_hz,
+        "max_samples": config.stream.max_samples_per_message,
+        "max_bytes": config.service.max_payload_bytes,
+    }
 
 
 def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:

@@ -59,23 +59,26 @@ _ANNOUNCE = object()  # queue marker: Home Assistant restarted, announce every d
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    prefix: str = "harstream"
-    qos_in: int = 0
-    qos_out: int = 1
-    retain_activity: bool = True
-    max_batch: int = 1024
-    max_delay_ms: float = 5.0
-    queue_size: int = 10_000
-    stats_interval_s: float = 10.0
-    error_interval_s: float = 5.0
-    max_payload_bytes: int = 65_536
-    max_samples_per_message: int = 500
-    rate_hz: float = 50.0
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
-    homeassistant: bool = False
-    discovery_prefix: str = "homeassistant"
-    model_name: str = "harstream"
+    """Plain values from the config (``harstream.runtime.gateway_settings``), which holds
+    the one set of defaults."""
+
+    prefix: str
+    qos_in: int
+    qos_out: int
+    retain_activity: bool
+    max_batch: int
+    max_delay_ms: float
+    queue_size: int
+    stats_interval_s: float
+    error_interval_s: float
+    max_payload_bytes: int
+    max_samples_per_message: int
+    rate_hz: float
+    reconnect_min_s: float
+    reconnect_max_s: float
+    homeassistant: bool
+    discovery_prefix: str
+    model_name: str
 
 
 class Backoff:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 from harstream.bundle import Bundle
 from harstream.config import load_config
 from harstream.engine import Engine
+from harstream.payload import encode_imu
 from harstream.runtime import build_engine
 from replay import iter_hapt
 
@@ -21,16 +21,7 @@ def engine_for(bundle: Bundle, *overrides: str) -> Engine:
     return build_engine(load_config(overrides=["smoothing.method=none", *overrides]), bundle)
 
 
-def imu(
-    samples: np.ndarray, seq: int | None = None, t: float | None = None, **extra: object
-) -> bytes:
-    data: dict[str, object] = {"samples": samples.tolist()}
-    if seq is not None:
-        data["seq"] = seq
-    if t is not None:
-        data["t"] = t
-    data.update(extra)
-    return json.dumps(data).encode()
+imu = encode_imu
 
 
 BAD_INPUTS: list[tuple[str, bytes, str]] = [

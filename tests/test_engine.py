@@ -14,25 +14,17 @@ from hypothesis import strategies as st
 from harstream.bundle import Bundle
 from harstream.engine import Decision, Engine, Message, offline_decisions
 from harstream.errors import RejectedError
-from harstream.inference import OnnxModel
-from harstream.preprocessing import Preprocessor
-from harstream.smoothing import smoother_factory
 from replay import iter_hapt
+from tests.gateway_helpers import engine_for
 
 MINI = Path(__file__).resolve().parent / "data" / "hapt-mini"
 RECORDINGS = {r.subject: r.samples for r in iter_hapt(MINI)}
 WALK = RECORDINGS[9]
 
 
-def make_engine(bundle: Bundle, method: str = "none", **options: object) -> Engine:
-    settings_: dict[str, object] = {"mode": bundle.mode, "window": bundle.window, "hop": bundle.hop}
-    settings_.update(options)
-    return Engine(
-        OnnxModel(bundle),
-        Preprocessor(bundle.preprocessing, bundle.mean, bundle.std),
-        smoother_factory(method),
-        **settings_,  # type: ignore[arg-type]
-    )
+def make_engine(bundle: Bundle, method: str = "none", *overrides: str) -> Engine:
+    """The engine ``serve`` would build for ``bundle`` (onnxruntime), with config overrides."""
+    return engine_for(bundle, f"smoothing.method={method}", *overrides)
 
 
 def split(n: int, sizes: list[int]) -> list[tuple[int, int]]:
@@ -136,7 +128,8 @@ def test_a_gap_inside_one_batch_resets_at_its_turn(bundle_factory: Callable[...,
 def test_idle_devices_are_evicted_and_capacity_enforced(
     bundle_factory: Callable[..., Bundle],
 ) -> None:
-    engine = make_engine(bundle_factory("gru", "stateful"), max_devices=2, idle_timeout_s=10.0)
+    limits = ("stream.max_devices=2", "stream.idle_timeout_s=10")
+    engine = make_engine(bundle_factory("gru", "stateful"), "none", *limits)
     engine.feed("a", WALK[:10], now=0.0)
     engine.feed("b", WALK[:10], now=5.0)
     with pytest.raises(RejectedError, match="too_many_devices: the gateway serves at most 2"):
@@ -165,7 +158,7 @@ def test_unknown_threshold_and_transitions(bundle_factory: Callable[..., Bundle]
     assert len(set(raw)) > 1, "the random model should change its mind on real data"
     assert [d.changed for d in decisions] == [False] + [a != b for a, b in itertools.pairwise(raw)]
     assert all(d.previous == p.activity for p, d in itertools.pairwise(decisions))
-    strict = make_engine(bundle, unknown_threshold=1.0).feed("a", WALK)
+    strict = make_engine(bundle, "none", "smoothing.unknown_threshold=1.0").feed("a", WALK)
     assert {d.activity for d in strict} == {"UNKNOWN"}
     assert [d.raw_activity for d in strict] == raw
 
@@ -197,7 +190,7 @@ def test_smoothing_is_applied_per_device(bundle_factory: Callable[..., Bundle]) 
 def test_stateful_hop_can_change_without_retraining(bundle_factory: Callable[..., Bundle]) -> None:
     bundle = bundle_factory("gru", "stateful")
     at_64 = make_engine(bundle).feed("a", WALK)
-    at_16 = make_engine(bundle, hop=16).feed("a", WALK)
+    at_16 = make_engine(bundle, "none", "stream.hop=16").feed("a", WALK)
     assert len(at_16) == len(WALK) // 16
     by_seq = {d.seq: d for d in at_16}
     for d in at_64:  # the same sample seen through a different hop: the same output

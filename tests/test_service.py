@@ -8,28 +8,34 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
 from harstream.bundle import Bundle
+from harstream.config import load_config
 from harstream.memory import MemoryBroker, MemoryTransport
+from harstream.runtime import gateway_settings
 from harstream.service import Backoff, Gateway, GatewaySettings
 from tests.gateway_helpers import BAD_INPUTS, WALK, engine_for, imu
 
 P = "hs"
 
 
-def settings(**changes: object) -> GatewaySettings:
-    base = {
-        "prefix": P,
-        "stats_interval_s": 3600.0,
-        "reconnect_min_s": 0.01,
-        "reconnect_max_s": 0.05,
-        "max_delay_ms": 1.0,
-        "error_interval_s": 0.0,
-    }
-    base.update(changes)
-    return GatewaySettings(**base)  # type: ignore[arg-type]
+# the config's defaults, with quick reconnects, no error rate limit and no stats
+TEST_CONFIG = [
+    f"topics.prefix={P}",
+    "service.stats_interval_s=3600",
+    "broker.reconnect_min_s=0.01",
+    "broker.reconnect_max_s=0.05",
+    "batching.max_delay_ms=1",
+    "service.error_interval_s=0",
+]
+
+
+def settings(bundle: Bundle, **changes: object) -> GatewaySettings:
+    defaults = gateway_settings(load_config(overrides=TEST_CONFIG), bundle)
+    return replace(defaults, **changes)  # type: ignore[arg-type]
 
 
 class Harness:
@@ -41,7 +47,7 @@ class Harness:
         self.gateway = Gateway(
             self.engine,
             MemoryTransport(self.broker),
-            settings(model_name=bundle.name, **changes),
+            settings(bundle, **changes),
             rng=random.Random(0),
         )
         self.stop = asyncio.Event()

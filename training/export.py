@@ -7,15 +7,15 @@ the ONNX graph is run next to torch on random inputs and must agree within 1e-5.
 
 from __future__ import annotations
 
-import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from harstream.bundle import BUNDLE_FORMAT, ArchSpec, Bundle, load_bundle
+from harstream.bundle import ArchSpec, Bundle, load_bundle
 from harstream.errors import ModelError
 from harstream.inference import OnnxModel, TorchModel
 from harstream.preprocessing import CHANNELS, FilterSpec
@@ -41,36 +41,32 @@ def write_bundle(
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
 ) -> Bundle:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "format": BUNDLE_FORMAT,
-        "labels": list(labels),
-        "arch": arch.model_dump(),
-        "mode": mode,
-        "window": window,
-        "hop": hop,
-        "rate_hz": filters.rate_hz,
-        "channels": list(CHANNELS),
-        "preprocessing": filters.to_dict(),
-        "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
-        "training": training or {},
-        "metrics": metrics or {},
-    }
-    (out / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    draft = Bundle(
+        path=Path(out_dir),
+        labels=tuple(labels),
+        arch=arch,
+        mode=mode,
+        window=window,
+        hop=hop,
+        rate_hz=filters.rate_hz,
+        preprocessing=filters,
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        training=training or {},
+        metrics=metrics or {},
+    )
+    draft.save()
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    torch.save(state, out / "model.pt")
-    bundle = load_bundle(out)
+    torch.save(state, draft.weights_path)
+    bundle = load_bundle(draft.path)  # what the gateway will read, validated
     export_onnx(bundle)
     return bundle
 
 
 def update_metrics(bundle_dir: str | Path, metrics: dict[str, Any]) -> None:
     """Merge ``metrics`` into bundle.json's metrics (the weights are untouched)."""
-    path = Path(bundle_dir) / "bundle.json"
-    meta = json.loads(path.read_text())
-    meta["metrics"] = {**meta.get("metrics", {}), **metrics}
-    path.write_text(json.dumps(meta, indent=2) + "\n")
+    bundle = load_bundle(bundle_dir)
+    replace(bundle, metrics={**bundle.metrics, **metrics}).save()
 
 
 def export_onnx(bundle: Bundle) -> Path:

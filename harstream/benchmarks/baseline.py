@@ -30,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from harstream.config import load_config
 from harstream.mqtt import MqttTransport
 from harstream.payload import decode_imu, encode
+from harstream.runtime import imu_limits
 from harstream.transport import TransportError, Will
 
 __all__ = ["WINDOW", "build_baseline_model", "serve_baseline"]
@@ -81,6 +83,9 @@ def build_baseline_model(path: Path) -> Path:
     return path
 
 
+CONFIG = load_config()  # the gateway's defaults: the same message limits as harstream's
+
+
 class _Device:
     __slots__ = ("count", "window")
 
@@ -115,7 +120,7 @@ async def serve_baseline(spec: dict[str, Any]) -> None:
         async def receive() -> None:
             async for message in mqtt.messages():
                 device = message.topic[start:-4]
-                m = decode_imu(device, message.payload, now=time.time())
+                m = decode_imu(device, message.payload, now=time.time(), **imu_limits(CONFIG))
                 dev = devices.setdefault(device, _Device())
                 stream = np.concatenate([dev.window, m.samples.astype(np.float32)])
                 for i in range(len(m.samples)):  # sample i of the message is stream[WINDOW + i]

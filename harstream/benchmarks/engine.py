@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from harstream.bundle import Bundle
+from harstream.config import load_config
 from harstream.engine import Engine, Message
 from harstream.inference import Model, State, load_model
-from harstream.payload import decode_imu, encode, encode_activity
-from harstream.preprocessing import Preprocessor
-from harstream.smoothing import smoother_factory
+from harstream.payload import decode_imu, encode_activity, encode_imu
+from harstream.runtime import build_engine, imu_limits
 
 __all__ = ["EngineResult", "engine_throughput", "gateway_stages", "synthetic_stream"]
 
@@ -84,14 +84,11 @@ def engine_throughput(
     ]
     runs, decision_rates = [], []
     for _ in range(repeats):
-        engine = Engine(
+        engine = build_engine(
+            load_config(overrides=[f"stream.hop={hop}", f"stream.max_devices={max(devices, 1)}"]),
+            bundle,
             model,
-            Preprocessor(bundle.preprocessing, bundle.mean, bundle.std),
-            smoother_factory("hysteresis"),
             mode=mode,
-            window=bundle.window,
-            hop=hop,
-            max_devices=max(devices, 1),
         )
         names = [f"dev{i}" for i in range(devices)]
         for k in range(-(-bundle.window // message_samples)):  # warm up: windows full
@@ -147,18 +144,12 @@ def gateway_stages(
     """Microseconds per message of each gateway stage, ``rounds`` rounds of every device
     sending one message, in batches of ``batch`` (the gateway's ``max_batch``)."""
     model = _TimedModel(load_model(bundle, "onnx", 1))
-    engine = Engine(
-        model,
-        Preprocessor(bundle.preprocessing, bundle.mean, bundle.std),
-        smoother_factory("hysteresis"),
-        mode=bundle.mode,
-        window=bundle.window,
-        hop=bundle.hop,
-        max_devices=devices,
-    )
+    config = load_config(overrides=[f"stream.hop={bundle.hop}", f"stream.max_devices={devices}"])
+    engine = build_engine(config, bundle, model)
+    limits = imu_limits(config)
     stream = synthetic_stream(message_samples * (rounds + 3))
     payloads = [
-        encode({"samples": stream[i : i + message_samples].round(5).tolist()})
+        encode_imu(stream[i : i + message_samples], decimals=5)
         for i in range(0, len(stream), message_samples)
     ]
     names = [f"dev{i}" for i in range(devices)]
@@ -170,7 +161,7 @@ def gateway_stages(
             inference = model.seconds
         for lo in range(0, devices, batch):
             t0 = time.perf_counter()
-            messages = [decode_imu(d, payload, now=0.0) for d in names[lo : lo + batch]]
+            messages = [decode_imu(d, payload, now=0.0, **limits) for d in names[lo : lo + batch]]
             t1 = time.perf_counter()
             prepared = engine.prepare(messages)
             t2 = time.perf_counter()

@@ -25,6 +25,7 @@ import numpy as np
 
 from harstream.benchmarks.engine import synthetic_stream
 from harstream.mqtt import MqttSession, MqttTransport
+from harstream.payload import encode_imu
 
 __all__ = ["LoadSpec", "run_load"]
 
@@ -43,11 +44,6 @@ class LoadSpec:
     grace_s: float = 3.0
     qos: int = 0
     host: str = "127.0.0.1"
-
-
-def _payload(samples: np.ndarray, seq: int) -> bytes:
-    rows = ",".join("[" + ",".join(f"{v:.5f}" for v in row) + "]" for row in samples)
-    return f'{{"samples":[{rows}],"seq":{seq}}}'.encode()
 
 
 async def _send(
@@ -76,8 +72,10 @@ async def _send(
             for i in range(seq, seq + spec.message_samples)
             if i + 1 >= spec.first_decision and (i + 1) % spec.hop == 0
         ]
-        payload = _payload(body, seq)  # every device sends the same samples: cheap, and
-        d = 0  # the gateway's cost does not depend on what they are
+        # every device sends the same samples: cheap, and the gateway's cost does not
+        # depend on what they are
+        payload = encode_imu(body, seq, decimals=5)
+        d = 0
         while d < spec.devices:
             now = time.monotonic()
             due_until = min(int((now - round_start) / period * spec.devices) + 1, spec.devices)

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 
 from harstream.cli.live import clock_text
 from harstream.config import Config
+from harstream.payload import encode_imu
 from harstream.runtime import mqtt_transport
 from replay import Recording
 from replay.player import chunks
 
-__all__ = ["imu_payload", "publish_recordings"]
-
-
-def imu_payload(samples: list[list[float]], seq: int, t: float) -> bytes:
-    """A device message of DESIGN.md; floats written exactly (repr), so nothing is lost."""
-    return json.dumps(
-        {"samples": samples, "seq": seq, "t": round(t, 3)}, separators=(",", ":")
-    ).encode()
+__all__ = ["publish_recordings"]
 
 
 async def _publish(
@@ -41,7 +34,7 @@ async def _publish(
                 await asyncio.sleep(max(0.0, started + chunk.due_s / speed - time.monotonic()))
             await session.publish(
                 topic,
-                imu_payload(chunk.samples.tolist(), chunk.seq, t0 + chunk.t),
+                encode_imu(chunk.samples, chunk.seq, round(t0 + chunk.t, 3)),
                 qos=config.topics.qos_in,
             )
             sent += 1
