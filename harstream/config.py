@@ -193,6 +193,7 @@ class TrainConfig(_Section):
     refit: bool = True
     seed: int = 0
     threads: PositiveInt = 2
+    jobs: PositiveInt = 2
     augment: AugmentConfig = AugmentConfig()
 
     @model_validator(mode="after")

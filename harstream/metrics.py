@@ -1,7 +1,5 @@
-"""The evaluation protocol's numbers, one definition for train, evaluate, replay and bench.
-
-Window level: accuracy, macro-F1, per-class precision/recall and the confusion matrix
-of class ids (0..C-1).
+"""The evaluation protocol's stream-level numbers, one definition for train, evaluate,
+replay and bench (the window-level ones are scikit-learn's, in ``training.metrics``).
 
 Stream level (what a subscriber sees), per recording with per-sample truth in HAPT
 activity ids (0 unlabelled, 1..6 basic, 7..12 transitions):
@@ -33,34 +31,10 @@ __all__ = [
     "label_in_force",
     "score_stream",
     "segments",
-    "window_metrics",
 ]
 
 MIN_SEGMENT_S = 5.0
 NO_LABEL = -1
-
-
-def window_metrics(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall/F1 and confusion (rows = truth)."""
-    confusion = np.zeros((n_classes, n_classes), np.int64)
-    np.add.at(confusion, (truth, pred), 1)
-    tp = np.diag(confusion).astype(np.float64)
-    predicted = confusion.sum(axis=0)
-    actual = confusion.sum(axis=1)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    present = actual > 0
-    return {
-        "windows": len(truth),
-        "accuracy": float(tp.sum() / max(len(truth), 1)),
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "precision": precision.tolist(),
-        "recall": recall.tolist(),
-        "f1": f1.tolist(),
-        "confusion": confusion.tolist(),
-    }
 
 
 def label_in_force(

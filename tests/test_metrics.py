@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harstream.metrics import StreamScore, label_in_force, score_stream, window_metrics
+from harstream.metrics import StreamScore, label_in_force, score_stream
+from training.metrics import window_metrics
 
 RATE = 10.0  # 10 Hz keeps the hand arithmetic small
 
@@ -62,9 +63,14 @@ def test_scores_add_up_across_recordings() -> None:
 def test_window_metrics_by_hand() -> None:
     truth = np.array([0, 0, 1, 1, 2, 2])
     pred = np.array([0, 1, 1, 1, 2, 0])
-    m = window_metrics(truth, pred, 3)
+    m = window_metrics(truth, pred, ["A", "B", "C"])
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     assert m["precision"] == pytest.approx([0.5, 2 / 3, 1.0])
     assert m["recall"] == pytest.approx([0.5, 1.0, 0.5])
     assert m["macro_f1"] == pytest.approx(np.mean([0.5, 0.8, 2 / 3]))
+    assert m["report"]["B"]["recall"] == pytest.approx(1.0)
+    # macro-F1 over the classes present in the truth only
+    assert window_metrics(truth[:4], pred[:4], ["A", "B", "C"])["macro_f1"] == pytest.approx(
+        np.mean([2 / 3, 0.8])
+    )

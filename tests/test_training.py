@@ -4,21 +4,27 @@ fixture, and (slow) the shipped bundle's recorded test accuracy recomputed from 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harstream.bundle import load_bundle
 from harstream.cli import main
+from harstream.config import load_config
 from harstream.inference import OnnxModel
+from harstream.preprocessing import FilterSpec
 from replay import iter_hapt
 from training.augment import augment_crop, lying_episodes, random_rotation
-from training.data import TEST_SUBJECTS, load_prepared, protocol_windows
+from training.baseline import evaluate_features_baseline, window_features
+from training.cv import cross_validate, fold_table, folds
+from training.data import TEST_SUBJECTS, TRAIN_SUBJECTS, load_prepared, protocol_windows
 from training.evaluate import window_predictions
 
 MINI = Path(__file__).resolve().parent / "data" / "hapt-mini"
-FAST = [
+FAST = [  # --set overrides for seconds-long training runs
     "train.iterations=4",
     "train.eval_every=2",
     "train.seq_len=256",
@@ -100,3 +106,74 @@ def test_shipped_bundle_reproduces_its_recorded_test_accuracy(hapt_dir: Path) ->
     assert len(truth) == 2996  # the protocol's test windows
     accuracy = float(np.mean(truth == pred))
     assert accuracy == pytest.approx(bundle.metrics["test_window_accuracy"], abs=0.002)
+
+
+def test_evaluate_writes_the_subject_table(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    assert main(["evaluate", "--data-dir", str(MINI), "--report", str(report)]) == 0
+    table = pd.read_csv(tmp_path / "r-subjects.csv")
+    data = json.loads(report.read_text())
+    assert table["subject"].astype(str).tolist() == ["9", "all"]
+    assert table["accuracy"].iloc[-1] == pytest.approx(data["window"]["accuracy"])
+    assert table["online default"].iloc[0] == data["stream"]["default"]["online_accuracy"]
+    assert "| subject" in (tmp_path / "r-subjects.md").read_text()
+
+
+def test_window_features_baseline_by_the_same_protocol(tmp_path: Path, capsys) -> None:
+    report = tmp_path / "baseline" / "report.json"
+    args = ["evaluate", "--baseline", "features", "--data-dir", str(MINI), "--report", str(report)]
+    assert main(args) == 0
+    data = json.loads(report.read_text())
+    assert data["features"] == 168 and data["train_subjects"] == [1]
+    assert data["window"]["windows"] == 37  # the same protocol windows as the networks
+    stream = data["stream"]["unsmoothed"]
+    samples = len(next(iter_hapt(MINI, subjects=[9])).samples)
+    assert stream["decisions"] == (samples - 128) // 64 + 1  # one per window a gateway runs
+    # the fixture's subject 1 only sits and stands, so that is all the model can say
+    confusion = np.array(data["window"]["confusion"])
+    assert confusion.sum() == 37 and confusion[:, [0, 1, 2, 5]].sum() == 0
+    assert (tmp_path / "baseline" / "confusion_matrix.png").stat().st_size > 10_000
+    assert "window level: accuracy" in capsys.readouterr().out
+
+
+def test_window_features_separate_what_they_were_fitted_on() -> None:
+    # fitted and scored on subject 9 (walking, stairs): the features carry the classes
+    data = evaluate_features_baseline(MINI, train_subjects=[9], test_subjects=[9], jobs=1)
+    assert data["window"]["accuracy"] > 0.9
+
+
+def test_window_features_are_what_the_docstring_says() -> None:
+    rng = np.random.default_rng(0)
+    windows = rng.normal(size=(4, 128, 9))
+    features = window_features(windows)
+    assert features.shape == (4, 168)
+    np.testing.assert_allclose(features[:, :9], windows.mean(axis=1))  # means first
+    flat = window_features(np.ones((1, 128, 9)))
+    assert np.all(np.isfinite(flat))  # a still channel has no skew, not NaN
+
+
+def test_cross_validation_folds_by_subject_in_parallel(tmp_path: Path) -> None:
+    one = load_prepared(MINI, [1], FilterSpec())[0]
+    # the fixture has one training subject: a second one from the same samples
+    two = [one, replace(one, subject=3)]
+    result = cross_validate(load_config(overrides=FAST).train, MINI, 2, recordings=two)
+    assert sorted(r["validation_subjects"][0] for r in result["folds"]) == [1, 3]
+    table = fold_table(result)
+    assert table["fold"].tolist() == [0, 1, "mean"]
+    assert table["selection"].iloc[-1] == pytest.approx(result["mean"]["selection"])
+
+
+def test_tradeoff_writes_its_table(tmp_path: Path) -> None:
+    out = tmp_path / "tradeoff.json"
+    args = ["tradeoff", "--data-dir", str(MINI), "--subjects", "test", "--out", str(out)]
+    assert main(args) == 0
+    rows = json.loads(out.read_text())["rows"]
+    table = pd.read_csv(tmp_path / "tradeoff.csv")
+    assert table["setting"].tolist() == [r["setting"] for r in rows] and len(rows) == 12
+    assert table["online_accuracy"].tolist() == [r["online_accuracy"] for r in rows]
+    assert (tmp_path / "tradeoff.png").exists() and (tmp_path / "tradeoff.md").exists()
+
+
+def test_subject_folds_cover_every_training_subject_once() -> None:
+    groups = folds(3)
+    assert sorted(s for g in groups for s in g) == sorted(TRAIN_SUBJECTS)

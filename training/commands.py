@@ -63,8 +63,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             config.train, data_dir, args.cv, log=lambda line: print(line, flush=True)
         )
         if args.out:
+            from training.cv import fold_table
+            from training.metrics import write_table
+
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "cv.json").write_text(json.dumps(result, indent=2) + "\n")
+            csv, markdown = write_table(
+                fold_table(result), args.out / "cv", f"{args.cv}-fold subject-group CV"
+            )
+            print(f"wrote {args.out / 'cv.json'}, {csv}, {markdown}")
         return 0
     out = (
         args.out
@@ -82,6 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _need("matplotlib")
     config = config_from_args(args)
+    if args.baseline:
+        return _evaluate_baseline(args, config)
     report_path = args.report or Path(args.model) / "report.json"
     _evaluate_and_report(
         args.model, _data_dir(args, config), _stream_configs(args), report_path, record=args.record
@@ -91,19 +100,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_tradeoff(args: argparse.Namespace) -> int:
     from training.data import TEST_SUBJECTS
-    from training.evaluate import tradeoff
+    from training.evaluate import tradeoff, tradeoff_table
+    from training.metrics import write_table
 
     config = config_from_args(args)
     subjects = TEST_SUBJECTS if args.subjects == "test" else config.train.validation_subjects
-    rows = tradeoff(args.model, _data_dir(args, config), subjects)
+    rows = tradeoff(args.model, _data_dir(args, config), subjects, jobs=config.train.jobs)
+    table = tradeoff_table(rows)
     print(f"stream level on the {args.subjects} subjects {list(subjects)}")
-    print(f"{'setting':<18} {'online':>7} {'F1':>6} {'delay med':>9} {'p90':>6} {'sw/h':>6}")
-    for r in rows:
-        print(
-            f"{r['setting']:<18} {r['online_accuracy']:>7.4f} {r['macro_f1']:>6.3f} "
-            f"{r['detection_delay_s_median']:>9} {r['detection_delay_s_p90']:>6} "
-            f"{r['switches_per_hour_pred']:>6} (true {r['switches_per_hour_true']})"
-        )
+    print(table.to_string(index=False, float_format="{:.4f}".format))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"subjects": list(subjects), "rows": rows}, indent=2))
@@ -114,7 +119,50 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
             args.out.with_suffix(".png"),
             f"stream level, {args.subjects} subjects: delay vs accuracy",
         )
-        print(f"wrote {args.out} and {figure}")
+        csv, markdown = write_table(
+            table, args.out, f"Stream level on the {args.subjects} subjects {list(subjects)}"
+        )
+        print(f"wrote {args.out}, {csv}, {markdown} and {figure}")
+    return 0
+
+
+def _evaluate_baseline(args: argparse.Namespace, config: Any) -> int:
+    from training.baseline import evaluate_features_baseline
+    from training.evaluate import subject_table
+    from training.metrics import write_table
+    from training.plots import plot_confusion
+
+    report = evaluate_features_baseline(
+        _data_dir(args, config),
+        window=config.stream.window,
+        hop=config.stream.hop,
+        jobs=config.train.jobs,
+    )
+    path = args.report or Path("runs") / "baseline-features" / "report.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    window, stream = report["window"], report["stream"]["unsmoothed"]
+    tables = write_table(
+        subject_table(report), path.parent / f"{path.stem}-subjects", f"{report['name']}"
+    )
+    figure = plot_confusion(
+        window["confusion"],
+        report["labels"],
+        path.parent / "confusion_matrix.png",
+        f"{report['name']}: test windows, accuracy {window['accuracy']:.3f}",
+    )
+    print(
+        f"{report['name']} ({report['features']} features, C {report['svm_c']} by subject CV "
+        f"({report['cv_accuracy']}), fitted in {report['fit_seconds']} s on "
+        f"{len(report['train_subjects'])} subjects)\n"
+        f"window level: accuracy {window['accuracy']:.4f}, macro-F1 {window['macro_f1']:.4f} "
+        f"({window['windows']} windows)\n"
+        f"stream [hop {stream['hop']}, unsmoothed]: online accuracy "
+        f"{stream['online_accuracy']:.4f}, delay median {stream['detection_delay_s_median']} s, "
+        f"switches/h {stream['switches_per_hour_pred']} (true {stream['switches_per_hour_true']})\n"
+        f"{report['ms_per_decision']} ms per decision (one window's features + prediction)"
+    )
+    print(f"wrote {path}, {tables[0]}, {tables[1]}, {figure}")
     return 0
 
 
@@ -133,13 +181,20 @@ def _evaluate_and_report(
     model: Path | None, data_dir: Path, configs: dict[str, Any], report_path: Path, record: bool
 ) -> dict[str, Any]:
     from harstream.bundle import load_bundle
-    from training.evaluate import evaluate_bundle
+    from training.evaluate import evaluate_bundle, subject_table
+    from training.metrics import write_table
     from training.plots import plot_confusion, plot_curves
 
-    report = evaluate_bundle(model, data_dir, configs)
+    jobs = next(iter(configs.values())).train.jobs
+    report = evaluate_bundle(model, data_dir, configs, jobs=jobs)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     folder = report_path.parent
+    tables = write_table(
+        subject_table(report),
+        folder / f"{report_path.stem}-subjects",
+        f"{report['name']} on the test subjects",
+    )
     plot_confusion(
         report["window"]["confusion"],
         report["labels"],
@@ -171,7 +226,7 @@ def _evaluate_and_report(
         )
     print(format_report(report))
     print(
-        f"wrote {report_path}, {folder / 'confusion_matrix.png'}"
+        f"wrote {report_path}, {tables[0]}, {tables[1]}, {folder / 'confusion_matrix.png'}"
         + (f", {folder / 'curves.png'}" if history else "")
     )
     return report
@@ -254,6 +309,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     evaluate.add_argument(
         "--record", action="store_true", help="write the test metrics into the bundle's bundle.json"
+    )
+    evaluate.add_argument(
+        "--baseline",
+        choices=["features"],
+        help="instead of a bundle: fit the classic window-features + linear SVM model on the "
+        "training subjects and score it by the same protocol",
     )
     add_config_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)

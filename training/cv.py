@@ -2,9 +2,10 @@
 
 Three validation subjects once said 0.98 where the test subjects said 0.91: subjects
 differ more than checkpoints do. To compare two recipes, train each on K folds (the
-training subjects dealt round-robin into K groups; each group validates a model fitted
-on the others) and compare the mean validation scores. The test subjects are never
-loaded here.
+training subjects split into K groups by scikit-learn's ``GroupKFold``; each group
+validates a model fitted on the others) and compare the mean validation scores. The
+folds train in parallel processes (joblib), the torch threads shared out between them.
+The test subjects are never loaded here.
 """
 
 from __future__ import annotations
@@ -15,20 +16,45 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.model_selection import GroupKFold
+
 from harstream.config import TrainConfig
+from harstream.preprocessing import FilterSpec
 from training.data import TRAIN_SUBJECTS, Prepared, load_prepared
 from training.train import train
 
-__all__ = ["cross_validate", "folds"]
+__all__ = ["cross_validate", "fold_table", "folds"]
 
 
-def folds(k: int) -> list[list[int]]:
-    """The 21 training subjects dealt into k groups.
+def folds(k: int, subjects: tuple[int, ...] = TRAIN_SUBJECTS) -> list[list[int]]:
+    """The validation subjects of each of ``k`` folds (``GroupKFold``, one group per
+    subject: every subject validates exactly once).
 
-    >>> folds(3)[0]
-    [1, 6, 11, 16, 21, 25, 28]
+    >>> [len(group) for group in folds(3)]
+    [7, 7, 7]
     """
-    return [list(TRAIN_SUBJECTS[i::k]) for i in range(k)]
+    ids = np.array(subjects)
+    splits = GroupKFold(n_splits=k).split(ids, groups=ids)
+    return [sorted(ids[held].tolist()) for _, held in splits]
+
+
+def _fold(
+    cfg: TrainConfig, data_dir: str | Path, recordings: list[Prepared], group: list[int]
+) -> dict[str, Any]:
+    """Train on everything but ``group``; the scores of the best validated step."""
+    fold_cfg = cfg.model_copy(update={"validation_subjects": group, "refit": False})
+    with tempfile.TemporaryDirectory() as out:
+        result = train(fold_cfg, data_dir, out, log=lambda line: None, recordings=recordings)
+    best = next(h for h in result.history if h["step"] == result.best_step)
+    return {
+        "validation_subjects": group,
+        "best_step": result.best_step,
+        **{key: round(best[key], 4) for key in best if key.startswith("val_")},
+        "selection": round(best["selection"], 4),
+    }
 
 
 def cross_validate(
@@ -40,27 +66,18 @@ def cross_validate(
     recordings: list[Prepared] | None = None,
 ) -> dict[str, Any]:
     if recordings is None:
-        recordings = load_prepared(data_dir, TRAIN_SUBJECTS, _filters())
-    results = []
-    for i, group in enumerate(folds(k)):
-        fold_cfg = cfg.model_copy(update={"validation_subjects": group, "refit": False})
-        with tempfile.TemporaryDirectory() as out:
-            result = train(fold_cfg, data_dir, out, log=lambda line: None, recordings=recordings)
-        best = next(h for h in result.history if h["step"] == result.best_step)
-        row = {
-            "fold": i,
-            "validation_subjects": group,
-            "best_step": result.best_step,
-            **{key: round(best[key], 4) for key in best if key.startswith("val_")},
-            "selection": round(best["selection"], 4),
-        }
-        log(
-            f"fold {i} {group}: "
-            + ", ".join(
-                f"{k_} {v}" for k_, v in row.items() if k_.startswith("val_") or k_ == "selection"
-            )
-        )
-        results.append(row)
+        recordings = load_prepared(data_dir, TRAIN_SUBJECTS, FilterSpec())
+    groups = folds(k, tuple(sorted({r.subject for r in recordings})))
+    jobs = min(cfg.jobs, k)
+    per_fold = cfg.model_copy(update={"threads": max(1, cfg.threads // jobs)})
+    log(f"{k} folds in {jobs} processes: validation groups {groups}")
+    results = Parallel(n_jobs=jobs)(
+        delayed(_fold)(per_fold, data_dir, recordings, group) for group in groups
+    )
+    for i, row in enumerate(results):
+        row["fold"] = i
+        scores = ", ".join(f"{key} {v}" for key, v in row.items() if key.startswith("val_"))
+        log(f"fold {i} {row['validation_subjects']}: {scores}, selection {row['selection']}")
     summary = {
         key: round(statistics.mean(r[key] for r in results), 4)
         for key in results[0]
@@ -70,7 +87,12 @@ def cross_validate(
     return {"folds": results, "mean": summary, "config": cfg.model_dump()}
 
 
-def _filters() -> Any:
-    from harstream.preprocessing import FilterSpec
-
-    return FilterSpec()
+def fold_table(result: dict[str, Any]) -> pd.DataFrame:
+    """One row per fold and one for the mean."""
+    frame = pd.DataFrame(result["folds"])
+    frame["validation_subjects"] = frame["validation_subjects"].map(
+        lambda group: " ".join(map(str, group))
+    )
+    mean = {"fold": "mean", "validation_subjects": "", **result["mean"]}
+    frame = pd.concat([frame, pd.DataFrame([mean])], ignore_index=True)
+    return frame[["fold", *[c for c in frame.columns if c != "fold"]]]

@@ -9,6 +9,10 @@ which is exactly what a subscriber would see from it at that moment.
 Stream level: every test recording replayed through the real engine (each recording a
 device, preprocessing, windowing, inference, smoothing per config), scored by the label
 in force (``harstream.metrics``). One stream section per config given.
+
+Subjects (and, in the trade-off, settings) are scored in parallel processes by joblib;
+the window figures are scikit-learn's (``training.metrics``); the per-subject and
+per-setting tables are pandas frames written as CSV and Markdown.
 """
 
 from __future__ import annotations
@@ -19,17 +23,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
 
 from harstream.bundle import UNKNOWN, Bundle, load_bundle
 from harstream.config import Config
 from harstream.engine import Message
 from harstream.inference import Model, load_model
-from harstream.metrics import StreamScore, score_stream, window_metrics
+from harstream.metrics import StreamScore, score_stream
 from harstream.preprocessing import Preprocessor
 from harstream.runtime import build_engine
 from training.data import TEST_SUBJECTS, Prepared, load_prepared, protocol_windows
+from training.metrics import window_metrics
 
-__all__ = ["evaluate_bundle", "inference_cost_ms", "stream_scores", "window_predictions"]
+__all__ = [
+    "evaluate_bundle",
+    "inference_cost_ms",
+    "stream_scores",
+    "stream_section",
+    "subject_table",
+    "tradeoff",
+    "tradeoff_table",
+    "window_predictions",
+]
 
 
 def window_predictions(
@@ -88,70 +104,119 @@ def inference_cost_ms(bundle: Bundle, model: Model, calls: int = 300) -> float:
     return float(np.median(times) * 1000)
 
 
+def _score_subject(
+    bundle: Bundle, configs: Mapping[str, Config], recordings: Sequence[Prepared]
+) -> tuple[np.ndarray, np.ndarray, dict[str, StreamScore]]:
+    """One subject's window truth and predictions, and its stream score per config (a
+    joblib task: it loads its own model)."""
+    model = load_model(bundle, "onnx")
+    pairs = [window_predictions(bundle, model, r) for r in recordings]
+    streams = {
+        name: sum(stream_scores(bundle, config, recordings).values(), StreamScore())
+        for name, config in configs.items()
+    }
+    return (
+        np.concatenate([t for t, _ in pairs]),
+        np.concatenate([p for _, p in pairs]),
+        streams,
+    )
+
+
 def evaluate_bundle(
     bundle_dir: str | Path | None,
     data_dir: str | Path,
     configs: Mapping[str, Config],
     subjects: Sequence[int] = TEST_SUBJECTS,
     recordings: list[Prepared] | None = None,
+    jobs: int = 2,
 ) -> dict[str, Any]:
+    """The protocol's window and stream figures, overall and per subject; the subjects
+    are scored in parallel by ``jobs`` processes (joblib)."""
     bundle = load_bundle(bundle_dir)
-    model = load_model(bundle, "onnx")
     if recordings is None:
         recordings = load_prepared(data_dir, subjects, bundle.preprocessing)
     labels = list(bundle.labels)
-
-    truth_all, pred_all = [], []
+    order = sorted({r.subject for r in recordings})
+    results = Parallel(n_jobs=min(jobs, len(order)))(
+        delayed(_score_subject)(bundle, configs, [r for r in recordings if r.subject == s])
+        for s in order
+    )
     per_subject: dict[int, dict[str, Any]] = {}
-    for subject in sorted({r.subject for r in recordings}):
-        pairs = [window_predictions(bundle, model, r) for r in recordings if r.subject == subject]
-        truth = np.concatenate([t for t, _ in pairs])
-        pred = np.concatenate([p for _, p in pairs])
-        truth_all.append(truth)
-        pred_all.append(pred)
-        m = window_metrics(truth, pred, len(labels))
-        per_subject[subject] = {
-            "windows": m["windows"],
-            "accuracy": m["accuracy"],
-            "macro_f1": m["macro_f1"],
-        }
-    overall = window_metrics(np.concatenate(truth_all), np.concatenate(pred_all), len(labels))
+    for subject, (truth, pred, _) in zip(order, results, strict=True):
+        m = window_metrics(truth, pred, labels)
+        per_subject[subject] = {k: m[k] for k in ("windows", "accuracy", "macro_f1")}
+    overall = window_metrics(
+        np.concatenate([t for t, _, _ in results]),
+        np.concatenate([p for _, p, _ in results]),
+        labels,
+    )
 
-    streams: dict[str, Any] = {}
-    for name, config in configs.items():
-        scores = stream_scores(bundle, config, recordings)
-        total = sum(scores.values(), StreamScore())
-        by_subject = {}
-        for subject in sorted({s for s, _ in scores}):
-            part = sum((v for (s, _), v in scores.items() if s == subject), StreamScore())
-            by_subject[subject] = {
-                k: part.summary()[k]
-                for k in (
-                    "online_accuracy",
-                    "detection_delay_s_median",
-                    "switches_per_hour_pred",
-                    "switches_per_hour_true",
-                )
-            }
-        streams[name] = {
-            **total.summary(),
-            "recall": {labels[c - 1]: round(v, 4) for c, v in total.recall().items()},
-            "hop": config.stream.hop,
-            "smoothing": config.smoothing.method,
-            "per_subject": by_subject,
-        }
+    streams = {
+        name: stream_section(
+            {s: streams_[name] for s, (_, _, streams_) in zip(order, results, strict=True)},
+            labels,
+            config.stream.hop,
+            config.smoothing.method,
+        )
+        for name, config in configs.items()
+    }
     return {
         "bundle": str(bundle.path),
         "name": bundle.name,
         "arch": bundle.arch.model_dump(),
         "mode": bundle.mode,
         "parameters": _parameter_count(bundle),
-        "subjects": sorted({r.subject for r in recordings}),
+        "subjects": order,
         "labels": labels,
         "window": {**overall, "per_subject": per_subject},
         "stream": streams,
-        "inference_ms_per_decision": round(inference_cost_ms(bundle, model), 4),
+        "inference_ms_per_decision": round(
+            inference_cost_ms(bundle, load_model(bundle, "onnx")), 4
+        ),
     }
+
+
+def stream_section(
+    by_subject: Mapping[int, StreamScore], labels: Sequence[str], hop: int, smoothing: str
+) -> dict[str, Any]:
+    """A report's stream section: the summary of all subjects together, recall per
+    class, and per subject its online accuracy, median delay and switches."""
+    total = sum(by_subject.values(), StreamScore())
+    keys = (
+        "online_accuracy",
+        "detection_delay_s_median",
+        "switches_per_hour_pred",
+        "switches_per_hour_true",
+    )
+    return {
+        **total.summary(),
+        "recall": {labels[c - 1]: round(v, 4) for c, v in total.recall().items()},
+        "hop": hop,
+        "smoothing": smoothing,
+        "per_subject": {
+            s: {k: score.summary()[k] for k in keys} for s, score in by_subject.items()
+        },
+    }
+
+
+def subject_table(report: dict[str, Any]) -> pd.DataFrame:
+    """One row per subject (and one for all): windows, window accuracy and macro-F1, and
+    per stream config its online accuracy, median delay and switches per hour."""
+    rows = []
+    for subject, window in [*report["window"]["per_subject"].items(), ("all", report["window"])]:
+        row: dict[str, Any] = {
+            "subject": subject,
+            "windows": window["windows"],
+            "accuracy": window["accuracy"],
+            "macro_f1": window["macro_f1"],
+        }
+        for name, stream in report["stream"].items():
+            part = stream if subject == "all" else stream["per_subject"][subject]
+            row[f"online {name}"] = part["online_accuracy"]
+            row[f"delay {name}"] = part["detection_delay_s_median"]
+            row[f"switches/h {name}"] = part["switches_per_hour_pred"]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _parameter_count(bundle: Bundle) -> int:
@@ -183,6 +248,7 @@ def tradeoff(
     subjects: Sequence[int],
     settings: Sequence[tuple[str, list[str]]] = TRADEOFF,
     recordings: list[Prepared] | None = None,
+    jobs: int = 2,
 ) -> list[dict[str, Any]]:
     """Stream-level scores of one bundle under each smoothing/hop setting."""
     from harstream.config import load_config
@@ -190,17 +256,34 @@ def tradeoff(
     bundle = load_bundle(bundle_dir)
     if recordings is None:
         recordings = load_prepared(data_dir, subjects, bundle.preprocessing)
-    rows = []
-    for name, overrides in settings:
-        config = load_config(overrides=overrides)
-        total = sum(stream_scores(bundle, config, recordings).values(), StreamScore())
-        rows.append(
-            {
-                "setting": name,
-                "hop": config.stream.hop,
-                "smoothing": config.smoothing.method,
-                "overrides": overrides,
-                **total.summary(),
-            }
-        )
-    return rows
+    configs = [load_config(overrides=overrides) for _, overrides in settings]
+    totals = Parallel(n_jobs=jobs)(
+        delayed(_stream_total)(bundle, config, recordings) for config in configs
+    )
+    return [
+        {
+            "setting": name,
+            "hop": config.stream.hop,
+            "smoothing": config.smoothing.method,
+            "overrides": overrides,
+            **total.summary(),
+        }
+        for (name, overrides), config, total in zip(settings, configs, totals, strict=True)
+    ]
+
+
+def _stream_total(bundle: Bundle, config: Config, recordings: Sequence[Prepared]) -> StreamScore:
+    return sum(stream_scores(bundle, config, recordings).values(), StreamScore())
+
+
+def tradeoff_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    columns = [
+        "setting",
+        "online_accuracy",
+        "macro_f1",
+        "detection_delay_s_median",
+        "detection_delay_s_p90",
+        "switches_per_hour_pred",
+        "switches_per_hour_true",
+    ]
+    return pd.DataFrame(rows)[columns]

@@ -31,7 +31,7 @@ from torch import nn
 
 from harstream.bundle import ArchSpec, Bundle
 from harstream.config import TrainConfig
-from harstream.metrics import score_stream, window_metrics
+from harstream.metrics import score_stream
 from harstream.preprocessing import FilterSpec
 from harstream.torchnet import HarNet
 from replay import BASIC_ACTIVITIES
@@ -47,6 +47,7 @@ from training.data import (
     protocol_windows,
 )
 from training.export import write_bundle
+from training.metrics import window_metrics
 
 __all__ = ["TrainResult", "train"]
 
@@ -324,7 +325,7 @@ def evaluate_torch(
             labels = net(torch.from_numpy(xs.astype(np.float32)))[0][:, -1].argmax(-1).numpy()
             score = score_stream(r.labels, ends - 1, labels + 1)
             stream = score if stream is None else stream + score
-    m = window_metrics(np.concatenate(truth), np.concatenate(pred), len(BASIC_ACTIVITIES))
+    m = window_metrics(np.concatenate(truth), np.concatenate(pred), BASIC_ACTIVITIES)
     scores = {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"]}
     if stream is not None:
         scores["val_online_accuracy"] = stream.online_accuracy
