@@ -1,4 +1,4 @@
-"""The MQTT payload codec of DESIGN.md: device messages in, gateway messages out. Pure.
+"""The MQTT payload codec of docs/design.md: device messages in, gateway messages out. Pure.
 
 Input, on ``{prefix}/{device}/imu``::
 

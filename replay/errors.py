@@ -1,6 +1,6 @@
 """The one error of the ``replay`` package.
 
-``replay`` imports nothing of harstream (see DESIGN.md), so it carries its own error;
+``replay`` imports nothing of harstream (see docs/design.md), so it carries its own error;
 harstream's CLI treats it like ``harstream.errors.DataError``.
 """
 

@@ -1,4 +1,4 @@
-"""Import boundaries of DESIGN.md: the core pulls in neither torch nor the MQTT client;
+"""Import boundaries of docs/design.md: the core pulls in neither torch nor the MQTT client;
 replay imports nothing of harstream or training; harstream imports replay only in the CLI."""
 
 from __future__ import annotations

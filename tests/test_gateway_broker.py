@@ -1,4 +1,4 @@
-"""The gateway against a real mosquitto: the MQTT contract of DESIGN.md end to end."""
+"""The gateway against a real mosquitto: the MQTT contract of docs/design.md end to end."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ async def gateway_running(config: Config, bundle: Bundle) -> AsyncIterator[Gatew
 
 
 class Listener:
-    """A subscriber that knows only DESIGN.md, collecting what it receives."""
+    """A subscriber that knows only docs/design.md, collecting what it receives."""
 
     def __init__(self, server: Mosquitto, *filters: str, **options: object) -> None:
         self.client = aiomqtt.Client(server.host, server.port, **options)  # type: ignore[arg-type]

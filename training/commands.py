@@ -1,7 +1,7 @@
 """``harstream train``, ``harstream evaluate`` and ``harstream export``.
 
 Registered with the harstream CLI through the ``harstream.commands`` entry point, so the
-runtime package never imports training (DESIGN.md: imports flow one way). Nothing here
+runtime package never imports training (docs/design.md: imports flow one way). Nothing here
 imports torch until a command runs; without the ``train`` extra the commands say how to
 get it.
 """

@@ -4,7 +4,7 @@ Every recording is preprocessed causally from its first sample by
 ``harstream.preprocessing.Preprocessor.preprocess`` (the engine's offline function),
 unstandardised; the bundle's mean/std are computed here from the fitting subjects.
 
-The split is the Evaluation protocol of DESIGN.md: the 9 UCI HAR test subjects are only
+The split is the evaluation protocol of docs/design.md: the 9 UCI HAR test subjects are only
 ever used for the final report; validation subjects come out of the other 21.
 """
 
