@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from harstream.bundle import Bundle, load_bundle
 from harstream.config import Config
-from harstream.engine import Engine
+from harstream.core.bundle import Bundle, load_bundle
+from harstream.core.engine import Engine
+from harstream.core.inference import Model, load_model
+from harstream.core.preprocessing import Preprocessor
+from harstream.core.smoothing import smoother_factory
 from harstream.errors import ConfigError
-from harstream.inference import Model, load_model
-from harstream.preprocessing import Preprocessor
-from harstream.service import GatewaySettings
-from harstream.smoothing import smoother_factory
+from harstream.gateway.service import GatewaySettings
 
 if TYPE_CHECKING:
-    from harstream.mqtt import MqttTransport
+    from harstream.gateway.mqtt import MqttTransport
 
 __all__ = ["build_engine", "gateway_settings", "imu_limits", "limit_threads", "mqtt_transport"]
 
@@ -114,7 +114,7 @@ def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:
 
 def mqtt_transport(config: Config, client_id: str | None = None) -> MqttTransport:
     """The MQTT transport of ``config.broker`` (aiomqtt is imported only here)."""
-    from harstream.mqtt import MqttTransport, TlsFiles
+    from harstream.gateway.mqtt import MqttTransport, TlsFiles
 
     broker = config.broker
     tls = None

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harstream.bundle import ArchSpec, Bundle
-from harstream.preprocessing import FilterSpec, Preprocessor
+from harstream.core.bundle import ArchSpec, Bundle
+from harstream.core.preprocessing import FilterSpec, Preprocessor
 from replay import BASIC_ACTIVITIES, iter_hapt
 from training.export import write_bundle
 
@@ -32,7 +32,7 @@ def random_bundle(
     seed: int = 0,
 ) -> Bundle:
     torch.manual_seed(seed)
-    from harstream.torchnet import HarNet
+    from harstream.core.torchnet import HarNet
 
     arch = ArchSpec(type=kind, hidden=hidden, layers=layers, dropout=0.0)  # type: ignore[arg-type]
     net = HarNet.from_arch(arch, n_classes=len(BASIC_ACTIVITIES))

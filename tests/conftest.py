@@ -11,7 +11,7 @@ import pytest
 from tests.mosquitto import Mosquitto
 
 if TYPE_CHECKING:
-    from harstream.bundle import Bundle
+    from harstream.core.bundle import Bundle
 
 REPO = Path(__file__).resolve().parent.parent
 # The full HAPT recordings: $HARSTREAM_DATA, else beside the checkout where the build

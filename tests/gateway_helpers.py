@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from harstream.bundle import Bundle
 from harstream.config import load_config
-from harstream.engine import Engine
-from harstream.payload import encode_imu
+from harstream.core.bundle import Bundle
+from harstream.core.engine import Engine
+from harstream.core.payload import encode_imu
 from harstream.runtime import build_engine
 from replay import iter_hapt
 

@@ -1,6 +1,6 @@
 """The tests' broker: harstream's local mosquitto launcher."""
 
-from harstream.localbroker import (
+from harstream.testing.localbroker import (
     INSTALL_HINT,
     Mosquitto,
     free_port,

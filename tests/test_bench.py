@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harstream.bundle import Bundle
 from harstream.cli import main
+from harstream.core.bundle import Bundle
 
 
 @pytest.mark.broker

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harstream.bundle import Bundle
-from harstream.engine import Decision, Engine, Message, offline_decisions
+from harstream.core.bundle import Bundle
+from harstream.core.engine import Decision, Engine, Message, offline_decisions
 from harstream.errors import RejectedError
 from replay import iter_hapt
 from tests.gateway_helpers import engine_for

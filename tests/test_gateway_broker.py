@@ -16,14 +16,14 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from harstream.bundle import Bundle
 from harstream.cli.device import _publish
 from harstream.cli.live import LivePrinter
 from harstream.cli.playback import run_replay
 from harstream.config import Config, load_config
-from harstream.metrics import score_stream
+from harstream.core.bundle import Bundle
+from harstream.evaluation.metrics import score_stream
+from harstream.gateway.service import Gateway
 from harstream.runtime import build_engine, gateway_settings, mqtt_transport
-from harstream.service import Gateway
 from replay import Recording, iter_hapt
 from tests.certs import make_ca
 from tests.gateway_helpers import BAD_INPUTS, MINI, WALK, imu

@@ -1,4 +1,4 @@
-"""harstream.iir against scipy.signal, the reference implementation."""
+"""harstream.core.iir against scipy.signal, the reference implementation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import signal
 
-from harstream.iir import LowPass, butter_lowpass_sos
+from harstream.core.iir import LowPass, butter_lowpass_sos
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4, 5])

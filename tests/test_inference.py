@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harstream.bundle import Bundle, load_bundle
-from harstream.errors import ModelError
-from harstream.inference import (
+from harstream.core.bundle import Bundle, load_bundle
+from harstream.core.inference import (
     OnnxModel,
     TorchModel,
     load_model,
     stack_states,
     unstack_state,
 )
+from harstream.errors import ModelError
 
 KINDS = ["gru", "lstm"]
 

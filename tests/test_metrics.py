@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harstream.metrics import StreamScore, label_in_force, score_stream
+from harstream.evaluation.metrics import StreamScore, label_in_force, score_stream
 from training.metrics import window_metrics
 
 RATE = 10.0  # 10 Hz keeps the hand arithmetic small

@@ -1,4 +1,4 @@
-"""harstream.mqtt, the gateway's MQTT client: against a real mosquitto, with aiomqtt as
+"""harstream.gateway.mqtt, the gateway's MQTT client: against a real mosquitto, with aiomqtt as
 the independent client on the other side; its packet splitting on its own."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 import aiomqtt
 import pytest
 
-from harstream.mqtt import MqttTransport, _Protocol, publish_packet
-from harstream.transport import Incoming, TransportError, Will
+from harstream.gateway.mqtt import MqttTransport, _Protocol, publish_packet
+from harstream.gateway.transport import Incoming, TransportError, Will
 from tests.mosquitto import Mosquitto, free_port
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harstream.preprocessing import FilterSpec, FilterState, Preprocessor
+from harstream.core.preprocessing import FilterSpec, FilterState, Preprocessor
 from replay import iter_hapt
 
 MINI = Path(__file__).resolve().parent / "data" / "hapt-mini"

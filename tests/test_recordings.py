@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harstream.metrics import segments
+from harstream.evaluation.metrics import segments
 from replay import DataError, iter_hapt, iter_uci_har
 from replay.hapt import find_raw_dir
 

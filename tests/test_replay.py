@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harstream.bundle import Bundle
 from harstream.cli import main
 from harstream.cli.live import LivePrinter
 from harstream.cli.playback import load_subject, replay_report, run_replay
 from harstream.config import load_config
-from harstream.engine import Decision
+from harstream.core.bundle import Bundle
+from harstream.core.engine import Decision
 from replay import DataError, Recording, iter_hapt
 from replay.csvio import read_csv, write_csv
 from replay.player import FakeClock, RealClock, play

@@ -12,11 +12,11 @@ from dataclasses import replace
 
 import pytest
 
-from harstream.bundle import Bundle
 from harstream.config import load_config
-from harstream.memory import MemoryBroker, MemoryTransport
+from harstream.core.bundle import Bundle
+from harstream.gateway.memory import MemoryBroker, MemoryTransport
+from harstream.gateway.service import Backoff, Gateway, GatewaySettings
 from harstream.runtime import gateway_settings
-from harstream.service import Backoff, Gateway, GatewaySettings
 from tests.gateway_helpers import BAD_INPUTS, WALK, engine_for, imu
 
 P = "hs"

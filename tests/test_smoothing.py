@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harstream.smoothing import (
+from harstream.core.smoothing import (
     METHODS,
     EmaSmoother,
     HysteresisSmoother,

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harstream.bundle import load_bundle
 from harstream.cli import main
 from harstream.config import load_config
-from harstream.inference import OnnxModel
-from harstream.preprocessing import FilterSpec
+from harstream.core.bundle import load_bundle
+from harstream.core.inference import OnnxModel
+from harstream.core.preprocessing import FilterSpec
 from replay import iter_hapt
 from training.augment import augment_crop, lying_episodes, random_rotation
 from training.baseline import evaluate_features_baseline, window_features

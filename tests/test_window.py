@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harstream.window import WindowBuffer
+from harstream.core.window import WindowBuffer
 
 
 @settings(max_examples=200, deadline=None)

@@ -32,8 +32,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from harstream.metrics import StreamScore, score_stream
-from harstream.preprocessing import FilterSpec
+from harstream.core.preprocessing import FilterSpec
+from harstream.evaluation.metrics import StreamScore, score_stream
 from replay import BASIC_ACTIVITIES
 from training.data import TEST_SUBJECTS, TRAIN_SUBJECTS, Prepared, load_prepared, protocol_windows
 from training.evaluate import stream_section

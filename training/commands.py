@@ -168,7 +168,7 @@ def _evaluate_baseline(args: argparse.Namespace, config: Any) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     _need("torch", "onnx")
-    from harstream.bundle import load_bundle
+    from harstream.core.bundle import load_bundle
     from training.export import export_onnx
 
     bundle = load_bundle(args.model)
@@ -180,7 +180,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _evaluate_and_report(
     model: Path | None, data_dir: Path, configs: dict[str, Any], report_path: Path, record: bool
 ) -> dict[str, Any]:
-    from harstream.bundle import load_bundle
+    from harstream.core.bundle import load_bundle
     from training.evaluate import evaluate_bundle, subject_table
     from training.metrics import write_table
     from training.plots import plot_confusion, plot_curves

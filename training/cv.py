@@ -22,7 +22,7 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import GroupKFold
 
 from harstream.config import TrainConfig
-from harstream.preprocessing import FilterSpec
+from harstream.core.preprocessing import FilterSpec
 from training.data import TRAIN_SUBJECTS, Prepared, load_prepared
 from training.train import train
 

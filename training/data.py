@@ -1,7 +1,7 @@
 """Training data from the recordings, through the gateway's own preprocessing.
 
 Every recording is preprocessed causally from its first sample by
-``harstream.preprocessing.Preprocessor.preprocess`` (the engine's offline function),
+``harstream.core.preprocessing.Preprocessor.preprocess`` (the engine's offline function),
 unstandardised; the bundle's mean/std are computed here from the fitting subjects.
 
 The split is the evaluation protocol of docs/design.md: the 9 UCI HAR test subjects are only
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harstream.metrics import segments
-from harstream.preprocessing import FilterSpec, Preprocessor
+from harstream.core.preprocessing import FilterSpec, Preprocessor
+from harstream.evaluation.metrics import segments
 from replay import iter_hapt
 from replay.hapt import find_raw_dir
 

@@ -8,7 +8,7 @@ which is exactly what a subscriber would see from it at that moment.
 
 Stream level: every test recording replayed through the real engine (each recording a
 device, preprocessing, windowing, inference, smoothing per config), scored by the label
-in force (``harstream.metrics``). One stream section per config given.
+in force (``harstream.evaluation.metrics``). One stream section per config given.
 
 Subjects (and, in the trade-off, settings) are scored in parallel processes by joblib;
 the window figures are scikit-learn's (``training.metrics``); the per-subject and
@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
-from harstream.bundle import UNKNOWN, Bundle, load_bundle
 from harstream.config import Config
-from harstream.engine import Message
-from harstream.inference import Model, load_model
-from harstream.metrics import StreamScore, score_stream
-from harstream.preprocessing import Preprocessor
+from harstream.core.bundle import UNKNOWN, Bundle, load_bundle
+from harstream.core.engine import Message
+from harstream.core.inference import Model, load_model
+from harstream.core.preprocessing import Preprocessor
+from harstream.evaluation.metrics import StreamScore, score_stream
 from harstream.runtime import build_engine
 from training.data import TEST_SUBJECTS, Prepared, load_prepared, protocol_windows
 from training.metrics import window_metrics

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from harstream.bundle import ArchSpec, Bundle, load_bundle
+from harstream.core.bundle import ArchSpec, Bundle, load_bundle
+from harstream.core.inference import OnnxModel, TorchModel
+from harstream.core.preprocessing import CHANNELS, FilterSpec
+from harstream.core.torchnet import ExportWrapper, HarNet
 from harstream.errors import ModelError
-from harstream.inference import OnnxModel, TorchModel
-from harstream.preprocessing import CHANNELS, FilterSpec
-from harstream.torchnet import ExportWrapper, HarNet
 
 __all__ = ["check_parity", "export_onnx", "write_bundle"]
 

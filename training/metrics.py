@@ -3,7 +3,7 @@
 Accuracy, macro-F1, per-class precision/recall/F1, the confusion matrix and the
 classification report of class ids (0..C-1). The stream-level figures (online accuracy,
 detection delay, switches) have no library; they stay in the torch-free runtime
-(``harstream.metrics``), which the gateway and ``replay`` use too.
+(``harstream.evaluation.metrics``), which the gateway and ``replay`` use too.
 
 Tables (per subject, per fold, per setting) are pandas data frames, written as CSV for
 scripts and as Markdown for the docs.

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from harstream.bundle import ArchSpec, Bundle
 from harstream.config import TrainConfig
-from harstream.metrics import score_stream
-from harstream.preprocessing import FilterSpec
-from harstream.torchnet import HarNet
+from harstream.core.bundle import ArchSpec, Bundle
+from harstream.core.preprocessing import FilterSpec
+from harstream.core.torchnet import HarNet
+from harstream.evaluation.metrics import score_stream
 from replay import BASIC_ACTIVITIES
 from training.augment import augment_crop
 from training.data import (

@@ -3,7 +3,7 @@
 The usual approach to serving a UCI HAR notebook: keep each device's last 128 samples,
 and every 64 samples call a bidirectional GRU-128x2 on that device's standardised window
 alone (batch 1), take the argmax, publish it. It is fed by the same transport as
-harstream (harstream.mqtt, the same JSON decoding) and publishes the same activity
+harstream (harstream.gateway.mqtt, the same JSON decoding) and publishes the same activity
 payload at QoS 1, so that the load generator measures both alike; the model runs in
 onnxruntime, which is 1.3-4.8x faster than torch at batch 1 (docs/benchmarks.md), so
 the baseline is not handicapped by its runtime.
@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 
 from harstream.config import load_config
-from harstream.mqtt import MqttTransport
-from harstream.payload import decode_imu, encode
+from harstream.core.payload import decode_imu, encode
+from harstream.gateway.mqtt import MqttTransport
+from harstream.gateway.transport import TransportError, Will
 from harstream.runtime import imu_limits
-from harstream.transport import TransportError, Will
 
 __all__ = ["WINDOW", "build_baseline_model", "serve_baseline"]
 

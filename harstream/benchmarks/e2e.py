@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harstream.bundle import Bundle
-from harstream.localbroker import Mosquitto, wait_for_port
+from harstream.core.bundle import Bundle
+from harstream.testing.localbroker import Mosquitto, wait_for_port
 
 __all__ = ["e2e_run"]
 
@@ -40,7 +40,7 @@ def _wait_online(port: int, prefix: str, timeout_s: float = 30.0) -> None:
     """Block until the gateway's retained status says online."""
     import asyncio
 
-    from harstream.mqtt import MqttTransport
+    from harstream.gateway.mqtt import MqttTransport
 
     async def wait() -> None:
         async with MqttTransport("127.0.0.1", port).session() as session:

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from harstream.bundle import Bundle
 from harstream.config import load_config
-from harstream.engine import Engine, Message
-from harstream.inference import Model, State, load_model
-from harstream.payload import decode_imu, encode_activity, encode_imu
+from harstream.core.bundle import Bundle
+from harstream.core.engine import Engine, Message
+from harstream.core.inference import Model, State, load_model
+from harstream.core.payload import decode_imu, encode_activity, encode_imu
 from harstream.runtime import build_engine, imu_limits
 
 __all__ = ["EngineResult", "engine_throughput", "gateway_stages", "synthetic_stream"]

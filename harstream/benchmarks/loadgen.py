@@ -7,7 +7,7 @@ period), subscribes to their activity topics, and prints one JSON line: messages
 decisions expected and received, and the latency of each decision measured from the
 moment the message holding its last sample was written to the socket to the moment its
 activity message arrived (one process, one monotonic clock). Bounded in time and count.
-It uses the gateway's own lean MQTT client (harstream.mqtt), so that it costs the shared
+It uses the gateway's own lean MQTT client (harstream.gateway.mqtt), so that it costs the shared
 machine little next to the gateway: a publish is a few microseconds of Python, and what
 is written in one event-loop iteration leaves in one send.
 """
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from harstream.benchmarks.engine import synthetic_stream
-from harstream.mqtt import MqttSession, MqttTransport
-from harstream.payload import encode_imu
+from harstream.core.payload import encode_imu
+from harstream.gateway.mqtt import MqttSession, MqttTransport
 
 __all__ = ["LoadSpec", "run_load"]
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harstream.bundle import Bundle
+from harstream.core.bundle import Bundle
 
 __all__ = ["register"]
 
@@ -219,7 +219,7 @@ SCENARIOS = {
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harstream.bundle import load_bundle
+    from harstream.core.bundle import load_bundle
 
     bundle = load_bundle(args.model)
     print(

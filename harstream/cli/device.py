@@ -8,7 +8,7 @@ import time
 
 from harstream.cli.live import clock_text
 from harstream.config import Config
-from harstream.payload import encode_imu
+from harstream.core.payload import encode_imu
 from harstream.runtime import mqtt_transport
 from replay import Recording
 from replay.player import chunks

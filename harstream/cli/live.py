@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-from harstream.engine import Decision
+from harstream.core.engine import Decision
 
 __all__ = ["LivePrinter", "clock_text", "format_summary"]
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from harstream.bundle import UNKNOWN, Bundle, load_bundle
 from harstream.cli.common import add_config_options, config_from_args, data_dir_from
 from harstream.cli.live import LivePrinter, format_summary
 from harstream.config import Config
-from harstream.engine import Decision
+from harstream.core.bundle import UNKNOWN, Bundle, load_bundle
+from harstream.core.engine import Decision
 from harstream.errors import HarstreamError
-from harstream.metrics import StreamScore, label_in_force, score_stream
+from harstream.evaluation.metrics import StreamScore, label_in_force, score_stream
 from harstream.runtime import build_engine
 from replay import ACTIVITIES, DataError, Recording, iter_hapt, iter_uci_har
 from replay.csvio import SAMPLE_COLUMNS, read_csv
@@ -155,7 +155,7 @@ def replay_report(
 
 
 def timeline_panels(log: ReplayLog) -> list[Any]:
-    from harstream.timeline import TimelinePanel
+    from harstream.evaluation.timeline import TimelinePanel
 
     panels = []
     for p in log.played:
@@ -210,7 +210,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(report, indent=2) + "\n")
     if args.plot:
-        from harstream.timeline import plot_timeline
+        from harstream.evaluation.timeline import plot_timeline
 
         plot_timeline(
             timeline_panels(log),

@@ -1,4 +1,4 @@
-"""``harstream serve``: the MQTT gateway (see harstream.service)."""
+"""``harstream serve``: the MQTT gateway (see harstream.gateway.service)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import logging
 import signal
 import sys
 
-from harstream.bundle import load_bundle
 from harstream.cli.common import add_config_options, config_from_args
 from harstream.config import Config
-from harstream.engine import Engine
+from harstream.core.bundle import load_bundle
+from harstream.core.engine import Engine
+from harstream.gateway.service import Gateway, GatewaySettings
+from harstream.gateway.transport import Transport
 from harstream.runtime import build_engine, gateway_settings, mqtt_transport
-from harstream.service import Gateway, GatewaySettings
-from harstream.transport import Transport
 
 __all__ = ["register", "serve", "setup_logging"]
 

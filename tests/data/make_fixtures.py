@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harstream.metrics import segments
+from harstream.evaluation.metrics import segments
 
 HERE = Path(__file__).resolve().parent
 # (experiment, user, first row, stop row): rows are re-based to start at 1

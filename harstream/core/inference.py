@@ -9,7 +9,7 @@ and reads the last step; stateful mode carries the state from call to call.
 Backends:
 - ``onnx``: onnxruntime on ``model.onnx`` (the default; no torch needed).
 - ``torch``: the reference, from ``model.pt`` (weights_only) and the network in
-  ``harstream.torchnet``; imported only when asked for.
+  ``harstream.core.torchnet``; imported only when asked for.
 
 This module does no file reading beyond handing paths to the runtimes.
 """
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from harstream.bundle import ArchSpec, Bundle
+from harstream.core.bundle import ArchSpec, Bundle
 from harstream.errors import ModelError
 
 __all__ = [
@@ -108,7 +108,7 @@ class TorchModel:
     def __init__(self, bundle: Bundle, threads: int = 1) -> None:
         import torch
 
-        from harstream.torchnet import HarNet
+        from harstream.core.torchnet import HarNet
 
         self.labels = bundle.labels
         self.arch = bundle.arch

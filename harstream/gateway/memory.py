@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from harstream.transport import Incoming, TransportError, Will
+from harstream.gateway.transport import Incoming, TransportError, Will
 
 __all__ = ["MemoryBroker", "MemorySession", "MemoryTransport", "topic_matches"]
 

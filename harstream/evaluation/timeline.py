@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from harstream.errors import HarstreamError
-from harstream.metrics import segments
+from harstream.evaluation.metrics import segments
 
 __all__ = ["COLORS", "TimelinePanel", "plot_timeline"]
 

@@ -36,12 +36,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from harstream.bundle import UNKNOWN
+from harstream.core.bundle import UNKNOWN
+from harstream.core.inference import Model, State, stack_states, unstack_state
+from harstream.core.preprocessing import CHANNELS, FilterState, Preprocessor
+from harstream.core.smoothing import Smoother
+from harstream.core.window import Emitted, WindowBuffer
 from harstream.errors import RejectedError
-from harstream.inference import Model, State, stack_states, unstack_state
-from harstream.preprocessing import CHANNELS, FilterState, Preprocessor
-from harstream.smoothing import Smoother
-from harstream.window import Emitted, WindowBuffer
 
 __all__ = [
     "Decision",

@@ -12,7 +12,7 @@ It speaks what the gateway and ``replay --publish`` need: CONNECT (clean session
 keepalive, will, user name and password, TLS), SUBSCRIBE, PUBLISH in and out at QoS 0,
 1 and 2, PINGREQ and DISCONNECT. Clean sessions only: what is in flight when the
 connection drops is lost, which suits decisions (the next hop supersedes them); the
-gateway reconnects. Failures come out as :class:`~harstream.transport.TransportError`.
+gateway reconnects. Failures come out as :class:`~harstream.gateway.transport.TransportError`.
 Tests talk to it through a real mosquitto, with aiomqtt as the independent client.
 """
 
@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from harstream.transport import Incoming, TransportError, Will
+from harstream.gateway.transport import Incoming, TransportError, Will
 
 __all__ = ["MqttSession", "MqttTransport", "TlsFiles", "publish_packet", "varint"]
 

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from harstream.iir import LowPass
+from harstream.core.iir import LowPass
 
 __all__ = ["CHANNELS", "FilterSpec", "FilterState", "Preprocessor"]
 
@@ -79,7 +79,7 @@ class FilterState(NamedTuple):
     """The filters' memory for a batch of B streams (one stream is a batch of 1).
 
     ``history``: (B, median_kernel - 1, 6) last raw samples; ``lowpass``: (B, 6, states)
-    and ``gravity``: (B, 3, states), the low-pass filters' states (``harstream.iir``).
+    and ``gravity``: (B, 3, states), the low-pass filters' states (``harstream.core.iir``).
     """
 
     history: np.ndarray

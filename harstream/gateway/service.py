@@ -37,9 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from harstream.engine import Decision, Engine, Message, Prepared
-from harstream.errors import PayloadError
-from harstream.payload import (
+from harstream.core.engine import Decision, Engine, Message, Prepared
+from harstream.core.payload import (
     decode_imu,
     discovery_payload,
     encode,
@@ -47,7 +46,8 @@ from harstream.payload import (
     encode_error,
     encode_transition,
 )
-from harstream.transport import Session, Transport, TransportError, Will
+from harstream.errors import PayloadError
+from harstream.gateway.transport import Session, Transport, TransportError, Will
 
 __all__ = ["Backoff", "Gateway", "GatewaySettings"]
 

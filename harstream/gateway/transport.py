@@ -1,7 +1,7 @@
 """The gateway's one I/O boundary: a transport opens sessions to a message broker.
 
-``serve`` runs on any :class:`Transport`: :class:`harstream.mqtt.MqttTransport` for a
-real broker, :class:`harstream.memory.MemoryTransport` for unit tests. A session is an
+``serve`` runs on any :class:`Transport`: :class:`harstream.gateway.mqtt.MqttTransport` for a
+real broker, :class:`harstream.gateway.memory.MemoryTransport` for unit tests. A session is an
 async context manager; leaving it disconnects. Connection failures and losses surface
 as :class:`TransportError` (the implementations translate their library's errors).
 """

@@ -21,8 +21,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from harstream.core.preprocessing import CHANNELS, FilterSpec
 from harstream.errors import ModelError
-from harstream.preprocessing import CHANNELS, FilterSpec
 
 __all__ = ["BUNDLE_FORMAT", "ArchSpec", "Bundle", "default_bundle_path", "load_bundle"]
 

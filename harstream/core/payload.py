@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from harstream.engine import Decision, Message
+from harstream.core.engine import Decision, Message
 from harstream.errors import PayloadError
 
 __all__ = [

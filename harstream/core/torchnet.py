@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harstream.bundle import ArchSpec
+from harstream.core.bundle import ArchSpec
 
 __all__ = ["ExportWrapper", "HarNet"]
 

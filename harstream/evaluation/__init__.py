@@ -1,0 +1,1 @@
+"""The evaluation protocol's stream-level numbers and the replay timeline figure."""
