@@ -10,6 +10,7 @@ from harstream.errors import (
     HarstreamError,
     ModelError,
     PayloadError,
+    PublishError,
     RejectedError,
 )
 
@@ -18,6 +19,7 @@ __all__ = [
     "HarstreamError",
     "ModelError",
     "PayloadError",
+    "PublishError",
     "RejectedError",
     "__version__",
 ]

@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from harstream.errors import ConfigError
 
@@ -83,18 +91,45 @@ class TlsConfig(_Section):
 class BrokerConfig(_Section):
     host: str = "localhost"
     port: Annotated[int, Field(gt=0, lt=65536)] = 1883
+    transport: Literal["tcp", "websockets"] = "tcp"
+    ws_path: str = "/mqtt"
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
     username: str | None = None
     password: SecretStr | None = None
     tls: TlsConfig | None = None
-    client_id: str | None = None
-    keepalive_s: PositiveInt = 30
+    client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    clean_session: bool = False
+    session_expiry_s: Annotated[int, Field(ge=0, le=4_294_967_295)] = 86_400
+    keepalive_s: Annotated[int, Field(gt=0, le=65_535)] = 30
     reconnect_min_s: PositiveFloat = 0.5
     reconnect_max_s: PositiveFloat = 30.0
+    max_queued: PositiveInt = 10_000
+    max_inflight: PositiveInt = 1_000
+    max_publish_bytes: PositiveInt = 1 << 20
+
+    @model_validator(mode="after")
+    def _password_needs_user(self) -> BrokerConfig:
+        if self.password is not None and self.username is None:
+            raise ValueError("password given without username (both or neither)")
+        return self
+
+
+def _topic_root(value: str) -> str:
+    """The first levels of topics we publish to: the broker would drop our connection
+    over a wildcard, a NUL or an empty level, so they fail here, at start-up."""
+    if any(c in value for c in "+#\0"):
+        raise ValueError("must not contain the wildcards + or #, or NUL")
+    if "" in value.split("/"):
+        raise ValueError("must not have an empty level (a leading, trailing or double /)")
+    return value
+
+
+TopicRoot = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_topic_root)]
 
 
 class TopicsConfig(_Section):
-    prefix: Annotated[str, Field(min_length=1, pattern=r"^[^#+]+$")] = "harstream"
-    qos_in: Qos = 0
+    prefix: TopicRoot = "harstream"
+    qos_in: Qos = 1
     qos_out: Qos = 1
     retain_activity: bool = True
 
@@ -132,12 +167,11 @@ class SmoothingConfig(_Section):
 
 class BatchingConfig(_Section):
     max_batch: PositiveInt = 1024
-    max_delay_ms: Annotated[float, Field(ge=0.0)] = 5.0
 
 
 class HomeAssistantConfig(_Section):
     enabled: bool = False
-    discovery_prefix: Annotated[str, Field(min_length=1)] = "homeassistant"
+    discovery_prefix: TopicRoot = "homeassistant"
 
 
 class LoggingConfig(_Section):
@@ -311,6 +345,7 @@ def _validate(data: dict[str, Any], source: str) -> Config:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top level)"
         reason = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        reason = reason.removeprefix("Value error, ")
         more = len(exc.errors()) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
         raise ConfigError(f"{source}: {where}: {reason}{suffix}") from exc

@@ -7,6 +7,10 @@
     ├── ModelError      a model bundle is missing, malformed or inconsistent: fail fast
     ├── PayloadError    one device message is bad: count it, report it, drop it, go on
     │   └── RejectedError   a well-formed message the engine will not take (capacity, old seq)
+    ├── PublishError    one outgoing message the transport will not send (bad topic, too
+    │                   large, queue full, not connected): count it, go on
+    └── TransportError  (harstream.gateway.transport) the broker is unreachable or the
+                        connection was lost: reconnect with backoff
 
 Third-party exceptions (pydantic, yaml, onnxruntime, json) are translated into these at
 the edge with ``raise ... from exc``; nothing else in harstream raises them directly.
@@ -21,6 +25,7 @@ __all__ = [
     "HarstreamError",
     "ModelError",
     "PayloadError",
+    "PublishError",
     "RejectedError",
 ]
 
@@ -48,3 +53,13 @@ class PayloadError(HarstreamError):
 
 class RejectedError(PayloadError):
     """A valid message the engine drops: device cap reached, duplicate or older seq."""
+
+
+class PublishError(HarstreamError):
+    """An outgoing message the transport refuses; the connection is unaffected. ``code``:
+    bad_topic, too_large, queue_full, not_connected, refused."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail

@@ -7,6 +7,8 @@ naming the key when it does not.
 
 from __future__ import annotations
 
+import re
+import socket
 from typing import TYPE_CHECKING, Any
 
 from harstream.config import Config
@@ -16,12 +18,20 @@ from harstream.core.inference import Model, load_model
 from harstream.core.preprocessing import Preprocessor
 from harstream.core.smoothing import smoother_factory
 from harstream.errors import ConfigError
+from harstream.gateway.pipeline import PipelineSettings
 from harstream.gateway.service import GatewaySettings
 
 if TYPE_CHECKING:
     from harstream.gateway.mqtt import MqttTransport
 
-__all__ = ["build_engine", "gateway_settings", "imu_limits", "limit_threads", "mqtt_transport"]
+__all__ = [
+    "build_engine",
+    "default_client_id",
+    "gateway_settings",
+    "imu_limits",
+    "limit_threads",
+    "mqtt_transport",
+]
 
 
 def limit_threads(config: Config) -> None:
@@ -92,28 +102,45 @@ def imu_limits(config: Config) -> dict[str, Any]:
 
 def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:
     return GatewaySettings(
-        prefix=config.topics.prefix,
+        pipeline=PipelineSettings(
+            prefix=config.topics.prefix,
+            qos_out=config.topics.qos_out,
+            retain_activity=config.topics.retain_activity,
+            max_batch=config.batching.max_batch,
+            queue_size=config.service.queue_size,
+            error_interval_s=config.service.error_interval_s,
+            max_payload_bytes=config.service.max_payload_bytes,
+            max_samples_per_message=config.stream.max_samples_per_message,
+            rate_hz=config.stream.rate_hz,
+            homeassistant=config.homeassistant.enabled,
+            discovery_prefix=config.homeassistant.discovery_prefix,
+            model_name=bundle.name,
+        ),
         qos_in=config.topics.qos_in,
-        qos_out=config.topics.qos_out,
-        retain_activity=config.topics.retain_activity,
-        max_batch=config.batching.max_batch,
-        max_delay_ms=config.batching.max_delay_ms,
-        queue_size=config.service.queue_size,
         stats_interval_s=config.service.stats_interval_s,
-        error_interval_s=config.service.error_interval_s,
-        max_payload_bytes=config.service.max_payload_bytes,
-        max_samples_per_message=config.stream.max_samples_per_message,
-        rate_hz=config.stream.rate_hz,
         reconnect_min_s=config.broker.reconnect_min_s,
         reconnect_max_s=config.broker.reconnect_max_s,
-        homeassistant=config.homeassistant.enabled,
-        discovery_prefix=config.homeassistant.discovery_prefix,
-        model_name=bundle.name,
     )
 
 
+def default_client_id(config: Config, role: str = "gateway") -> str:
+    """``broker.client_id``, else one derived from the role, the topic prefix and the host
+    name: stable across restarts, so a persistent session is found again (a new id per
+    process would orphan one at every restart). Two gateways with the same prefix on one
+    host need ``broker.client_id`` set.
+
+    >>> import socket
+    >>> default_client_id(Config()) == f"harstream-gateway-harstream-{socket.gethostname()}"[:128]
+    True
+    """
+    if config.broker.client_id:
+        return config.broker.client_id
+    raw = f"harstream-{role}-{config.topics.prefix}-{socket.gethostname()}"
+    return re.sub(r"[^A-Za-z0-9_-]", "_", raw)[:128]
+
+
 def mqtt_transport(config: Config, client_id: str | None = None) -> MqttTransport:
-    """The MQTT transport of ``config.broker`` (aiomqtt is imported only here)."""
+    """The MQTT transport of ``config.broker`` (paho-mqtt is imported only here)."""
     from harstream.gateway.mqtt import MqttTransport, TlsFiles
 
     broker = config.broker
@@ -125,9 +152,17 @@ def mqtt_transport(config: Config, client_id: str | None = None) -> MqttTranspor
     return MqttTransport(
         broker.host,
         broker.port,
+        client_id=client_id or default_client_id(config),
         username=broker.username,
         password=broker.password.get_secret_value() if broker.password else None,
         tls=tls,
-        client_id=client_id or broker.client_id,
         keepalive_s=broker.keepalive_s,
+        transport=broker.transport,
+        ws_path=broker.ws_path,
+        protocol=broker.protocol,
+        clean_session=broker.clean_session,
+        session_expiry_s=broker.session_expiry_s,
+        max_queued=broker.max_queued,
+        max_inflight=broker.max_inflight,
+        max_payload_bytes=broker.max_publish_bytes,
     )

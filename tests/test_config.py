@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,11 +48,11 @@ def test_override_keeps_text_that_is_not_a_plain_number() -> None:
             "broker.client_id=007",
             "data.hapt_sha256=" + "0" * 64,
             "broker.keepalive_s=60",
-            "batching.max_delay_ms=1e1",
+            "smoothing.ema_alpha=1e-1",
         ]
     )
     assert cfg.broker.client_id == "007" and cfg.data.hapt_sha256 == "0" * 64
-    assert cfg.broker.keepalive_s == 60 and cfg.batching.max_delay_ms == 10.0
+    assert cfg.broker.keepalive_s == 60 and cfg.smoothing.ema_alpha == 0.1
 
 
 def test_environment_variable_names_the_file(tmp_path: Path) -> None:
@@ -74,13 +75,13 @@ def test_config_is_frozen() -> None:
         ("streams:\n  hop: 3\n", "streams: unknown key"),
         ("stream:\n  hop: abc\n", "stream.hop: Input should be a valid integer"),
         ("stream:\n  hop: 0\n", "stream.hop: Input should be greater than 0"),
-        ("stream:\n  hop: 200\n", "stream: Value error, hop (200) must not exceed window (128)"),
+        ("stream:\n  hop: 200\n", "stream: hop (200) must not exceed window (128)"),
         ("topics:\n  qos_out: 3\n", "topics.qos_out: Input should be less than or equal to 2"),
         ("smoothing:\n  method: kalman\n", "smoothing.method: Input should be 'none'"),
         ("model:\n  backend: tensorrt\n", "model.backend: Input should be 'auto', 'torch' or"),
         (
             "broker:\n  tls:\n    cert_file: a.pem\n",
-            "broker.tls: Value error, cert_file and key_file must be given together",
+            "broker.tls: cert_file and key_file must be given together",
         ),
         ("- a\n- b\n", "top level must be a mapping"),
         ("stream:\n  hop: [1\n", "line 3: invalid YAML"),
@@ -131,3 +132,19 @@ def test_dump_masks_password_and_round_trips(tmp_path: Path) -> None:
     data["broker"]["password"] = "s3cret"
     path = write(tmp_path, yaml.safe_dump(data))
     assert load_config(path) == cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ("topics.prefix=a/+/b", "topics.prefix: must not contain the wildcards"),
+        ("topics.prefix=a//b", "topics.prefix: must not have an empty level"),
+        ("homeassistant.discovery_prefix=ha/", "homeassistant.discovery_prefix: must not have"),
+        ("homeassistant.discovery_prefix=ha#x", "homeassistant.discovery_prefix: must not contain"),
+        ("broker.password=secret", "broker: password given without username"),
+        ("broker.keepalive_s=70000", "broker.keepalive_s: Input should be less than or equal"),
+    ],
+)
+def test_what_would_break_the_mqtt_connection_fails_at_start_up(override: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        load_config(overrides=[override])

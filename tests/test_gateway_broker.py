@@ -42,7 +42,6 @@ def config_for(server: Mosquitto, prefix: str, bundle: Bundle, *more: str) -> Co
             f"model.path={bundle.path}",
             "broker.reconnect_min_s=0.05",
             "broker.reconnect_max_s=0.3",
-            "batching.max_delay_ms=2",
             *more,
         ]
     )

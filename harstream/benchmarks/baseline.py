@@ -33,7 +33,7 @@ import numpy as np
 from harstream.config import load_config
 from harstream.core.payload import decode_imu, encode
 from harstream.gateway.mqtt import MqttTransport
-from harstream.gateway.transport import TransportError, Will
+from harstream.gateway.transport import Incoming, TransportError, Will
 from harstream.runtime import imu_limits
 
 __all__ = ["WINDOW", "build_baseline_model", "serve_baseline"]
@@ -118,7 +118,12 @@ async def serve_baseline(spec: dict[str, Any]) -> None:
         await mqtt.subscribe(f"{prefix}/+/imu")
 
         async def receive() -> None:
-            async for message in mqtt.messages():
+            async for batch in mqtt.batches():
+                for message in batch:
+                    handle(message)
+
+        def handle(message: Incoming) -> None:
+            if True:  # one message at a time, inference on the loop: the notebook's way
                 device = message.topic[start:-4]
                 m = decode_imu(device, message.payload, now=time.time(), **imu_limits(CONFIG))
                 dev = devices.setdefault(device, _Device())

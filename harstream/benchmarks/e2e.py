@@ -43,11 +43,14 @@ def _wait_online(port: int, prefix: str, timeout_s: float = 30.0) -> None:
     from harstream.gateway.mqtt import MqttTransport
 
     async def wait() -> None:
-        async with MqttTransport("127.0.0.1", port).session() as session:
+        transport = MqttTransport(
+            "127.0.0.1", port, client_id=f"{prefix}-probe", clean_session=True
+        )
+        async with transport.session() as session:
             await session.subscribe(f"{prefix}/status")
             async with asyncio.timeout(timeout_s):
-                async for message in session.messages():
-                    if message.payload == b"online":
+                async for batch in session.batches():
+                    if any(message.payload == b"online" for message in batch):
                         return
 
     asyncio.run(wait())

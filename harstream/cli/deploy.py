@@ -1,4 +1,4 @@
-"""``harstream deploy systemd``: print the systemd unit for this installation."""
+"""``harstream deploy systemd | mosquitto``: deployment files for this installation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,64 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["register", "systemd_unit"]
+__all__ = ["mosquitto_config", "register", "systemd_unit"]
+
+
+def mosquitto_config(
+    *,
+    devices: int = 1000,
+    message_hz: float = 1.0,
+    outage_s: float = 60.0,
+    port: int = 1883,
+    ws_port: int = 9001,
+    bind: str = "0.0.0.0",
+    ws_bind: str = "",  # an interface name (lo); empty: every interface
+    persistence_dir: Path = Path("/var/lib/mosquitto"),
+    password_file: Path | None = None,
+    autosave_s: int = 10,
+) -> str:
+    """A mosquitto.conf that keeps the gateway's promise: persistent sessions, queued
+    QoS 0 samples, queues sized for ``devices`` x ``message_hz`` x ``outage_s``."""
+    template = resources.files("harstream").joinpath("deploy/mosquitto.conf").read_text()
+    auth = (
+        f"password_file {password_file}\nallow_anonymous false"
+        if password_file is not None
+        else "# anyone who reaches the port may publish: give --password-file on a shared network\n"
+        "allow_anonymous true"
+    )
+    return template.format(
+        devices=devices,
+        message_hz=message_hz,
+        outage_s=outage_s,
+        queue=max(1000, round(devices * message_hz * outage_s)),
+        port=port,
+        bind=bind,
+        ws_listener=(
+            # mosquitto 2.0 passes a websockets listener's address to libwebsockets, which
+            # takes an interface name (lo) and needs IPv4 named to bind to it alone
+            f"listener {ws_port} {ws_bind}\nprotocol websockets\nsocket_domain ipv4"
+            if ws_bind
+            else f"listener {ws_port}\nprotocol websockets"
+        ),
+        persistence_dir=str(persistence_dir).rstrip("/"),
+        auth=auth,
+        autosave_s=autosave_s,
+    )
+
+
+def cmd_deploy_mosquitto(args: argparse.Namespace) -> int:
+    sys.stdout.write(
+        mosquitto_config(
+            devices=args.devices,
+            message_hz=args.message_hz,
+            outage_s=args.outage_s,
+            port=args.port,
+            ws_port=args.ws_port,
+            persistence_dir=args.persistence_dir,
+            password_file=args.password_file,
+        )
+    )
+    return 0
 
 
 def systemd_unit(user: str, venv: Path, config: Path) -> str:
@@ -45,3 +102,23 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         help="the config file the service reads (HARSTREAM_CONFIG)",
     )
     systemd.set_defaults(func=cmd_deploy_systemd)
+
+    mosquitto = actions.add_parser(
+        "mosquitto",
+        help="print a mosquitto.conf that keeps samples through restarts "
+        "(persistence, queued QoS 0, queues sized for your devices, websockets for phones)",
+    )
+    mosquitto.add_argument("--devices", type=int, default=1000, help="devices to size queues for")
+    mosquitto.add_argument(
+        "--message-hz", type=float, default=1.0, help="messages per device per second"
+    )
+    mosquitto.add_argument(
+        "--outage-s", type=float, default=60.0, help="seconds of gateway outage to queue for"
+    )
+    mosquitto.add_argument("--port", type=int, default=1883, help="the MQTT (TCP) port")
+    mosquitto.add_argument("--ws-port", type=int, default=9001, help="the websockets port")
+    mosquitto.add_argument(
+        "--persistence-dir", type=Path, default=Path("/var/lib/mosquitto"), help="mosquitto.db"
+    )
+    mosquitto.add_argument("--password-file", type=Path, help="mosquitto_passwd file")
+    mosquitto.set_defaults(func=cmd_deploy_mosquitto)

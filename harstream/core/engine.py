@@ -169,7 +169,11 @@ class Engine:
         self.max_devices = max_devices
         self.idle_timeout_s = idle_timeout_s
         self.unknown_threshold = unknown_threshold
+        # each stage counts in its own: ``counters`` is written only by ``prepare`` (and
+        # ``evict_idle``), ``decisions`` only by ``complete``, so two threads never
+        # write the same object
         self.counters: Counter[str] = Counter()
+        self.decisions = 0
         self._devices: dict[str, _Device] = {}
 
     # --- devices ---------------------------------------------------------------------
@@ -388,7 +392,7 @@ class Engine:
             raw = self.labels[int(np.argmax(p))]
             previous = dev.activity
             dev.activity = activity
-            self.counters["decisions"] += 1
+            self.decisions += 1
             out.append(
                 Decision(
                     device=msg.device,

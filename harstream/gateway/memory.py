@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from harstream.errors import PublishError
 from harstream.gateway.transport import Incoming, TransportError, Will
 
 __all__ = ["MemoryBroker", "MemorySession", "MemoryTransport", "topic_matches"]
@@ -49,7 +50,7 @@ class MemorySession:
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
     ) -> None:
         if self.closed or self.broker.down:
-            raise TransportError("not connected")
+            raise PublishError("not_connected", "the session is closed")
         self.broker.deliver(topic, payload, retain)
 
     async def subscribe(self, topic: str, qos: int = 0) -> None:
@@ -58,12 +59,17 @@ class MemorySession:
             if topic_matches(topic, name):
                 self.queue.put_nowait(Incoming(name, payload))
 
-    async def messages(self) -> AsyncIterator[Incoming]:
+    async def batches(self) -> AsyncIterator[list[Incoming]]:
+        """Everything queued when the reader wakes, as one batch."""
         while True:
-            item = await self.queue.get()
-            if item is None:
+            batch = [await self.queue.get()]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            messages = [m for m in batch if m is not None]
+            if messages:
+                yield messages
+            if None in batch:
                 raise TransportError("connection lost")
-            yield item
 
 
 class MemoryBroker:

@@ -1,9 +1,14 @@
 """The gateway's one I/O boundary: a transport opens sessions to a message broker.
 
-``serve`` runs on any :class:`Transport`: :class:`harstream.gateway.mqtt.MqttTransport` for a
-real broker, :class:`harstream.gateway.memory.MemoryTransport` for unit tests. A session is an
-async context manager; leaving it disconnects. Connection failures and losses surface
-as :class:`TransportError` (the implementations translate their library's errors).
+The gateway runs on any :class:`Transport`: :class:`harstream.gateway.mqtt.MqttTransport`
+(paho-mqtt) for a real broker, :class:`harstream.gateway.memory.MemoryTransport` for unit
+tests. A session is an async context manager; leaving it disconnects. Messages arrive in
+batches, as each read of the connection brought them, so that a busy gateway pays the
+asyncio hand-off once per read, not once per message.
+
+Connection failures and losses surface as :class:`TransportError`; an outgoing message
+the transport will not send (bad topic, too large, queue full) as
+:class:`~harstream.errors.PublishError`, with the connection intact.
 """
 
 from __future__ import annotations
@@ -39,20 +44,23 @@ class Will:
 
 
 class Session(Protocol):
-    async def publish(
-        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
-    ) -> None: ...
+    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Publish and wait until the broker has acknowledged it (QoS > 0) or it is sent."""
+        ...
 
     def publish_nowait(
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
     ) -> None:
-        """Queue a message with the client; QoS 1 delivery is the client's job from here.
-        For high-volume traffic (decisions); ``publish`` waits for the broker's PUBACK."""
+        """Hand a message to the client; delivery at its QoS is the client's job from
+        here. Raises PublishError when it will not take it. For the decision stream."""
         ...
 
     async def subscribe(self, topic: str, qos: int = 0) -> None: ...
 
-    def messages(self) -> AsyncIterator[Incoming]: ...
+    def batches(self) -> AsyncIterator[list[Incoming]]:
+        """What each read of the connection brought, in order; raises TransportError
+        when the connection is lost."""
+        ...
 
 
 class Transport(Protocol):

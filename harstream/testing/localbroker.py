@@ -1,7 +1,9 @@
 """A private mosquitto on a free loopback port, for tests and benchmarks.
 
 Each broker gets its own config and directory; ``extra`` config lines add password
-files or TLS listeners; ``restart()`` keeps the port (for reconnect tests). Binds
+files or TLS listeners; ``websockets`` adds a websockets listener; ``config`` replaces the
+generated configuration entirely (a file from ``harstream deploy mosquitto``, say);
+``restart()`` keeps the ports (for reconnect tests) and ``kill()`` crashes it. Binds
 127.0.0.1 only. Needs the ``mosquitto`` binary (Debian: ``apt-get install mosquitto``).
 """
 
@@ -15,7 +17,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["INSTALL_HINT", "Mosquitto", "free_port", "mosquitto_binary", "wait_for_port"]
+__all__ = [
+    "INSTALL_HINT",
+    "Mosquitto",
+    "free_port",
+    "mosquitto_binary",
+    "wait_for_port",
+    "websockets_listener",
+]
 
 INSTALL_HINT = (
     "mosquitto is not installed; install it with: apt-get update && apt-get install -y "
@@ -50,12 +59,22 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
+def websockets_listener(port: int) -> str:
+    """Config lines of a websockets listener on loopback. mosquitto 2.0's websockets
+    listeners hand the bind address to libwebsockets, which takes an interface name and
+    ignores an address: ``lo`` with IPv4 only keeps it on 127.0.0.1."""
+    return f"listener {port} lo\nprotocol websockets\nsocket_domain ipv4\n"
+
+
 @dataclass
 class Mosquitto:
     workdir: Path
     port: int = field(default_factory=free_port)
     extra: str = ""
     anonymous: bool = True
+    websockets: bool = False
+    config: str | None = None  # the whole mosquitto.conf instead of the generated one
+    ws_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -64,6 +83,9 @@ class Mosquitto:
 
     def write_config(self) -> Path:
         conf = self.workdir / "mosquitto.conf"
+        if self.config is not None:
+            conf.write_text(self.config)
+            return conf
         lines = [
             f"listener {self.port} 127.0.0.1",
             f"allow_anonymous {'true' if self.anonymous else 'false'}",
@@ -72,9 +94,12 @@ class Mosquitto:
             "log_type error",
             "log_type warning",
             "max_queued_messages 100000",
+            "max_inflight_messages 1000",
+            "set_tcp_nodelay true",
             # as root, mosquitto would switch to the `mosquitto` user, who cannot read
             # the test's private temp files; as anyone else this line does nothing
             "user root" if os.getuid() == 0 else "",
+            websockets_listener(self.ws_port) if self.websockets else "",
             self.extra,
         ]
         conf.write_text("\n".join(lines) + "\n")
@@ -90,6 +115,8 @@ class Mosquitto:
         )
         try:
             wait_for_port(self.port)
+            if self.websockets:
+                wait_for_port(self.ws_port)
         except TimeoutError as exc:
             self.stop()
             log = self.workdir / "mosquitto.log"
@@ -111,6 +138,14 @@ class Mosquitto:
         self.process = None
 
     def restart(self, down_s: float = 0.0) -> None:
+        """A clean stop (mosquitto saves its persistent state), then start again."""
         self.stop()
         time.sleep(down_s)
         self.start()
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, nothing saved."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.stop()

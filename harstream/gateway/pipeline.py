@@ -1,0 +1,370 @@
+"""The gateway pipeline: device messages in, activities out, in two threads.
+
+::
+
+    event loop          prepare thread              infer thread                event loop
+    read batch -> Inbox -> decode, Engine.prepare -> Engine.complete, encode -> publish
+                 (bounded)                  (Prepared, 2 deep)        (one hand-off per batch)
+
+The event loop only moves bytes: it puts what each read brought into the :class:`Inbox`
+and publishes what comes back. A batch is everything queued when the prepare thread
+is free, up to ``max_batch`` messages: a lone device's message is processed at once,
+and under load batches grow by themselves while the threads are busy (no timer, no
+waiting for a batch that never fills). Inference releases the GIL, so batch k's
+inference overlaps batch k+1's decoding.
+
+Each stage owns its counters and publishes a snapshot of them after every batch
+(:class:`PrepareStats`, :class:`InferStats`), which the stats task reads; nothing is
+written by two threads. Per-device state lives in the engine; each stage touches only
+its own side of it (see ``Engine.prepare``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from harstream.core.engine import Decision, Engine, Message, Prepared
+from harstream.core.payload import (
+    decode_imu,
+    discovery_payload,
+    encode_activity,
+    encode_error,
+    encode_transition,
+)
+from harstream.errors import PayloadError
+from harstream.gateway.transport import Incoming
+
+__all__ = ["Arrival", "Inbox", "InferStats", "Outgoing", "Output", "Pipeline", "PrepareStats"]
+
+log = logging.getLogger("harstream.gateway")
+
+EVICT_EVERY_S = 5.0  # how often the prepare thread looks for idle devices
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    """The plain values the pipeline needs (from ``harstream.runtime.gateway_settings``)."""
+
+    prefix: str
+    qos_out: int
+    retain_activity: bool
+    max_batch: int
+    queue_size: int
+    error_interval_s: float
+    max_payload_bytes: int
+    max_samples_per_message: int
+    rate_hz: float
+    homeassistant: bool
+    discovery_prefix: str
+    model_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """What one read of the connection brought, with when it came."""
+
+    messages: list[Incoming]
+    wall: float  # epoch seconds
+    mono: float  # monotonic seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(slots=True)
+class Output:
+    """One batch's messages to publish, and when each decision's input arrived."""
+
+    messages: list[Outgoing] = field(default_factory=list)
+    decided_from: list[float] = field(default_factory=list)  # monotonic receipt per decision
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareStats:
+    devices: int = 0
+    messages: int = 0
+    samples: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)  # bad messages by code
+    dropped_seq_old: int = 0
+    dropped_too_many_devices: int = 0
+    resets: int = 0
+    evicted: int = 0
+    batches: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InferStats:
+    decisions: int = 0
+    errors_suppressed: int = 0
+    batch_errors: int = 0
+
+
+class Inbox:
+    """A bounded hand-off from the event loop to the prepare thread. ``put`` never
+    blocks: beyond ``capacity`` messages it drops and says how many; ``take`` returns
+    everything queued (up to a limit) or waits until something is."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._arrivals: deque[Arrival] = deque()
+        self._count = 0
+        self._announce = False
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def put(self, arrival: Arrival) -> int:
+        """Queue ``arrival``; returns how many of its messages were dropped (full)."""
+        with self._cond:
+            room = self.capacity - self._count
+            if room <= 0:
+                return len(arrival.messages)
+            dropped = max(0, len(arrival.messages) - room)
+            if dropped:
+                arrival = Arrival(arrival.messages[:room], arrival.wall, arrival.mono)
+            self._arrivals.append(arrival)
+            self._count += len(arrival.messages)
+            self._cond.notify()
+            return dropped
+
+    def request_announce(self) -> None:
+        """Ask the prepare thread to announce every device (Home Assistant restarted)."""
+        with self._cond:
+            self._announce = True
+            self._cond.notify()
+
+    def close(self) -> None:
+        """No more puts: ``take`` returns what is left, then None."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def take(self, limit: int, timeout: float) -> tuple[list[Arrival], bool] | None:
+        """Up to about ``limit`` messages (whole arrivals) and the announce flag; waits
+        up to ``timeout`` for the first. None once closed and empty."""
+        with self._cond:
+            if not self._arrivals and not self._announce and not self._closed:
+                self._cond.wait(timeout)
+            if not self._arrivals and self._closed:
+                return None
+            taken: list[Arrival] = []
+            count = 0
+            while self._arrivals and (
+                count == 0 or count + len(self._arrivals[0].messages) <= limit
+            ):
+                arrival = self._arrivals.popleft()
+                taken.append(arrival)
+                count += len(arrival.messages)
+            self._count -= count
+            announce, self._announce = self._announce, False
+            return taken, announce
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A batch between the two threads."""
+
+    prepared: Prepared
+    errors: list[tuple[str, str, str]]  # device, code, detail
+    received: dict[str, float]  # device -> monotonic receipt of its first message
+    new_devices: list[str]  # to announce to Home Assistant
+
+
+class Pipeline:
+    """Two threads between an :class:`Inbox` and ``deliver`` (called in the infer thread
+    with each batch's :class:`Output`; the gateway hands it to the event loop)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: PipelineSettings,
+        deliver: Callable[[Output], None],
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.deliver = deliver
+        self.wall_clock = wall_clock
+        self.monotonic = monotonic
+        self.inbox = Inbox(settings.queue_size)
+        self.prepare_stats = PrepareStats()
+        self.infer_stats = InferStats()
+        self._handoff: queue.Queue[_Batch | None] = queue.Queue(2)
+        self._topic_start = len(settings.prefix) + 1
+        self._last_error: OrderedDict[str, float] = OrderedDict()
+        self._threads = [
+            threading.Thread(target=self._prepare_loop, name="harstream-prepare", daemon=True),
+            threading.Thread(target=self._infer_loop, name="harstream-infer", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Finish what is queued, then end both threads (``join`` waits for that)."""
+        self.inbox.close()
+
+    def join(self, timeout: float | None = None) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # --- the prepare thread ----------------------------------------------------------
+
+    def _prepare_loop(self) -> None:
+        rejected: Counter[str] = Counter()
+        batches = 0
+        next_evict = self.monotonic() + EVICT_EVERY_S
+        while (taken := self.inbox.take(self.settings.max_batch, EVICT_EVERY_S)) is not None:
+            arrivals, announce = taken
+            if self.monotonic() >= next_evict:
+                self.engine.evict_idle(self.wall_clock())
+                next_evict = self.monotonic() + EVICT_EVERY_S
+            if arrivals or announce:
+                batch = self._prepare(arrivals, announce, rejected)
+                if batch is not None:
+                    self._handoff.put(batch)
+                batches += 1
+            counters = self.engine.counters
+            self.prepare_stats = PrepareStats(
+                devices=len(self.engine.devices),
+                messages=counters["messages"],
+                samples=counters["samples"],
+                rejected=dict(rejected),
+                dropped_seq_old=counters["dropped_seq_old"],
+                dropped_too_many_devices=counters["rejected_too_many_devices"],
+                resets=counters["resets"],
+                evicted=counters["evicted"],
+                batches=batches,
+            )
+        self._handoff.put(None)
+
+    def _prepare(
+        self, arrivals: list[Arrival], announce: bool, rejected: Counter[str]
+    ) -> _Batch | None:
+        s = self.settings
+        messages: list[Message] = []
+        errors: list[tuple[str, str, str]] = []
+        received: dict[str, float] = {}
+        start = self._topic_start
+        for arrival in arrivals:
+            for incoming in arrival.messages:
+                device = incoming.topic[start:-4]  # {prefix}/{device}/imu
+                try:
+                    messages.append(
+                        decode_imu(
+                            device,
+                            incoming.payload,
+                            now=arrival.wall,
+                            rate_hz=s.rate_hz,
+                            max_samples=s.max_samples_per_message,
+                            max_bytes=s.max_payload_bytes,
+                        )
+                    )
+                    received.setdefault(device, arrival.mono)
+                except PayloadError as exc:
+                    rejected[exc.code] += 1
+                    errors.append((device, exc.code, exc.detail))
+        try:
+            known = set(self.engine.devices) if s.homeassistant and not announce else set()
+            prepared = self.engine.prepare(messages)
+        except Exception:  # a bug must not take every other device down with it
+            log.exception("preparing a batch of %d messages failed; dropped", len(messages))
+            return None
+        for event in prepared.events:
+            rejected[event.code] += 1
+            errors.append((event.device, event.code, event.detail))
+        new_devices: list[str] = []
+        if announce:
+            new_devices = self.engine.devices
+        elif s.homeassistant:
+            now_known = set(self.engine.devices)
+            seen = dict.fromkeys(m.device for m in messages)
+            new_devices = [d for d in seen if d not in known and d in now_known]
+        return _Batch(prepared, errors, received, new_devices)
+
+    # --- the infer thread ------------------------------------------------------------
+
+    def _infer_loop(self) -> None:
+        errors = 0
+        while (batch := self._handoff.get()) is not None:
+            try:
+                decisions = self.engine.complete(batch.prepared)
+                output = self._output(batch, decisions)
+            except Exception:
+                errors += 1
+                log.exception("inference of a batch failed; its decisions are dropped")
+                continue
+            self.infer_stats = InferStats(
+                decisions=self.engine.decisions,
+                errors_suppressed=self.infer_stats.errors_suppressed,
+                batch_errors=errors,
+            )
+            self.deliver(output)
+
+    def _output(self, batch: _Batch, decisions: list[Decision]) -> Output:
+        s = self.settings
+        out = Output()
+        send = out.messages.append
+        for device in batch.new_devices:
+            send(
+                Outgoing(
+                    f"{s.discovery_prefix}/sensor/harstream_{device}/activity/config",
+                    discovery_payload(device, s.prefix, s.model_name),
+                    1,
+                    True,
+                )
+            )
+        for d in decisions:
+            topic = f"{s.prefix}/{d.device}"
+            send(
+                Outgoing(
+                    f"{topic}/activity",
+                    encode_activity(d, s.model_name),
+                    s.qos_out,
+                    s.retain_activity,
+                )
+            )
+            if d.changed:
+                send(Outgoing(f"{topic}/transition", encode_transition(d), s.qos_out, False))
+            if d.device in batch.received:
+                out.decided_from.append(batch.received[d.device])
+        now = self.monotonic()
+        suppressed = 0
+        for device, code, detail in batch.errors:
+            if self._may_report(device, now):
+                send(Outgoing(f"{s.prefix}/{device}/error", encode_error(code, detail), 0, False))
+            else:
+                suppressed += 1
+        if suppressed:
+            stats = self.infer_stats
+            self.infer_stats = InferStats(
+                stats.decisions, stats.errors_suppressed + suppressed, stats.batch_errors
+            )
+        return out
+
+    def _may_report(self, device: str, now: float) -> bool:
+        """At most one error report per device per ``error_interval_s`` (bounded memory)."""
+        last = self._last_error.get(device)
+        if last is not None and now - last < self.settings.error_interval_s:
+            return False
+        self._last_error[device] = now
+        self._last_error.move_to_end(device)
+        while len(self._last_error) > 10_000:
+            self._last_error.popitem(last=False)
+        return True
