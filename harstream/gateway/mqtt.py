@@ -28,7 +28,8 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,15 +176,23 @@ class MqttTransport:
         client.on_socket_unregister_write = self._on_socket_unregister_write
         self._client = client
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sock: Any = None
+        self._loop_thread = 0
+        self._sock: Any = None  # the socket the loop watches, by its descriptor
+        self._fd: int | None = None
         self._connack: asyncio.Future[None] | None = None
-        self._lost: asyncio.Future[None] | None = None
+        self._lost: asyncio.Future[TransportError] | None = None  # its result: what ended it
         self._waiting: dict[int, asyncio.Future[None]] = {}  # mid -> publish or subscribe
         self._read: list[Incoming] = []  # what the current loop_read delivered
         self._batches_queue: asyncio.Queue[list[Incoming]] = asyncio.Queue()
         self._qos0_unwritten = 0  # QoS 0 publishes handed to paho, not yet on the socket
         self._qos0_mids: set[int] = set()
         self.session_present = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the client holds a live connection right now (False as soon as paho
+        has seen it fail; QoS 1/2 publishes then wait for the next session)."""
+        return bool(self._client.is_connected())
 
     def __repr__(self) -> str:  # never shows the password
         return (
@@ -198,7 +207,7 @@ class MqttTransport:
     async def session(self, will: Will | None = None) -> AsyncIterator[MqttSession]:
         """Connect (again), yield the session, disconnect cleanly on leaving."""
         loop = asyncio.get_running_loop()
-        self._loop = loop
+        self._loop, self._loop_thread = loop, threading.get_ident()
         self._batches_queue = asyncio.Queue()
         self._connack = loop.create_future()
         self._lost = loop.create_future()
@@ -256,40 +265,60 @@ class MqttTransport:
                 client.disconnect()
                 client.loop_write()
         if self._sock is not None:
-            self._on_socket_close(client, None, self._sock)
+            self._unwatch(self._sock)
 
-    # --- paho's callbacks (all on the event-loop thread, but socket_open) --------------
+    # --- paho's socket callbacks -------------------------------------------------------
+    # paho calls these from connect() too, which runs in a worker thread: every one is
+    # carried out on the loop thread, in order. The socket is watched by its descriptor
+    # number, remembered when it opens, because paho closes it right after saying so.
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         raw = getattr(sock, "_socket", sock)  # the TCP socket under paho's websocket wrapper
         with contextlib.suppress(OSError):  # small packets go out at once
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        loop = self._loop
-        assert loop is not None
-        # paho opens the socket in connect(), which runs in a worker thread
-        loop.call_soon_threadsafe(self._watch, sock)
-
-    def _watch(self, sock: Any) -> None:
-        self._sock = sock
-        assert self._loop is not None
-        self._loop.add_reader(sock, self._readable)
-        if self._client.want_write():
-            self._loop.add_writer(sock, self._writable)
+        self._on_loop(self._watch, sock, sock.fileno())
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        if self._loop is not None and sock is self._sock:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(sock)
-                self._loop.remove_writer(sock)
-            self._sock = None
+        self._on_loop(self._unwatch, sock)
 
     def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        if self._loop is not None and sock is self._sock:
-            self._loop.add_writer(sock, self._writable)
+        self._on_loop(self._want_write, sock, True)
 
     def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        if self._loop is not None and sock is self._sock:
-            self._loop.remove_writer(sock)
+        self._on_loop(self._want_write, sock, False)
+
+    def _on_loop(self, action: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            action(*args)
+        else:
+            loop.call_soon_threadsafe(action, *args)
+
+    def _watch(self, sock: Any, fd: int) -> None:
+        assert self._loop is not None
+        if self._sock is not None:
+            self._unwatch(self._sock)
+        self._sock, self._fd = sock, fd
+        self._loop.add_reader(fd, self._readable)
+        if self._client.want_write():
+            self._loop.add_writer(fd, self._writable)
+
+    def _unwatch(self, sock: Any) -> None:
+        if sock is not self._sock or self._fd is None or self._loop is None:
+            return
+        self._loop.remove_reader(self._fd)
+        self._loop.remove_writer(self._fd)
+        self._sock, self._fd = None, None
+
+    def _want_write(self, sock: Any, want: bool) -> None:
+        if sock is not self._sock or self._fd is None or self._loop is None:
+            return  # not watched yet: _watch looks at want_write() itself
+        if want:
+            self._loop.add_writer(self._fd, self._writable)
+        else:
+            self._loop.remove_writer(self._fd)
 
     def _readable(self) -> None:
         client, sock = self._client, self._sock
@@ -332,9 +361,10 @@ class MqttTransport:
         properties: Properties | None,
     ) -> None:
         error = TransportError(f"connection lost: {reason}")
-        for future in (self._connack, self._lost):
-            if future is not None and not future.done():
-                future.set_exception(error)
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(error)
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(error)
         self._batches_queue.put_nowait([])  # wakes a reader, which sees the loss
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
@@ -412,7 +442,7 @@ class MqttTransport:
             future.result()
             return
         if lost in done:
-            lost.result()  # raises the TransportError that ended the connection
+            raise lost.result()
         raise TransportError(f"{what}: no answer in {self.connect_timeout_s} s")
 
     async def _batches(self) -> AsyncIterator[list[Incoming]]:
@@ -423,4 +453,4 @@ class MqttTransport:
             if batch:
                 yield batch
             if lost.done():
-                lost.result()
+                raise lost.result()

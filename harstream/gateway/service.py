@@ -124,16 +124,7 @@ class Gateway:
                 async with self.transport.session(will=will) as session:
                     self._session = session
                     await self._start_session(session)
-                    receiving = asyncio.create_task(self._receive(session), name="receive")
-                    stopping = asyncio.create_task(stop.wait())
-                    done, _ = await asyncio.wait(
-                        {receiving, stopping}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if receiving in done:
-                        stopping.cancel()
-                        receiving.result()  # raises the TransportError that ended it
-                        continue
-                    receiving.cancel()
+                    await self._receive_until(stop, session)  # or the TransportError
                     await self._drain()
                     drained = True
                     await session.publish(self.status_topic, b"offline", qos=1, retain=True)
@@ -160,6 +151,20 @@ class Gateway:
         self.backoff.reset()
         self.connected.set()
         log.info("connected; listening on %s", self.imu_filter)
+
+    async def _receive_until(self, stop: asyncio.Event, session: Session) -> None:
+        """Receive until ``stop`` is set; raise the TransportError if the connection is
+        lost first."""
+        receiving = asyncio.create_task(self._receive(session), name="receive")
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            receiving.cancel()
+            stopping.cancel()
+            ended, _ = await asyncio.gather(receiving, stopping, return_exceptions=True)
+        if isinstance(ended, TransportError) and not stop.is_set():
+            raise ended
 
     async def _receive(self, session: Session) -> None:
         inbox = self.pipeline.inbox
