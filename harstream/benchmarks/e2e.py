@@ -65,10 +65,12 @@ def e2e_run(
     overrides: tuple[str, ...] = (),
     hop: int | None = None,
     baseline_model: Path | None = None,
+    gateway_pythonpath: Path | None = None,
 ) -> dict[str, Any]:
     """One point: ``devices`` at 50 Hz for ``seconds``, through ``harstream serve`` or,
-    given ``baseline_model``, through the baseline gateway (harstream.benchmarks.baseline)
-    """
+    given ``baseline_model``, through the baseline gateway (harstream.benchmarks.baseline).
+    ``gateway_pythonpath`` runs the gateway process from another checkout (an earlier
+    commit, for a before/after pair under the same load generator and broker)."""
     hop = hop or bundle.hop
     prefix = f"bench{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="harstream-bench-") as tmp:
@@ -92,9 +94,12 @@ def e2e_run(
             spec = {"port": broker.port, "prefix": prefix, "model": str(baseline_model)}
             command = [sys.executable, "-m", "harstream.benchmarks.baseline", json.dumps(spec)]
         wait_for_port(broker.port)
+        env = dict(os.environ)
+        if gateway_pythonpath is not None:
+            env["PYTHONPATH"] = str(gateway_pythonpath)
         with (Path(tmp) / "gateway.log").open("w") as log:
             launched = time.monotonic()
-            gateway = subprocess.Popen(command, stderr=log)
+            gateway = subprocess.Popen(command, stderr=log, env=env)
         try:
             _wait_online(broker.port, prefix)
             ready_s = time.monotonic() - launched  # cold start: launch -> retained "online"

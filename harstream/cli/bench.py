@@ -56,22 +56,33 @@ def _e2e(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
     )
     results = []
     for n in devices:
-        r = e2e_run(
-            bundle,
-            devices=n,
-            seconds=seconds,
-            message_samples=args.message_samples,
-            overrides=tuple(args.gateway_set),
-        )
-        results.append(r)
-        lat = r["latency_ms"]
-        print(
-            f"{n:>8} {lat['p50']:>8} {lat['p99']:>8} {r['lost']:>6} "
-            f"{r['decisions_received']:>10} {r['gateway_cpu_share']:>8} "
-            f"{r['broker_cpu_share']:>7} {r['generator_cpu_share']:>8} {r['gateway_rss_mb']:>7}",
-            flush=True,
-        )
+        for name, path in _gateways(args):
+            r = e2e_run(
+                bundle,
+                devices=n,
+                seconds=seconds,
+                message_samples=args.message_samples,
+                overrides=tuple(args.gateway_set),
+                gateway_pythonpath=path,
+            )
+            r["gateway"] = name
+            results.append(r)
+            lat = r["latency_ms"]
+            print(
+                f"{n:>8} {lat['p50']:>8} {lat['p99']:>8} {r['lost']:>6} "
+                f"{r['decisions_received']:>10} {r['gateway_cpu_share']:>8} "
+                f"{r['broker_cpu_share']:>7} {r['generator_cpu_share']:>8} "
+                f"{r['gateway_rss_mb']:>7}  {name}",
+                flush=True,
+            )
     return results
+
+
+def _gateways(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
+    """This checkout's gateway, and the one of ``--before DIR`` (an earlier checkout)."""
+    if args.before is None:
+        return [("harstream", None)]
+    return [("harstream", None), ("before", args.before.resolve())]
 
 
 def _stages(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
@@ -139,23 +150,28 @@ def _capacity(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
     results: dict[str, Any] = {"p99_target_ms": args.p99_ms, "seconds": seconds}
     with tempfile.TemporaryDirectory(prefix="harstream-baseline-") as tmp:
         model = build_baseline_model(Path(tmp) / "baseline.onnx")
-        for name, start, baseline in (
-            ("harstream", 10 if args.quick else 1000, None),
-            ("baseline", 5 if args.quick else 10, model),
-        ):
+        systems: list[tuple[str, int, Path | None, Path | None]] = [
+            (name, 10 if args.quick else 1000, None, path) for name, path in _gateways(args)
+        ]
+        if not args.no_baseline:
+            systems.append(("baseline", 5 if args.quick else 10, model, None))
+        for name, start, baseline, pythonpath in systems:
             print(
                 f"capacity of {name}: devices at 50 Hz, {args.message_samples}-sample "
                 f"messages, {seconds:g} s per point, p99 <= {args.p99_ms:g} ms, no loss"
             )
 
-            def run(n: int, baseline: Path | None = baseline) -> dict[str, Any]:
+            def run(
+                n: int, baseline: Path | None = baseline, pythonpath: Path | None = pythonpath
+            ) -> dict[str, Any]:
                 return e2e_run(
                     bundle,
                     devices=n,
                     seconds=seconds,
                     message_samples=args.message_samples,
-                    overrides=tuple(args.gateway_set),
+                    overrides=tuple(args.gateway_set) if pythonpath is None else (),
                     baseline_model=baseline,
+                    gateway_pythonpath=pythonpath,
                 )
 
             if args.quick:  # one point each: the smoke test
@@ -169,8 +185,12 @@ def _capacity(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
                 "points": points,
             }
             print(f"  capacity of {name}: {capacity} devices", flush=True)
-    ours, theirs = results["harstream"], results["baseline"]
-    if theirs["capacity"] and ours["capacity"]:
+    ours, theirs = results["harstream"], results.get("baseline")
+    before = results.get("before")
+    if before and before["capacity"] and ours["capacity"]:
+        results["capacity_vs_before"] = round(ours["capacity"] / before["capacity"], 2)
+        print(f"harstream / before: capacity {results['capacity_vs_before']}x")
+    if theirs and theirs["capacity"] and ours["capacity"]:
         results["capacity_ratio"] = round(ours["capacity"] / theirs["capacity"], 1)
         results["cpu_per_device_ratio"] = round(
             theirs["cpu_ms_per_device_s"] / ours["cpu_ms_per_device_s"], 1
@@ -248,7 +268,7 @@ def _plot_capacity(capacity: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name in ("harstream", "baseline"):
+    for name in [n for n in ("harstream", "before", "baseline") if n in capacity]:
         points = sorted(capacity[name]["points"], key=lambda r: r["devices"])
         ax.plot(
             [r["devices"] for r in points],
@@ -294,6 +314,16 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     bench.add_argument(
         "--p99-ms", type=float, default=100.0, help="capacity: the latency bound (p99, ms)"
+    )
+    bench.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="e2e, capacity: also run the gateway of this checkout (an earlier commit: "
+        "git worktree add DIR COMMIT), under the same broker and load generator",
+    )
+    bench.add_argument(
+        "--no-baseline", action="store_true", help="capacity: skip the notebook baseline"
     )
     bench.add_argument("--quick", action="store_true", help="a few seconds: a smoke test")
     bench.add_argument("--out", type=Path, help="write bench.json here")

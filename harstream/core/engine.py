@@ -105,13 +105,26 @@ class _Work(NamedTuple):
     reset: bool
 
 
+class _Input(NamedTuple):
+    """What ``prepare`` made of one message for the model. ``stops``: the device's sample
+    counts (since its stream began) at which decisions fall in this message. ``x``: in
+    window mode the completed windows (k, window, C); in stateful mode every new sample
+    (n, C), since the recurrent state steps through samples as they arrive, so that at a
+    decision only the message's own samples remain to run. ``at``: stateful mode, the
+    index in ``x`` of each stop's sample."""
+
+    stops: np.ndarray
+    x: np.ndarray
+    at: np.ndarray
+
+
 @dataclass
 class _Round:
-    """A round of work after ``prepare``: what each message's window buffer emitted, and
-    the stream index of the first sample the buffer had counted (decision positions)."""
+    """A round of work after ``prepare``: each message's model input, and the stream
+    index of the first sample the device counted (decision positions)."""
 
     work: list[_Work]
-    emitted: list[Emitted]
+    inputs: list[_Input]
     first_index: list[int]
 
 
@@ -125,11 +138,12 @@ class Prepared:
 
 @dataclass(slots=True)
 class _Device:
-    """One device's state; ``prepare`` owns buffer, filters, next_seq and last_seen,
-    ``complete`` owns smoother, state and activity."""
+    """One device's state; ``prepare`` owns buffer, count, filters, next_seq and
+    last_seen, ``complete`` owns smoother, state and activity."""
 
-    buffer: WindowBuffer
+    buffer: WindowBuffer | None  # window mode only
     smoother: Smoother
+    count: int = 0  # samples since the stream (re)started
     filters: FilterState | None = None  # None until the stream's first sample
     next_seq: int | None = None  # None: any seq starts the stream
     last_seen: float = 0.0
@@ -192,9 +206,9 @@ class Engine:
         return gone
 
     def _new_device(self) -> _Device:
-        # stateful mode feeds the model hop-sized chunks; window mode whole windows
-        size = self.window if self.mode == "window" else self.hop
-        return _Device(WindowBuffer(size, self.hop, len(CHANNELS)), self.new_smoother())
+        if self.mode == "window":
+            return _Device(WindowBuffer(self.window, self.hop, len(CHANNELS)), self.new_smoother())
+        return _Device(None, self.new_smoother())
 
     # --- feeding ---------------------------------------------------------------------
 
@@ -237,14 +251,26 @@ class Engine:
         for batch in rounds:
             for work in batch:
                 if work.reset:
-                    work.dev.buffer.reset()
+                    work.dev.count = 0
                     work.dev.filters = None
+                    if work.dev.buffer is not None:
+                        work.dev.buffer.reset()
             features = self._preprocess(batch)
-            emitted = [w.dev.buffer.push(x) for w, x in zip(batch, features, strict=True)]
-            # the buffer's count after a message is the stream index of its last sample
-            first = [w.start + len(w.msg.samples) - w.dev.buffer.count for w in batch]
-            prepared.rounds.append(_Round(batch, emitted, first))
+            inputs = [self._input(w.dev, x) for w, x in zip(batch, features, strict=True)]
+            # the count after a message belongs to the stream index of its last sample
+            first = [w.start + len(w.msg.samples) - w.dev.count for w in batch]
+            prepared.rounds.append(_Round(batch, inputs, first))
         return prepared
+
+    def _input(self, dev: _Device, x: np.ndarray) -> _Input:
+        before = dev.count
+        dev.count += len(x)
+        if dev.buffer is not None:  # window mode
+            emitted: Emitted = dev.buffer.push(x)
+            return _Input(emitted.stops, emitted.windows, emitted.stops)
+        first_stop = (before // self.hop + 1) * self.hop
+        stops = np.arange(first_stop, dev.count + 1, self.hop)
+        return _Input(stops, x.astype(np.float32, copy=False), stops - before - 1)
 
     def complete(self, prepared: Prepared) -> list[Decision]:
         """Stage two: inference over what ``prepare`` emitted, smoothing, decisions."""
@@ -254,8 +280,8 @@ class Engine:
                 if work.reset:
                     work.dev.state = None
                     work.dev.smoother.reset()
-            probs = self._infer(r.work, r.emitted)
-            for work, got, first, p in zip(r.work, r.emitted, r.first_index, probs, strict=True):
+            probs = self._infer(r.work, r.inputs)
+            for work, got, first, p in zip(r.work, r.inputs, r.first_index, probs, strict=True):
                 if len(got.stops):
                     self._decide(work, first, got.stops, p, out)
         return out
@@ -333,38 +359,37 @@ class Engine:
                 features[rows[j]] = y[j]
         return features
 
-    def _infer(self, batch: list[_Work], emitted: list[Emitted]) -> list[np.ndarray]:
-        """Probabilities (k, classes) for each message's k emitted windows or hops."""
+    def _infer(self, batch: list[_Work], inputs: list[_Input]) -> list[np.ndarray]:
+        """Probabilities (k, classes) at each message's k decisions."""
         out: list[np.ndarray] = [np.empty((0, len(self.labels)))] * len(batch)
         if self.mode == "window":
-            which = [i for i, e in enumerate(emitted) if len(e.stops)]
+            which = [i for i, e in enumerate(inputs) if len(e.stops)]
             if not which:
                 return out
-            windows = np.concatenate([emitted[i].windows for i in which])
+            windows = np.concatenate([inputs[i].x for i in which])
             _, probs = self.model.step(self.model.initial_state(len(windows)), windows)
             last = probs[:, -1]
             offset = 0
             for i in which:
-                k = len(emitted[i].stops)
+                k = len(inputs[i].stops)
                 out[i] = last[offset : offset + k]
                 offset += k
             return out
-        # stateful: a device's k new hops are one sequence of k * hop steps; devices
-        # with the same k run together, their states stacked along the batch axis
-        by_hops: dict[int, list[int]] = {}
-        for i, e in enumerate(emitted):
-            if len(e.stops):
-                by_hops.setdefault(len(e.stops), []).append(i)
-        for k, which in by_hops.items():
+        # stateful: every message's samples step its device's state now; messages of the
+        # same length run together, their states stacked along the batch axis
+        by_length: dict[int, list[int]] = {}
+        for i, e in enumerate(inputs):
+            by_length.setdefault(len(e.x), []).append(i)
+        for which in by_length.values():
             devs = [batch[i].dev for i in which]
-            x = np.stack([emitted[i].windows.reshape(k * self.hop, -1) for i in which])
+            x = np.stack([inputs[i].x for i in which])
             states = [d.state if d.state is not None else self.model.initial_state(1) for d in devs]
             state, probs = self.model.step(stack_states(states), x)
             for dev, part in zip(devs, unstack_state(state), strict=True):
                 dev.state = part
-            at_hops = probs[:, self.hop - 1 :: self.hop]
             for j, i in enumerate(which):
-                out[i] = at_hops[j]
+                if len(inputs[i].at):
+                    out[i] = probs[j, inputs[i].at]
         return out
 
     def _decide(
