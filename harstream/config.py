@@ -104,7 +104,7 @@ class BrokerConfig(_Section):
     reconnect_min_s: PositiveFloat = 0.5
     reconnect_max_s: PositiveFloat = 30.0
     max_queued: PositiveInt = 10_000
-    max_inflight: PositiveInt = 1_000
+    max_inflight: Annotated[int, Field(ge=0)] = 0
     max_publish_bytes: PositiveInt = 1 << 20
 
     @model_validator(mode="after")

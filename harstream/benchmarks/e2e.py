@@ -94,12 +94,13 @@ def e2e_run(
             spec = {"port": broker.port, "prefix": prefix, "model": str(baseline_model)}
             command = [sys.executable, "-m", "harstream.benchmarks.baseline", json.dumps(spec)]
         wait_for_port(broker.port)
-        env = dict(os.environ)
+        env, cwd = dict(os.environ), None
         if gateway_pythonpath is not None:
-            env["PYTHONPATH"] = str(gateway_pythonpath)
+            # `python -m` puts the working directory first on sys.path: run it there too
+            env["PYTHONPATH"], cwd = str(gateway_pythonpath), gateway_pythonpath
         with (Path(tmp) / "gateway.log").open("w") as log:
             launched = time.monotonic()
-            gateway = subprocess.Popen(command, stderr=log, env=env)
+            gateway = subprocess.Popen(command, stderr=log, env=env, cwd=cwd)
         try:
             _wait_online(broker.port, prefix)
             ready_s = time.monotonic() - launched  # cold start: launch -> retained "online"

@@ -126,7 +126,7 @@ class MqttTransport:
         clean_session: bool = False,
         session_expiry_s: int = 86_400,
         max_queued: int = 10_000,
-        max_inflight: int = 1_000,
+        max_inflight: int = 0,
         max_payload_bytes: int = 1 << 20,
         connect_timeout_s: float = 10.0,
     ) -> None:
