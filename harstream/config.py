@@ -37,6 +37,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -107,6 +108,11 @@ class BrokerConfig(_Section):
     max_inflight: Annotated[int, Field(ge=0)] = 0
     max_publish_bytes: PositiveInt = 1 << 20
 
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _password_needs_user(self) -> BrokerConfig:
         if self.password is not None and self.username is None:
@@ -167,6 +173,7 @@ class SmoothingConfig(_Section):
 
 class BatchingConfig(_Section):
     max_batch: PositiveInt = 1024
+    max_linger_ms: Annotated[float, Field(ge=0.0)] = 5.0
 
 
 class HomeAssistantConfig(_Section):

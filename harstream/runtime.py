@@ -107,6 +107,7 @@ def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:
             qos_out=config.topics.qos_out,
             retain_activity=config.topics.retain_activity,
             max_batch=config.batching.max_batch,
+            max_linger_ms=config.batching.max_linger_ms,
             queue_size=config.service.queue_size,
             error_interval_s=config.service.error_interval_s,
             max_payload_bytes=config.service.max_payload_bytes,

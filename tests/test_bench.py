@@ -22,7 +22,7 @@ def test_bench_quick_runs_every_scenario(
             "bench",
             "--quick",
             "--scenarios",
-            "engine,stages,e2e,capacity,replay",
+            "engine,stages,e2e,capacity,transport,replay",
             "--model",
             str(bundle.path),
             "--modes",
@@ -48,6 +48,9 @@ def test_bench_quick_runs_every_scenario(
     (stages,) = results["stages"]
     assert stages["devices"] == 100 and stages["us_per_message"]["inference"] > 0
     assert set(stages["cores"]) == {"decode", "prepare", "inference", "complete_rest", "encode"}
+    modes = {r["mode"]: r for r in results["transport"]}
+    assert set(modes) == {"asyncio", "thread"}
+    assert all(r["runs"][0]["answered"] == r["runs"][0]["sent"] for r in modes.values())
     (replay,) = results["replay"]
     assert replay["stream_s"] > 600 and replay["real_time_factor"] > 1
     out = capsys.readouterr().out

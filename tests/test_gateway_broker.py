@@ -402,3 +402,95 @@ async def test_home_assistant_discovery_through_the_broker(
     assert config_json["device"]["model"] == bundle.name
     async with aiomqtt.Client(broker.host, broker.port) as cleanup:  # leave no retained junk
         await cleanup.publish(topic, b"", retain=True)
+
+
+@pytest.mark.parametrize("variant", ["tcp", "websockets", "mqtt5", "tls"])
+async def test_the_gateway_serves_over_every_transport(
+    tmp_path: Path, prefix: str, bundle_factory: Callable[..., Bundle], variant: str
+) -> None:
+    """The same device stream through the gateway over TCP, websockets, MQTT 5 and TLS
+    (with a password); a listener on plain TCP sees every decision."""
+    bundle = bundle_factory("gru", "stateful")
+    certs = make_ca(tmp_path)
+    passwords = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwords), "gateway", "pw"],
+        check=True,
+        capture_output=True,
+    )
+    tls_port = Mosquitto(tmp_path).port
+    server = Mosquitto(
+        tmp_path / "m",
+        websockets=True,
+        extra=(
+            f"listener {tls_port} 127.0.0.1\n"
+            f"cafile {certs['ca']}\ncertfile {certs['server_cert']}\n"
+            f"keyfile {certs['server_key']}\n"
+            f"password_file {passwords}\n"
+        ),
+    ).start()
+    more = {
+        "tcp": [],
+        "websockets": ["broker.transport=websockets", f"broker.port={server.ws_port}"],
+        "mqtt5": ["broker.protocol=5"],
+        "tls": [
+            f"broker.port={tls_port}",
+            f"broker.tls.ca_file={certs['ca']}",
+            "broker.username=gateway",
+            "broker.password=pw",
+        ],
+    }[variant]
+    try:
+        config = config_for(server, prefix, bundle, *more)
+        async with (
+            Listener(server, f"{prefix}/+/activity") as sub,
+            gateway_running(config, bundle) as gw,
+            aiomqtt.Client(server.host, server.port) as dev,
+        ):
+            for start in range(0, 640, 32):
+                await dev.publish(
+                    f"{prefix}/d/imu", imu(WALK[start : start + 32], seq=start), qos=1
+                )
+            await sub.until(lambda: len(sub.json("/activity")) == 10)
+            shown = {"tcp": "(tcp://", "websockets": "(websockets://", "mqtt5": "MQTT 5"}
+            assert shown.get(variant, "(tcp+tls://") in repr(gw.transport)
+        assert [a["seq"] for a in sub.json("/activity")] == list(range(63, 640, 64))
+    finally:
+        server.stop()
+
+
+async def test_a_subscriber_that_stops_reading_slows_nobody(
+    broker: Mosquitto, prefix: str, bundle_factory: Callable[..., Bundle]
+) -> None:
+    """A dashboard that subscribes and then never reads: mosquitto queues and drops for it;
+    the gateway and every other subscriber go on, the gateway's queues stay empty."""
+    import socket as socket_
+
+    bundle = bundle_factory("gru", "stateful")
+    config = config_for(broker, prefix, bundle)
+    stuck = socket_.create_connection((broker.host, broker.port))
+    stuck.setsockopt(socket_.SOL_SOCKET, socket_.SO_RCVBUF, 4096)
+    client_id = b"stuck"
+    connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
+    stuck.sendall(b"\x10" + bytes([len(connect)]) + connect)
+    topic = f"{prefix}/#".encode()
+    subscribe = b"\x00\x01" + len(topic).to_bytes(2, "big") + topic + b"\x01"
+    stuck.sendall(b"\x82" + bytes([len(subscribe)]) + subscribe)  # then never reads
+    try:
+        async with (
+            Listener(broker, f"{prefix}/+/activity") as sub,
+            gateway_running(config, bundle) as gw,
+            aiomqtt.Client(broker.host, broker.port) as dev,
+        ):
+            devices = [f"d{i}" for i in range(50)]
+            for start in range(0, 640, 64):
+                for name in devices:
+                    await dev.publish(
+                        f"{prefix}/{name}/imu", imu(WALK[start : start + 64], seq=start)
+                    )
+            await sub.until(lambda: len(sub.json("/activity")) == 50 * 10)
+            stats = gw.snapshot()
+        assert stats["publish_failed"] == 0 and stats["dropped"]["overload"] == 0
+        assert stats["queue"] == 0
+    finally:
+        stuck.close()

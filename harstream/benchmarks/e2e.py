@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def e2e_run(
             "model.backend=onnx",
             f"stream.hop={hop}",
             f"stream.max_devices={max(devices, 1) * 2}",
-            "logging.level=WARNING",
+            "logging.level=INFO",  # start-up and the last line (messages, batches)
             *overrides,
         ]
         command = [sys.executable, "-m", "harstream", "serve"]
@@ -143,6 +144,12 @@ def e2e_run(
         if load.returncode != 0:
             raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
         result: dict[str, Any] = json.loads(load.stdout.strip().splitlines()[-1])
+        batching = re.search(
+            r"\((\d+) messages in (\d+) batches\)", (Path(tmp) / "gateway.log").read_text()
+        )
+        if batching:  # harstream's gateway says how it batched (the baseline does not)
+            messages, batches = int(batching[1]), int(batching[2])
+            result["messages_per_batch"] = round(messages / max(batches, 1), 1)
     result.update(
         {
             "hop": hop,

@@ -60,6 +60,7 @@ def _asyncio_client(port: int, rate: float, seconds: float) -> dict[str, Any]:
 
 def _thread_client(port: int, rate: float, seconds: float) -> dict[str, Any]:
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
     done = threading.Event()
     answered = 0
@@ -71,7 +72,7 @@ def _thread_client(port: int, rate: float, seconds: float) -> dict[str, Any]:
         if answered >= rate * seconds:
             done.set()
 
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="cost-thread")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="cost-thread")
     client.max_inflight_messages_set(0)  # no limit, as the gateway's (see broker.max_inflight)
     client.on_message = on_message
     started = time.process_time()
@@ -90,8 +91,9 @@ def _thread_client(port: int, rate: float, seconds: float) -> dict[str, Any]:
 def _feed(port: int, rate: float, seconds: float) -> None:
     """Publish ``rate`` messages per second, from 100 devices, QoS 0."""
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="cost-feeder")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="cost-feeder")
     client.connect("127.0.0.1", port)
     client.loop_start()
     began = time.monotonic()

@@ -229,11 +229,38 @@ def _replay(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
     return [{"stream_s": stream_s, "wall_s": wall, "real_time_factor": stream_s / wall}]
 
 
+def _transport(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
+    """The MQTT client's own CPU per message, in the gateway's integration and in
+    paho's threaded one, alternating (median of 3 each)."""
+    import statistics
+
+    from harstream.benchmarks.transport import transport_cost
+
+    rate, seconds, repeats = (300.0, 2.0, 1) if args.quick else (3000.0, 8.0, 3)
+    print(
+        f"MQTT client cost: {rate:g} messages/s in (QoS 1 subscription) and as many QoS 1 "
+        f"answers out, {seconds:g} s, median of {repeats}"
+    )
+    runs: dict[str, list[dict[str, Any]]] = {"asyncio": [], "thread": []}
+    for _ in range(repeats):
+        for mode, done in runs.items():
+            done.append(transport_cost(mode, rate, seconds))
+    results = []
+    for mode, done in runs.items():
+        us = statistics.median(r["us_per_message"] for r in done)
+        cores = statistics.median(r["cores"] for r in done)
+        answered = min(r["answered"] for r in done)
+        print(f"  {mode:>8}: {us:7.1f} us per message in + out, {cores:.3f} cores, {answered} out")
+        results.append({"mode": mode, "us_per_message": us, "cores": cores, "runs": done})
+    return results
+
+
 SCENARIOS = {
     "engine": _engine,
     "stages": _stages,
     "e2e": _e2e,
     "capacity": _capacity,
+    "transport": _transport,
     "replay": _replay,
 }
 

@@ -196,6 +196,10 @@ class Engine:
     def devices(self) -> list[str]:
         return list(self._devices)
 
+    @property
+    def device_count(self) -> int:
+        return len(self._devices)
+
     def evict_idle(self, now: float) -> list[str]:
         """Forget devices not seen for ``idle_timeout_s``; return their ids."""
         limit = now - self.idle_timeout_s

@@ -82,6 +82,43 @@ class TlsFiles:
     insecure: bool = False  # skip host name verification (test CAs)
 
 
+class _BufferedSocket:
+    """A TCP socket whose ``recv`` serves paho from one large read. paho reads every
+    packet with three or more ``recv`` calls (the type byte, the length byte by byte,
+    the body); through this, one system call brings whatever the socket holds.
+    ``pending()`` says what is buffered, so that the reader drains it (the socket no
+    longer signals it), as for TLS. Everything else goes to the socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._data = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._pos >= len(self._data):
+            self._data, self._pos = self._sock.recv(max(size, 65_536)), 0
+        out = self._data[self._pos : self._pos + size]
+        self._pos += len(out)
+        return out
+
+    def pending(self) -> int:
+        return len(self._data) - self._pos
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _Client(paho.Client):
+    """paho's client with plain TCP sockets buffered (see _BufferedSocket); TLS sockets
+    and websockets are paho's own."""
+
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        if type(sock) is socket.socket:
+            return _BufferedSocket(sock)
+        return sock
+
+
 class MqttSession:
     """One connection of the transport's client. ``batches`` yields what each read
     brought; ``publish_nowait`` hands a message to paho (and keeps working across a
@@ -141,9 +178,10 @@ class MqttTransport:
         self.max_payload_bytes = max_payload_bytes
         self.connect_timeout_s = connect_timeout_s
         self.transport_name = transport
+        self.tls = tls is not None
         self.protocol = protocol
         self._v5 = protocol == "5"
-        client = paho.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=None if self._v5 else clean_session,
@@ -195,8 +233,9 @@ class MqttTransport:
         return bool(self._client.is_connected())
 
     def __repr__(self) -> str:  # never shows the password
+        scheme = self.transport_name + ("+tls" if self.tls else "")
         return (
-            f"MqttTransport({self.transport_name}://{self.host}:{self.port}, MQTT "
+            f"MqttTransport({scheme}://{self.host}:{self.port}, MQTT "
             f"{self.protocol}, client_id={self.client_id!r}, "
             f"{'clean' if self.clean_session else 'persistent'} session)"
         )

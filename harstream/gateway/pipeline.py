@@ -7,11 +7,13 @@
                  (bounded)                  (Prepared, 2 deep)        (one hand-off per batch)
 
 The event loop only moves bytes: it puts what each read brought into the :class:`Inbox`
-and publishes what comes back. A batch is everything queued when the prepare thread
-is free, up to ``max_batch`` messages: a lone device's message is processed at once,
-and under load batches grow by themselves while the threads are busy (no timer, no
-waiting for a batch that never fills). Inference releases the GIL, so batch k's
-inference overlaps batch k+1's decoding.
+and publishes what comes back. A batch is what is queued when the prepare thread is
+free, up to ``max_batch`` messages. Batching adapts to load: when the thread comes back
+to an empty inbox, the next message is processed the moment it arrives (a lone device
+never waits for a batch that never fills); when messages were already waiting, the
+gateway is busy and the thread lingers up to ``max_linger_ms`` for more, because every
+batch has fixed costs (an inference call costs nearly as much for 3 devices as for 30).
+Inference releases the GIL, so batch k's inference overlaps batch k+1's decoding.
 
 Each stage owns its counters and publishes a snapshot of them after every batch
 (:class:`PrepareStats`, :class:`InferStats`), which the stats task reads; nothing is
@@ -55,6 +57,7 @@ class PipelineSettings:
     qos_out: int
     retain_activity: bool
     max_batch: int
+    max_linger_ms: float
     queue_size: int
     error_interval_s: float
     max_payload_bytes: int
@@ -152,12 +155,27 @@ class Inbox:
             self._closed = True
             self._cond.notify()
 
-    def take(self, limit: int, timeout: float) -> tuple[list[Arrival], bool] | None:
+    def take(
+        self, limit: int, timeout: float, linger_s: float = 0.0
+    ) -> tuple[list[Arrival], bool] | None:
         """Up to about ``limit`` messages (whole arrivals) and the announce flag; waits
-        up to ``timeout`` for the first. None once closed and empty."""
+        up to ``timeout`` for the first. None once closed and empty.
+
+        When messages were already waiting (they came while the caller was busy: the
+        gateway is under load), waits up to ``linger_s`` more for the batch to fill, so
+        that the per-batch costs are shared by more messages; when the caller was idle,
+        the first message goes at once."""
         with self._cond:
-            if not self._arrivals and not self._announce and not self._closed:
+            busy = bool(self._arrivals)
+            if not busy and not self._announce and not self._closed:
                 self._cond.wait(timeout)
+            if busy and linger_s > 0:
+                deadline = time.monotonic() + linger_s
+                while self._count < limit and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
             if not self._arrivals and self._closed:
                 return None
             taken: list[Arrival] = []
@@ -230,7 +248,9 @@ class Pipeline:
         rejected: Counter[str] = Counter()
         batches = 0
         next_evict = self.monotonic() + EVICT_EVERY_S
-        while (taken := self.inbox.take(self.settings.max_batch, EVICT_EVERY_S)) is not None:
+        take = self.inbox.take
+        limit, linger_s = self.settings.max_batch, self.settings.max_linger_ms / 1000
+        while (taken := take(limit, EVICT_EVERY_S, linger_s)) is not None:
             arrivals, announce = taken
             if self.monotonic() >= next_evict:
                 self.engine.evict_idle(self.wall_clock())
@@ -242,7 +262,7 @@ class Pipeline:
                 batches += 1
             counters = self.engine.counters
             self.prepare_stats = PrepareStats(
-                devices=len(self.engine.devices),
+                devices=self.engine.device_count,
                 messages=counters["messages"],
                 samples=counters["samples"],
                 rejected=dict(rejected),

@@ -128,7 +128,12 @@ class Gateway:
                     await self._drain()
                     drained = True
                     await session.publish(self.status_topic, b"offline", qos=1, retain=True)
-                    log.info("stopped: queue drained, status offline")
+                    stats = self.pipeline.prepare_stats
+                    log.info(
+                        "stopped: queue drained, status offline (%d messages in %d batches)",
+                        stats.messages,
+                        stats.batches,
+                    )
                     return
             except TransportError as exc:
                 self.connected.clear()
