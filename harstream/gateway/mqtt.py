@@ -328,7 +328,8 @@ class MqttTransport:
 
     def _on_loop(self, action: Callable[..., None], *args: Any) -> None:
         loop = self._loop
-        if loop is None:
+        if loop is None or loop.is_closed():  # paho's __del__ closes the socket late
+            self._sock, self._fd = None, None
             return
         if threading.get_ident() == self._loop_thread:
             action(*args)
