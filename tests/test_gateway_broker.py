@@ -303,6 +303,39 @@ async def test_bad_config_or_model_fails_fast(
     assert result.returncode == 1 and "bundle.json: missing" in result.stderr
 
 
+def tls_broker(
+    tmp_path: Path,
+    password: str,
+    *,
+    anonymous: bool = True,
+    require_certificate: bool = False,
+    websockets: bool = False,
+) -> tuple[Mosquitto, int, dict[str, Path]]:
+    """A started mosquitto with a TLS listener (a throwaway CA) beside its plain one, and
+    the user `gateway` with ``password``; returns it, the TLS port and the certificates."""
+    certs = make_ca(tmp_path)
+    passwords = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwords), "gateway", password],
+        check=True,
+        capture_output=True,
+    )
+    tls_port = Mosquitto(tmp_path).port
+    server = Mosquitto(
+        tmp_path / "m",
+        anonymous=anonymous,
+        websockets=websockets,
+        extra=(
+            f"password_file {passwords}\n"
+            f"listener {tls_port} 127.0.0.1\n"
+            f"cafile {certs['ca']}\ncertfile {certs['server_cert']}\n"
+            f"keyfile {certs['server_key']}\n"
+            + ("require_certificate true\n" if require_certificate else "")
+        ),
+    )
+    return server.start(), tls_port, certs
+
+
 async def test_password_and_tls(
     tmp_path: Path,
     prefix: str,
@@ -310,27 +343,9 @@ async def test_password_and_tls(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     bundle = bundle_factory("gru", "stateful")
-    certs = make_ca(tmp_path)
-    passwords = tmp_path / "passwd"
-    subprocess.run(
-        ["mosquitto_passwd", "-b", "-c", str(passwords), "gateway", "s3cret-pw"],
-        check=True,
-        capture_output=True,
+    server, tls_port, certs = tls_broker(
+        tmp_path, "s3cret-pw", anonymous=False, require_certificate=True
     )
-    tls_port = Mosquitto(tmp_path).port
-    server = Mosquitto(
-        tmp_path / "m",
-        anonymous=False,
-        extra=(
-            f"password_file {passwords}\n"
-            f"listener {tls_port} 127.0.0.1\n"
-            f"cafile {certs['ca']}\n"
-            f"certfile {certs['server_cert']}\n"
-            f"keyfile {certs['server_key']}\n"
-            "require_certificate true\n"
-        ),
-    )
-    server.start()
     try:
         plain = config_for(
             server, prefix, bundle, "broker.username=gateway", "broker.password=s3cret-pw"
@@ -411,24 +426,7 @@ async def test_the_gateway_serves_over_every_transport(
     """The same device stream through the gateway over TCP, websockets, MQTT 5 and TLS
     (with a password); a listener on plain TCP sees every decision."""
     bundle = bundle_factory("gru", "stateful")
-    certs = make_ca(tmp_path)
-    passwords = tmp_path / "passwd"
-    subprocess.run(
-        ["mosquitto_passwd", "-b", "-c", str(passwords), "gateway", "pw"],
-        check=True,
-        capture_output=True,
-    )
-    tls_port = Mosquitto(tmp_path).port
-    server = Mosquitto(
-        tmp_path / "m",
-        websockets=True,
-        extra=(
-            f"listener {tls_port} 127.0.0.1\n"
-            f"cafile {certs['ca']}\ncertfile {certs['server_cert']}\n"
-            f"keyfile {certs['server_key']}\n"
-            f"password_file {passwords}\n"
-        ),
-    ).start()
+    server, tls_port, certs = tls_broker(tmp_path, "pw", websockets=True)
     more = {
         "tcp": [],
         "websockets": ["broker.transport=websockets", f"broker.port={server.ws_port}"],

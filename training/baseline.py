@@ -36,8 +36,7 @@ from harstream.core.preprocessing import FilterSpec
 from harstream.evaluation.metrics import StreamScore, score_stream
 from replay import BASIC_ACTIVITIES
 from training.data import TEST_SUBJECTS, TRAIN_SUBJECTS, Prepared, load_prepared, protocol_windows
-from training.evaluate import stream_section
-from training.metrics import window_metrics
+from training.evaluate import stream_section, window_section
 
 __all__ = ["evaluate_features_baseline", "fit_features_model", "window_features"]
 
@@ -163,15 +162,6 @@ def evaluate_features_baseline(
         for s in order
     )
     labels = list(BASIC_ACTIVITIES)
-    per_subject = {}
-    for subject, (truth, pred, _) in zip(order, results, strict=True):
-        m = window_metrics(truth, pred, labels)
-        per_subject[subject] = {k: m[k] for k in ("windows", "accuracy", "macro_f1")}
-    overall = window_metrics(
-        np.concatenate([t for t, _, _ in results]),
-        np.concatenate([p for _, p, _ in results]),
-        labels,
-    )
     one = tests[0].features[None, :window]
     started = time.perf_counter()
     for _ in range(200):  # a gateway's cost: one window's features and prediction
@@ -185,7 +175,9 @@ def evaluate_features_baseline(
         "fit_seconds": round(fit_s, 2),
         "svm_c": c,
         "cv_accuracy": None if cv_accuracy is None else round(cv_accuracy, 4),
-        "window": {**overall, "per_subject": per_subject},
+        "window": window_section(
+            {s: (t, p) for s, (t, p, _) in zip(order, results, strict=True)}, labels
+        ),
         "stream": {
             "unsmoothed": stream_section(
                 {s: score for s, (_, _, score) in zip(order, results, strict=True)},

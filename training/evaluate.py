@@ -45,6 +45,7 @@ __all__ = [
     "tradeoff",
     "tradeoff_table",
     "window_predictions",
+    "window_section",
 ]
 
 
@@ -141,16 +142,6 @@ def evaluate_bundle(
         delayed(_score_subject)(bundle, configs, [r for r in recordings if r.subject == s])
         for s in order
     )
-    per_subject: dict[int, dict[str, Any]] = {}
-    for subject, (truth, pred, _) in zip(order, results, strict=True):
-        m = window_metrics(truth, pred, labels)
-        per_subject[subject] = {k: m[k] for k in ("windows", "accuracy", "macro_f1")}
-    overall = window_metrics(
-        np.concatenate([t for t, _, _ in results]),
-        np.concatenate([p for _, p, _ in results]),
-        labels,
-    )
-
     streams = {
         name: stream_section(
             {s: streams_[name] for s, (_, _, streams_) in zip(order, results, strict=True)},
@@ -168,12 +159,31 @@ def evaluate_bundle(
         "parameters": _parameter_count(bundle),
         "subjects": order,
         "labels": labels,
-        "window": {**overall, "per_subject": per_subject},
+        "window": window_section(
+            {s: (t, p) for s, (t, p, _) in zip(order, results, strict=True)}, labels
+        ),
         "stream": streams,
         "inference_ms_per_decision": round(
             inference_cost_ms(bundle, load_model(bundle, "onnx")), 4
         ),
     }
+
+
+def window_section(
+    by_subject: Mapping[int, tuple[np.ndarray, np.ndarray]], labels: Sequence[str]
+) -> dict[str, Any]:
+    """A report's window section from each subject's (truth, predicted) class ids: the
+    figures of all subjects together, and per subject windows, accuracy and macro-F1."""
+    overall = window_metrics(
+        np.concatenate([t for t, _ in by_subject.values()]),
+        np.concatenate([p for _, p in by_subject.values()]),
+        labels,
+    )
+    per_subject = {}
+    for subject, (truth, pred) in by_subject.items():
+        m = window_metrics(truth, pred, labels)
+        per_subject[subject] = {k: m[k] for k in ("windows", "accuracy", "macro_f1")}
+    return {**overall, "per_subject": per_subject}
 
 
 def stream_section(
