@@ -462,18 +462,18 @@ async def test_a_subscriber_that_stops_reading_slows_nobody(
 ) -> None:
     """A dashboard that subscribes and then never reads: mosquitto queues and drops for it;
     the gateway and every other subscriber go on, the gateway's queues stay empty."""
-    import socket as socket_
+    import socket
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
     bundle = bundle_factory("gru", "stateful")
     config = config_for(broker, prefix, bundle)
-    stuck = socket_.create_connection((broker.host, broker.port))
-    stuck.setsockopt(socket_.SOL_SOCKET, socket_.SO_RCVBUF, 4096)
-    client_id = b"stuck"
-    connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
-    stuck.sendall(b"\x10" + bytes([len(connect)]) + connect)
-    topic = f"{prefix}/#".encode()
-    subscribe = b"\x00\x01" + len(topic).to_bytes(2, "big") + topic + b"\x01"
-    stuck.sendall(b"\x82" + bytes([len(subscribe)]) + subscribe)  # then never reads
+    stuck = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-stuck")
+    stuck.connect(broker.host, broker.port)
+    stuck.socket().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.subscribe(f"{prefix}/#", qos=1)
+    stuck.loop(timeout=1.0)  # CONNACK and SUBACK read; then its loop never runs again
     try:
         async with (
             Listener(broker, f"{prefix}/+/activity") as sub,
@@ -491,4 +491,4 @@ async def test_a_subscriber_that_stops_reading_slows_nobody(
         assert stats["publish_failed"] == 0 and stats["dropped"]["overload"] == 0
         assert stats["queue"] == 0
     finally:
-        stuck.close()
+        stuck.socket().close()
