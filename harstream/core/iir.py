@@ -85,11 +85,20 @@ class LowPass:
     """A Butterworth low-pass applied along the last axis of any (..., n) array."""
 
     def __init__(self, order: int, cutoff_hz: float, rate_hz: float) -> None:
+        self.rate_hz = rate_hz
         self.sos = butter_lowpass_sos(order, cutoff_hz, rate_hz)
         self.a, self.b, self.c, self.d = _state_space(self.sos)
         self.states = len(self.b)
         self._steady = np.linalg.solve(np.eye(self.states) - self.a, self.b)
         self._blocks = lru_cache(maxsize=64)(self._block_matrices)
+
+    def group_delay_s(self) -> float:
+        """The delay of slow signals through the filter, in seconds (the group delay at
+        a frequency far below the cutoff, where activity lives)."""
+        omega = 1e-4  # rad per sample
+        z = np.exp(1j * omega)
+        response = self.c @ np.linalg.solve(z * np.eye(self.states) - self.a, self.b) + self.d
+        return float(-np.angle(response) / omega / self.rate_hz)
 
     def steady_state(self, x0: np.ndarray) -> np.ndarray:
         """The state (..., states) of a filter that has seen the constant input x0 forever."""

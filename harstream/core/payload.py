@@ -26,17 +26,24 @@ import contextlib
 import itertools
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
+from harstream.core.devicestream import Readings
 from harstream.core.engine import Decision, Message
 from harstream.errors import PayloadError
 
 __all__ = [
     "DEVICE_ID",
+    "SENSOR_LOGGER_KINDS",
+    "STANDARD_GRAVITY",
+    "SensorLoggerBatch",
     "decode_imu",
+    "decode_sensor_logger",
+    "device_id_from",
     "discovery_payload",
     "encode",
     "encode_activity",
@@ -98,6 +105,84 @@ def decode_imu(
     if rate is not None and (not _is_number(rate) or rate != rate_hz):
         raise PayloadError("bad_rate", f"rate must be {rate_hz:g} Hz, got {rate!r}")
     return Message(device, samples, seq, None if t is None else float(t), now)
+
+
+STANDARD_GRAVITY = 9.80665  # m/s2 per g
+
+#: Sensor Logger's reading names -> (kind, scale to the model's units); others ignored
+SENSOR_LOGGER_KINDS = {
+    "accelerometer": ("linear_acc", 1 / STANDARD_GRAVITY),  # m/s2, without gravity
+    "gravity": ("gravity", 1 / STANDARD_GRAVITY),
+    "totalacceleration": ("acc", 1 / STANDARD_GRAVITY),  # Android: m/s2, with gravity
+    "gyroscope": ("gyro", 1.0),  # rad/s
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SensorLoggerBatch:
+    """One Sensor Logger message: the phone's ``deviceId``, ``messageId`` (its order)
+    and ``sessionId``, and its readings by kind in the model's units."""
+
+    device_id: str
+    message_id: int
+    session_id: str
+    readings: list[Readings]
+
+
+def device_id_from(name: str) -> str:
+    """A device id from a name an app chose: characters outside ``[A-Za-z0-9_-]`` become
+    ``_``, cut to 64 (empty: ``unnamed``).
+
+    >>> device_id_from("Anna's iPhone 15")
+    'Anna_s_iPhone_15'
+    """
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "unnamed"
+
+
+def decode_sensor_logger(payload: bytes, *, max_bytes: int) -> SensorLoggerBatch:
+    """Validate one Sensor Logger message (its MQTT and HTTP push schema)."""
+    if len(payload) > max_bytes:
+        raise PayloadError("too_large", f"{len(payload)} bytes > {max_bytes}")
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError("bad_json", f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("payload"), list):
+        raise PayloadError("bad_shape", 'expected an object with a "payload" list')
+    message_id = data.get("messageId", 0)
+    if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 0:
+        raise PayloadError("bad_shape", "messageId must be a non-negative integer")
+    times: dict[str, list[float]] = {}
+    values: dict[str, list[tuple[float, float, float]]] = {}
+    for entry in data["payload"]:
+        if not isinstance(entry, dict):
+            raise PayloadError("bad_shape", "payload entries must be objects")
+        name = entry.get("name")
+        if name not in SENSOR_LOGGER_KINDS:
+            continue  # location, battery, the app's connection test ...
+        try:
+            xyz = entry["values"]
+            reading = (float(xyz["x"]), float(xyz["y"]), float(xyz["z"]))
+            t = int(entry["time"]) / 1e9
+        except (KeyError, TypeError, ValueError):
+            raise PayloadError(
+                "bad_shape", f"{name} readings need time (epoch ns) and values x, y, z"
+            ) from None
+        times.setdefault(name, []).append(t)
+        values.setdefault(name, []).append(reading)
+    readings = []
+    for name, t_list in times.items():
+        kind, scale = SENSOR_LOGGER_KINDS[name]
+        xyz_array = np.array(values[name], np.float64) * scale
+        if not np.all(np.isfinite(xyz_array)):
+            raise PayloadError("not_finite", f"{name} values must be finite numbers")
+        readings.append(Readings(kind, np.array(t_list, np.float64), xyz_array))
+    return SensorLoggerBatch(
+        device_id_from(str(data.get("deviceId") or "")),
+        message_id,
+        str(data.get("sessionId") or ""),
+        readings,
+    )
 
 
 def _samples(raw: list[Any], payload: bytes, keys: int) -> np.ndarray:

@@ -1,0 +1,214 @@
+"""Device streams onto the model's grid: rates, jitter, separate sensors, units, gaps,
+late readings, clocks, and the issues a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from harstream.core.devicestream import DeviceStream, Readings
+from harstream.core.payload import STANDARD_GRAVITY, decode_sensor_logger
+from harstream.errors import PayloadError
+from replay import iter_hapt
+from replay.phone import phone_batches
+
+MINI = Path(__file__).resolve().parent / "data" / "hapt-mini"
+WALK = next(iter_hapt(MINI, subjects=[9]))
+
+
+def signal(t: np.ndarray) -> np.ndarray:
+    """A smooth 3-axis test signal (well below the grid's Nyquist frequency)."""
+    return np.stack([np.sin(2 * np.pi * 1.3 * t), np.cos(2 * np.pi * 0.7 * t), 1 + 0 * t], 1)
+
+
+def push_all(stream: DeviceStream, batches: list[list[Readings]], now: float = 0.0):
+    blocks, issues = [], []
+    for batch in batches:
+        done, found = stream.push(batch, now)
+        issues += found
+        blocks += done
+    return blocks, issues
+
+
+def jittered(rate_hz: float, seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    steps = (1 + rng.uniform(-0.15, 0.15, int(seconds * rate_hz * 1.3))) / rate_hz
+    t = np.cumsum(steps)
+    return t[t < seconds]
+
+
+@pytest.mark.parametrize("rate_hz", [25.0, 50.0, 100.0, 200.0, 400.0])
+def test_any_rate_with_jitter_lands_on_the_grid(rate_hz: float) -> None:
+    acc_t, gyro_t = jittered(rate_hz, 6.0, 1), jittered(rate_hz, 6.0, 2)
+    stream = DeviceStream(50.0)
+    batches = []
+    for lo in np.arange(0, 6.0, 1.0):  # ~1 s batches, each sensor its own clock
+        a, g = (acc_t >= lo) & (acc_t < lo + 1), (gyro_t >= lo) & (gyro_t < lo + 1)
+        batches.append(
+            [
+                Readings("acc", acc_t[a], signal(acc_t[a])),
+                Readings("gyro", gyro_t[g], signal(gyro_t[g])),
+            ]
+        )
+    blocks, issues = push_all(stream, batches)
+    assert issues == []
+    seqs = np.concatenate([b.seq + np.arange(len(b.samples)) for b in blocks])
+    assert np.array_equal(seqs, np.arange(len(seqs)))  # contiguous grid, no repeats
+    samples = np.concatenate([b.samples for b in blocks])
+    # device time (the blocks' t is anchored to epoch), less the anti-alias filter's delay
+    ticks = stream.origin + seqs / 50.0 - stream.delay_s
+    assert len(samples) >= 5.5 * 50
+    # the same signal, on the grid: accurate away from the first ticks (filter warm-up)
+    expected = signal(ticks)
+    np.testing.assert_allclose(samples[25:, :3], expected[25:], atol=0.05)
+    np.testing.assert_allclose(samples[25:, 3:], expected[25:], atol=0.05)
+
+
+def test_a_fast_sensor_is_low_passed_before_it_is_decimated() -> None:
+    t = np.arange(0, 4.0, 1 / 200)
+    tone = 45.0  # above the grid's 25 Hz Nyquist: it would fold to 5 Hz
+    noisy = signal(t) + np.stack([np.sin(2 * np.pi * tone * t)] * 3, 1) * 0.5
+    stream = DeviceStream(50.0)
+    blocks, _ = push_all(stream, [[Readings("acc", t, noisy), Readings("gyro", t, noisy)]])
+    samples = np.concatenate([b.samples for b in blocks])
+    ticks = stream.origin + np.arange(len(samples)) / 50.0 - stream.delay_s
+    residual = samples[50:, 0] - signal(ticks)[50:, 0]
+    assert np.abs(residual).max() < 0.1  # the 0.5 g tone is gone, not aliased
+
+
+def test_gravity_apart_is_added_back_and_units_come_from_the_decoder() -> None:
+    batches = list(phone_batches(WALK, rate_hz=100.0, batch_s=1.0))
+    decoded = [decode_sensor_logger(orjson.dumps(b), max_bytes=10**7) for b in batches]
+    kinds = {r.kind for r in decoded[0].readings}
+    assert kinds == {"linear_acc", "gravity", "gyro"}
+    stream = DeviceStream(50.0)
+    blocks, issues = push_all(stream, [d.readings for d in decoded])
+    assert issues == []
+    samples = np.concatenate([b.samples for b in blocks])
+    ticks = blocks[0].t - 1_795_470_000.0 + np.arange(len(samples)) / 50.0
+    grid = np.arange(len(WALK)) / 50.0
+    original = np.stack([np.interp(ticks, grid, WALK.samples[:, i]) for i in range(6)], 1)
+    # the recording back, in g with gravity, up to the anti-alias filter's smoothing of
+    # what lies near and above 20 Hz; gravity itself (the mean) exactly
+    assert np.median(np.abs(samples - original)) < 0.05
+    np.testing.assert_allclose(samples[:, :3].mean(0), original[:, :3].mean(0), atol=0.005)
+    assert blocks[0].t == pytest.approx(1_795_470_000.0, abs=0.05)  # the phone's clock
+
+
+def test_a_long_gap_restarts_a_short_one_is_bridged() -> None:
+    t = np.arange(0, 10.0, 0.01)
+    keep = (t < 3.0) | (t >= 3.5) & (t < 6.0) | (t >= 9.0)  # 0.5 s and 3 s without data
+    parts = [t[keep & (t >= lo) & (t < lo + 1)] for lo in range(10)]
+    stream = DeviceStream(50.0, max_gap_s=2.0)
+    blocks, _ = push_all(
+        stream,
+        [[Readings("acc", p, signal(p)), Readings("gyro", p, signal(p))] for p in parts if len(p)],
+    )
+    seqs = np.concatenate([b.seq + np.arange(len(b.samples)) for b in blocks])
+    jumps = np.flatnonzero(np.diff(seqs) != 1)
+    assert len(jumps) == 1 and stream.restarts == 1  # the 3 s gap only
+    assert seqs[jumps[0]] < 6.0 * 50 and seqs[jumps[0] + 1] >= 9.0 * 50 - 1
+    assert seqs[0] == 0 and 3.0 * 50 in seqs  # the 0.5 s gap was bridged
+
+
+def test_late_readings_are_dropped_and_counted() -> None:
+    t = np.arange(0, 3.0, 0.01)
+    first, second = t < 2.0, t >= 2.0
+    stream = DeviceStream(50.0)
+    push_all(
+        stream,
+        [
+            [Readings("acc", t[second], signal(t[second])), Readings("gyro", t, signal(t))],
+        ],
+    )
+    stream.push([Readings("acc", t[first], signal(t[first]))], now=0.0)
+    assert stream.late == first.sum()
+
+
+def test_a_since_boot_clock_is_anchored_to_the_gateway_clock() -> None:
+    t = 1234.5 + np.arange(0, 2.0, 0.01)  # seconds since boot
+    stream = DeviceStream(50.0)
+    (block,), _ = stream.push(
+        [Readings("acc", t, signal(t)), Readings("gyro", t, signal(t))], now=1_800_000_000.0
+    )
+    assert block.t == pytest.approx(1_800_000_000.0 - 2.0 + 0.01, abs=0.03)
+
+
+@pytest.mark.parametrize(
+    ("readings", "code"),
+    [
+        ([("linear_acc", 1.0), ("gyro", 1.0)], "no_gravity"),
+        ([("acc", 1.0)], "no_gyro"),
+        ([("acc", 1.0), ("gyro", 1.0)], None),
+        ([("acc", STANDARD_GRAVITY), ("gyro", 1.0)], "unit_mismatch"),
+        ([("acc", 1 / STANDARD_GRAVITY), ("gyro", 1.0)], "unit_mismatch"),
+    ],
+)
+def test_issues_a_user_can_act_on(readings: list[tuple[str, float]], code: str | None) -> None:
+    t = np.arange(0, 5.0, 0.01)
+    still = np.tile([0.0, 0.6, 0.8], (len(t), 1))  # 1 g, device at rest
+    stream = DeviceStream(50.0)
+    batches = [
+        [
+            Readings(kind, t[(t >= lo) & (t < lo + 1)], scale * still[(t >= lo) & (t < lo + 1)])
+            for kind, scale in readings
+        ]
+        for lo in range(5)
+    ]
+    if code == "unit_mismatch":
+        for batch in batches:  # a resting gyroscope
+            batch[1] = Readings("gyro", batch[1].t, np.zeros_like(batch[1].xyz))
+    _, issues = push_all(stream, batches)
+    assert [i.code for i in issues] == ([code] if code else [])
+    if code == "unit_mismatch":
+        assert "m/s2" in issues[0].detail
+
+
+def test_a_slow_source_is_too_slow() -> None:
+    t = np.arange(0, 4.0, 0.1)  # 10 Hz
+    stream = DeviceStream(50.0)
+    _, issues = stream.push([Readings("acc", t, signal(t)), Readings("gyro", t, signal(t))], 0.0)
+    assert [i.code for i in issues] == ["rate_too_low"]
+
+
+GYRO = b'{"payload": [{"name": "gyroscope", "time": 1, "values": {"x": %s, "y": 0, "z": 0}}]}'
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"not json", "bad_json"),
+        (b'{"messageId": 1}', "bad_shape"),
+        (b'{"payload": [1]}', "bad_shape"),
+        (b'{"payload": [{"name": "gyroscope", "time": 1}]}', "bad_shape"),
+        (b'{"payload": [], "messageId": -1}', "bad_shape"),
+        (GYRO % b"1e999", "bad_json"),
+        (GYRO % b'"a"', "bad_shape"),
+    ],
+)
+def test_bad_sensor_logger_messages_are_rejected(payload: bytes, code: str) -> None:
+    with pytest.raises(PayloadError, match=code):
+        decode_sensor_logger(payload, max_bytes=10**6)
+
+
+def test_the_connection_test_and_other_sensors_are_ignored() -> None:
+    message = {
+        "messageId": 0,
+        "sessionId": "s",
+        "deviceId": "Anna's phone",
+        "payload": [
+            {"name": "test", "time": 1, "values": {}},
+            {"name": "location", "time": 1, "values": {"latitude": 1.0}},
+            {"name": "gyroscope", "time": 1_000_000_000, "values": {"x": 1, "y": 2, "z": 3}},
+        ],
+    }
+    batch = decode_sensor_logger(orjson.dumps(message), max_bytes=10**6)
+    assert batch.device_id == "Anna_s_phone"
+    assert [(r.kind, r.t.tolist(), r.xyz.tolist()) for r in batch.readings] == [
+        ("gyro", [1.0], [[1.0, 2.0, 3.0]])
+    ]
+    with pytest.raises(PayloadError, match="too_large"):
+        decode_sensor_logger(orjson.dumps(message), max_bytes=10)
