@@ -49,9 +49,13 @@ __all__ = [
     "BrokerConfig",
     "Config",
     "DataConfig",
+    "DeviceConfig",
     "HomeAssistantConfig",
+    "HttpConfig",
+    "IngestConfig",
     "LoggingConfig",
     "ModelConfig",
+    "SensorLoggerConfig",
     "ServiceConfig",
     "SmoothingConfig",
     "StreamConfig",
@@ -154,6 +158,8 @@ class StreamConfig(_Section):
     max_samples_per_message: PositiveInt = 500
     max_devices: PositiveInt = 10_000
     idle_timeout_s: PositiveFloat = 300.0
+    max_gap_s: PositiveFloat = 2.0  # field devices: a longer silence restarts the stream
+    reorder_window: Annotated[int, Field(ge=0)] = 2  # messages held for one missing before it
 
     @model_validator(mode="after")
     def _hop_fits_window(self) -> StreamConfig:
@@ -174,6 +180,50 @@ class SmoothingConfig(_Section):
 class BatchingConfig(_Section):
     max_batch: PositiveInt = 1024
     max_linger_ms: Annotated[float, Field(ge=0.0)] = 5.0
+
+
+class SensorLoggerConfig(_Section):
+    topic: TopicRoot | None = "sensor-logger"
+    max_payload_bytes: PositiveInt = 1 << 20
+
+
+class HttpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, lt=65536)] | None = None
+    token: SecretStr | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    max_body_bytes: PositiveInt = 1 << 20
+
+    @model_validator(mode="after")
+    def _cert_needs_key(self) -> HttpConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class IngestConfig(_Section):
+    sensor_logger: SensorLoggerConfig = SensorLoggerConfig()
+    http: HttpConfig = HttpConfig()
+
+
+def _axes(value: str) -> str:
+    """A permutation with signs of x, y, z, like ``-y,x,z``."""
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) != 3 or sorted(p.lstrip("-") for p in parts) != ["x", "y", "z"]:
+        raise ValueError("axes must name x, y and z once each, with optional signs: -y,x,z")
+    return ",".join(parts)
+
+
+class DeviceUnits(_Section):
+    acc: Literal["g", "m/s2"] = "g"
+    gyro: Literal["rad/s", "deg/s"] = "rad/s"
+
+
+class DeviceConfig(_Section):
+    name: str | None = None  # the name Home Assistant shows
+    units: DeviceUnits | None = None  # when the device's messages do not say
+    axes: Annotated[str, AfterValidator(_axes)] = "x,y,z"  # device axes -> harstream axes
 
 
 class HomeAssistantConfig(_Section):
@@ -256,6 +306,8 @@ class Config(_Section):
     service: ServiceConfig = ServiceConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    ingest: IngestConfig = IngestConfig()
+    devices: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")], DeviceConfig] = {}
 
 
 def load_config(
@@ -297,6 +349,8 @@ def dump_config(config: Config) -> str:
     data = config.model_dump(mode="json")
     if config.broker.password is not None:
         data["broker"]["password"] = "********"
+    if config.ingest.http.token is not None:
+        data["ingest"]["http"]["token"] = "********"
     return yaml.safe_dump(data, sort_keys=False)
 
 

@@ -18,6 +18,7 @@ from harstream.core.inference import Model, load_model
 from harstream.core.preprocessing import Preprocessor
 from harstream.core.smoothing import smoother_factory
 from harstream.errors import ConfigError
+from harstream.gateway.ingest import DeviceSettings, IngestSettings
 from harstream.gateway.pipeline import PipelineSettings
 from harstream.gateway.service import GatewaySettings
 
@@ -29,6 +30,7 @@ __all__ = [
     "default_client_id",
     "gateway_settings",
     "imu_limits",
+    "ingest_settings",
     "limit_threads",
     "mqtt_transport",
 ]
@@ -103,24 +105,43 @@ def imu_limits(config: Config) -> dict[str, Any]:
 def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:
     return GatewaySettings(
         pipeline=PipelineSettings(
-            prefix=config.topics.prefix,
+            ingest=ingest_settings(config),
             qos_out=config.topics.qos_out,
             retain_activity=config.topics.retain_activity,
             max_batch=config.batching.max_batch,
             max_linger_ms=config.batching.max_linger_ms,
             queue_size=config.service.queue_size,
             error_interval_s=config.service.error_interval_s,
-            max_payload_bytes=config.service.max_payload_bytes,
-            max_samples_per_message=config.stream.max_samples_per_message,
-            rate_hz=config.stream.rate_hz,
             homeassistant=config.homeassistant.enabled,
             discovery_prefix=config.homeassistant.discovery_prefix,
             model_name=bundle.name,
+            names={d: c.name for d, c in config.devices.items() if c.name},
         ),
         qos_in=config.topics.qos_in,
         stats_interval_s=config.service.stats_interval_s,
         reconnect_min_s=config.broker.reconnect_min_s,
         reconnect_max_s=config.broker.reconnect_max_s,
+    )
+
+
+def ingest_settings(config: Config) -> IngestSettings:
+    """How device messages are decoded: limits, Sensor Logger, field-device streams."""
+    return IngestSettings(
+        prefix=config.topics.prefix,
+        rate_hz=config.stream.rate_hz,
+        max_samples_per_message=config.stream.max_samples_per_message,
+        max_payload_bytes=config.service.max_payload_bytes,
+        sensor_logger_topic=config.ingest.sensor_logger.topic,
+        sensor_logger_max_bytes=config.ingest.sensor_logger.max_payload_bytes,
+        max_gap_s=config.stream.max_gap_s,
+        reorder_window=config.stream.reorder_window,
+        idle_timeout_s=config.stream.idle_timeout_s,
+        devices={
+            device: DeviceSettings(
+                units=c.units.model_dump() if c.units is not None else {}, axes=c.axes
+            )
+            for device, c in config.devices.items()
+        },
     )
 
 

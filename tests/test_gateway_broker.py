@@ -412,7 +412,10 @@ async def test_home_assistant_discovery_through_the_broker(
             await late.until(lambda: len(late.got) == 2)  # announced again
     assert config_json["state_topic"] == f"{prefix}/livingroom/activity"
     assert config_json["json_attributes_topic"] == f"{prefix}/livingroom/activity"
-    assert config_json["availability_topic"] == f"{prefix}/status"
+    assert config_json["availability"] == [
+        {"topic": f"{prefix}/status"},
+        {"topic": f"{prefix}/livingroom/availability"},
+    ]
     assert config_json["unique_id"] == "harstream_livingroom_activity"
     assert config_json["device"]["model"] == bundle.name
     async with aiomqtt.Client(broker.host, broker.port) as cleanup:  # leave no retained junk

@@ -91,6 +91,7 @@ async def test_decisions_transitions_and_status(bundle_factory: Callable[..., Bu
         "raw_activity",
         "seq",
         "t",
+        "received",
         "model",
     }
     assert first["seq"] == 63 and first["t"] == pytest.approx(100 + 63 / 50)
@@ -235,5 +236,5 @@ async def test_home_assistant_discovery(bundle_factory: Callable[..., Bundle]) -
     config = json.loads(h.broker.retained["homeassistant/sensor/harstream_kitchen/activity/config"])
     assert config["state_topic"] == "hs/kitchen/activity"
     assert config["value_template"] == "{{ value_json.activity }}"
-    assert config["availability_topic"] == "hs/status" and config["unique_id"]
+    assert config["availability"][0] == {"topic": "hs/status"} and config["unique_id"]
     assert config["device"]["identifiers"] == ["harstream_kitchen"]

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from harstream.config import load_config
+from harstream.core.engine import Message
 from harstream.core.payload import decode_imu, encode
 from harstream.gateway.mqtt import MqttTransport
 from harstream.gateway.transport import Incoming, TransportError, Will
@@ -126,6 +127,7 @@ async def serve_baseline(spec: dict[str, Any]) -> None:
             if True:  # one message at a time, inference on the loop: the notebook's way
                 device = message.topic[start:-4]
                 m = decode_imu(device, message.payload, now=time.time(), **imu_limits(CONFIG))
+                assert isinstance(m, Message)  # the load generator sends 50 Hz in g
                 dev = devices.setdefault(device, _Device())
                 stream = np.concatenate([dev.window, m.samples.astype(np.float32)])
                 for i in range(len(m.samples)):  # sample i of the message is stream[WINDOW + i]

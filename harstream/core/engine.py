@@ -71,6 +71,7 @@ class Decision:
     device: str
     seq: int  # stream index of the last sample the decision saw
     t: float  # time of that sample: device time if the device sent t, else gateway time
+    received: float  # gateway time (epoch s) of the message that completed the decision
     activity: str  # published label: smoothed, or UNKNOWN below the threshold
     confidence: float  # the smoother's confidence in the published label
     probabilities: dict[str, float]  # this decision's raw model output
@@ -134,6 +135,7 @@ class Prepared:
 
     rounds: list[_Round] = field(default_factory=list)
     events: list[EngineEvent] = field(default_factory=list)
+    new_devices: list[str] = field(default_factory=list)  # first seen in this batch
 
 
 @dataclass(slots=True)
@@ -244,7 +246,7 @@ class Engine:
         rounds: list[list[_Work]] = []
         seen: Counter[str] = Counter()
         for message in messages:
-            work = self._admit(message, prepared.events)
+            work = self._admit(message, prepared)
             if work is None:
                 continue
             k = seen[message.device]
@@ -290,8 +292,9 @@ class Engine:
                     self._decide(work, first, got.stops, p, out)
         return out
 
-    def _admit(self, msg: Message, events: list[EngineEvent]) -> _Work | None:
+    def _admit(self, msg: Message, prepared: Prepared) -> _Work | None:
         """Check capacity and seq; None when the message is dropped."""
+        events = prepared.events
         dev = self._devices.get(msg.device)
         if dev is None:
             if len(self._devices) >= self.max_devices:
@@ -308,6 +311,7 @@ class Engine:
                 )
                 return None
             dev = self._devices[msg.device] = self._new_device()
+            prepared.new_devices.append(msg.device)
         start = dev.next_seq if dev.next_seq is not None else 0
         reset = False
         if msg.seq is not None and dev.next_seq is not None:
@@ -427,6 +431,7 @@ class Engine:
                     device=msg.device,
                     seq=seq,
                     t=t,
+                    received=msg.received,
                     activity=activity,
                     confidence=confidence,
                     probabilities={lab: float(v) for lab, v in zip(self.labels, p, strict=True)},

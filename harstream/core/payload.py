@@ -2,13 +2,16 @@
 
 Input, on ``{prefix}/{device}/imu``::
 
-    {"samples": [[ax, ay, az, gx, gy, gz], ...], "seq": int?, "t": float?, "rate": number?}
+    {"samples": [[ax, ay, az, gx, gy, gz], ...], "seq": int?, "t": float?,
+     "rate": number?, "units": {"acc": "g"|"m/s2", "gyro": "rad/s"|"deg/s"}?,
+     "times": [t0, t1, ...]?}
 
-``decode_imu`` checks everything and raises :class:`~harstream.errors.PayloadError`
-with a short code: ``bad_device_id``, ``too_large``, ``bad_json``, ``bad_shape``,
-``not_finite``, ``too_many_samples``, ``bad_seq``, ``bad_t``, ``bad_rate``. Output
-encoders build the activity, transition, error, stats and Home Assistant discovery
-payloads. This module knows bytes and dicts; it knows nothing about sockets.
+and a Sensor Logger message (``decode_sensor_logger``). The decoders check everything
+and raise :class:`~harstream.errors.PayloadError` with a short code: ``bad_device_id``,
+``too_large``, ``bad_json``, ``bad_shape``, ``not_finite``, ``too_many_samples``,
+``bad_seq``, ``bad_t``, ``bad_rate``, ``bad_units``, ``bad_times``. Output encoders build
+the activity, transition, error, stats and Home Assistant discovery payloads. This module
+knows bytes and dicts; it knows nothing about sockets.
 
 >>> limits = {"rate_hz": 50.0, "max_samples": 500, "max_bytes": 65_536}
 >>> m = decode_imu("phone-1", b'{"samples": [[0, 0, 1, 0, 0, 0.1]], "seq": 7}', now=5.0, **limits)
@@ -26,20 +29,25 @@ import contextlib
 import itertools
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
+from harstream.core.bundle import UNKNOWN
 from harstream.core.devicestream import Readings
 from harstream.core.engine import Decision, Message
 from harstream.errors import PayloadError
 
 __all__ = [
+    "ACC_UNITS",
     "DEVICE_ID",
+    "GYRO_UNITS",
     "SENSOR_LOGGER_KINDS",
     "STANDARD_GRAVITY",
+    "DeviceReadings",
     "SensorLoggerBatch",
     "decode_imu",
     "decode_sensor_logger",
@@ -48,12 +56,31 @@ __all__ = [
     "encode",
     "encode_activity",
     "encode_error",
+    "encode_gone",
     "encode_imu",
     "encode_transition",
     "valid_device_id",
 ]
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+STANDARD_GRAVITY = 9.80665  # m/s2 per g
+MIN_RATE_HZ, MAX_RATE_HZ = 25.0, 400.0  # what a device may say it streams at
+ACC_UNITS = {"g": 1.0, "m/s2": 1 / STANDARD_GRAVITY}
+GYRO_UNITS = {"rad/s": 1.0, "deg/s": math.pi / 180}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReadings:
+    """A device's readings for its DeviceStream (already in g and rad/s); ``message_id``
+    orders messages that carry one (Sensor Logger)."""
+
+    device: str
+    readings: list[Readings]
+    received: float
+    message_id: int | None = None
+    session: str = ""
 
 
 def valid_device_id(device: str) -> bool:
@@ -68,10 +95,18 @@ def decode_imu(
     rate_hz: float,
     max_samples: int,
     max_bytes: int,
-) -> Message:
+    units: Mapping[str, str] | None = None,
+) -> Message | DeviceReadings:
     """Validate one device message; ``now`` is the gateway's receive time (epoch s); the
     limits come from the config (``stream.rate_hz``, ``stream.max_samples_per_message``,
-    ``service.max_payload_bytes``)."""
+    ``service.max_payload_bytes``); ``units`` are the device's configured ones, which the
+    message's own ``units`` override.
+
+    A message at the model's rate, in g and rad/s, without per-sample times is a
+    :class:`Message` for the engine as it is (the fast path). Anything else (another
+    ``rate``, other ``units``, per-sample ``times``) becomes :class:`DeviceReadings`, in
+    the model's units, for the device's :class:`~harstream.core.devicestream.DeviceStream`.
+    """
     if not valid_device_id(device):
         raise PayloadError("bad_device_id", "device ids are 1-64 characters of A-Z a-z 0-9 _ -")
     if len(payload) > max_bytes:
@@ -84,7 +119,7 @@ def decode_imu(
         raise PayloadError("bad_json", f"not JSON: {exc}") from None
     if not isinstance(data, dict) or "samples" not in data:
         raise PayloadError("bad_shape", 'expected an object with "samples"')
-    unknown = set(data) - {"samples", "seq", "t", "rate"}
+    unknown = set(data) - {"samples", "seq", "t", "rate", "units", "times"}
     if unknown:
         raise PayloadError("bad_shape", f"unknown keys: {sorted(unknown)}")
     raw = data["samples"]
@@ -101,13 +136,65 @@ def decode_imu(
     t = data.get("t")
     if t is not None and (not _is_number(t) or not math.isfinite(t)):
         raise PayloadError("bad_t", "t must be a finite number (epoch seconds)")
-    rate = data.get("rate")
-    if rate is not None and (not _is_number(rate) or rate != rate_hz):
-        raise PayloadError("bad_rate", f"rate must be {rate_hz:g} Hz, got {rate!r}")
-    return Message(device, samples, seq, None if t is None else float(t), now)
+    rate = data.get("rate", rate_hz)
+    if not _is_number(rate) or not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+        raise PayloadError(
+            "bad_rate", f"rate must be a number from {MIN_RATE_HZ:g} to {MAX_RATE_HZ:g} Hz"
+        )
+    acc_scale, gyro_scale = _unit_scales({**(units or {}), **_units(data.get("units"))})
+    times = _times(data.get("times"), len(samples))
+    if rate == rate_hz and times is None and acc_scale == gyro_scale == 1.0:
+        return Message(device, samples, seq, None if t is None else float(t), now)
+    if times is None:  # the device's own clock if it sent one, else ours
+        offsets = np.arange(len(samples)) / rate
+        if t is not None:
+            times = float(t) + offsets
+        elif seq is not None:
+            times = seq / rate + offsets  # since the stream began: anchored later
+        else:
+            times = now - offsets[::-1]
+    readings = [
+        Readings("acc", times, samples[:, :3] * acc_scale),
+        Readings("gyro", times, samples[:, 3:] * gyro_scale),
+    ]
+    return DeviceReadings(device, readings, now)
 
 
-STANDARD_GRAVITY = 9.80665  # m/s2 per g
+def _units(raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or set(raw) - {"acc", "gyro"}:
+        raise PayloadError(
+            "bad_units", 'units must be {"acc": "g"|"m/s2", "gyro": "rad/s"|"deg/s"}'
+        )
+    return raw
+
+
+def _unit_scales(units: Mapping[str, Any]) -> tuple[float, float]:
+    """Factors to g and rad/s."""
+    acc, gyro = units.get("acc", "g"), units.get("gyro", "rad/s")
+    if acc not in ACC_UNITS or gyro not in GYRO_UNITS:
+        raise PayloadError(
+            "bad_units",
+            f"acc must be one of {sorted(ACC_UNITS)}, gyro one of {sorted(GYRO_UNITS)}; "
+            f"got {acc!r}, {gyro!r}",
+        )
+    return ACC_UNITS[acc], GYRO_UNITS[gyro]
+
+
+def _times(raw: Any, n: int) -> np.ndarray | None:
+    if raw is None:
+        return None
+    try:
+        times = np.array(raw, np.float64)
+    except (TypeError, ValueError):
+        raise PayloadError("bad_times", "times must be numbers (seconds)") from None
+    if times.shape != (n,) or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        raise PayloadError(
+            "bad_times", f"times must be {n} finite, increasing numbers (one per sample)"
+        )
+    return times
+
 
 #: Sensor Logger's reading names -> (kind, scale to the model's units); others ignored
 SENSOR_LOGGER_KINDS = {
@@ -262,7 +349,26 @@ def encode_activity(decision: Decision, model: str) -> bytes:
             "raw_activity": decision.raw_activity,
             "seq": decision.seq,
             "t": round(decision.t, 3),
+            "received": round(decision.received, 3),
             "model": model,
+        }
+    )
+
+
+def encode_gone(device: str, model: str, now: float, idle_s: float) -> bytes:
+    """The activity of a device gone silent (evicted): UNKNOWN, with no seq."""
+    return encode(
+        {
+            "device": device,
+            "activity": UNKNOWN,
+            "confidence": 0.0,
+            "probabilities": {},
+            "raw_activity": None,
+            "seq": None,
+            "t": round(now, 3),
+            "received": round(now, 3),
+            "model": model,
+            "reason": f"silent for {idle_s:g} s",
         }
     )
 
@@ -283,8 +389,12 @@ def encode_error(code: str, detail: str) -> bytes:
     return encode({"error": code, "detail": detail})
 
 
-def discovery_payload(device: str, prefix: str, model: str) -> bytes:
-    """Home Assistant MQTT discovery config of one device's activity sensor."""
+def discovery_payload(
+    device: str, prefix: str, model: str, *, name: str | None = None, expire_after_s: float = 0
+) -> bytes:
+    """Home Assistant MQTT discovery config of one device's activity sensor: available
+    while both the gateway and the device are (``{prefix}/{device}/availability``), and
+    expired after ``expire_after_s`` without an update if the gateway itself is gone."""
     state = f"{prefix}/{device}/activity"
     return encode(
         {
@@ -294,13 +404,18 @@ def discovery_payload(device: str, prefix: str, model: str) -> bytes:
             "state_topic": state,
             "value_template": "{{ value_json.activity }}",
             "json_attributes_topic": state,
-            "availability_topic": f"{prefix}/status",
+            "availability": [
+                {"topic": f"{prefix}/status"},
+                {"topic": f"{prefix}/{device}/availability"},
+            ],
+            "availability_mode": "all",
             "payload_available": "online",
             "payload_not_available": "offline",
+            **({"expire_after": round(expire_after_s)} if expire_after_s else {}),
             "icon": "mdi:run",
             "device": {
                 "identifiers": [f"harstream_{device}"],
-                "name": f"harstream {device}",
+                "name": name or f"harstream {device}",
                 "manufacturer": "harstream",
                 "model": model,
             },

@@ -15,6 +15,13 @@ gateway is busy and the thread lingers up to ``max_linger_ms`` for more, because
 batch has fixed costs (an inference call costs nearly as much for 3 devices as for 30).
 Inference releases the GIL, so batch k's inference overlaps batch k+1's decoding.
 
+Decoding (``harstream.gateway.ingest``) routes each message by topic: harstream's own
+message, or the Sensor Logger app's; field devices' readings go through their
+:class:`~harstream.core.devicestream.DeviceStream` onto the model's grid first. A device
+seen for the first time is announced ``online`` on ``{prefix}/{device}/availability``
+(and to Home Assistant); one evicted after ``idle_timeout_s`` of silence gets an
+``UNKNOWN`` activity and ``offline``.
+
 Each stage owns its counters and publishes a snapshot of them after every batch
 (:class:`PrepareStats`, :class:`InferStats`), which the stats task reads; nothing is
 written by two threads. Per-device state lives in the engine; each stage touches only
@@ -28,18 +35,18 @@ import queue
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from harstream.core.engine import Decision, Engine, Message, Prepared
 from harstream.core.payload import (
-    decode_imu,
     discovery_payload,
     encode_activity,
     encode_error,
+    encode_gone,
     encode_transition,
 )
-from harstream.errors import PayloadError
+from harstream.gateway.ingest import Ingest, IngestSettings
 from harstream.gateway.transport import Incoming
 
 __all__ = ["Arrival", "Inbox", "InferStats", "Outgoing", "Output", "Pipeline", "PrepareStats"]
@@ -53,19 +60,21 @@ EVICT_EVERY_S = 5.0  # how often the prepare thread looks for idle devices
 class PipelineSettings:
     """The plain values the pipeline needs (from ``harstream.runtime.gateway_settings``)."""
 
-    prefix: str
+    ingest: IngestSettings
     qos_out: int
     retain_activity: bool
     max_batch: int
     max_linger_ms: float
     queue_size: int
     error_interval_s: float
-    max_payload_bytes: int
-    max_samples_per_message: int
-    rate_hz: float
     homeassistant: bool
     discovery_prefix: str
     model_name: str
+    names: Mapping[str, str] = field(default_factory=dict)  # device -> friendly name
+
+    @property
+    def prefix(self) -> str:
+        return self.ingest.prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +105,10 @@ class Output:
 @dataclass(frozen=True, slots=True)
 class PrepareStats:
     devices: int = 0
+    streams: int = 0  # field devices whose readings go through a DeviceStream
+    late_readings: int = 0
+    lost_messages: int = 0
+    stream_restarts: int = 0
     messages: int = 0
     samples: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # bad messages by code
@@ -196,9 +209,10 @@ class _Batch:
     """A batch between the two threads."""
 
     prepared: Prepared
-    errors: list[tuple[str, str, str]]  # device, code, detail
-    received: dict[str, float]  # device -> monotonic receipt of its first message
-    new_devices: list[str]  # to announce to Home Assistant
+    errors: list[tuple[str, str, str]] = field(default_factory=list)  # device, code, detail
+    received: dict[str, float] = field(default_factory=dict)  # device -> monotonic receipt
+    announce: list[str] = field(default_factory=list)  # to (re)announce to Home Assistant
+    evicted: list[str] = field(default_factory=list)  # gone silent: say they are offline
 
 
 class Pipeline:
@@ -223,7 +237,7 @@ class Pipeline:
         self.prepare_stats = PrepareStats()
         self.infer_stats = InferStats()
         self._handoff: queue.Queue[_Batch | None] = queue.Queue(2)
-        self._topic_start = len(settings.prefix) + 1
+        self.ingest = Ingest(settings.ingest)  # the prepare thread's
         self._last_error: OrderedDict[str, float] = OrderedDict()
         self._threads = [
             threading.Thread(target=self._prepare_loop, name="harstream-prepare", daemon=True),
@@ -253,16 +267,24 @@ class Pipeline:
         while (taken := take(limit, EVICT_EVERY_S, linger_s)) is not None:
             arrivals, announce = taken
             if self.monotonic() >= next_evict:
-                self.engine.evict_idle(self.wall_clock())
+                now = self.wall_clock()
+                gone = self.engine.evict_idle(now)
+                self.ingest.evict_idle(now)
+                if gone:
+                    self._handoff.put(_Batch(Prepared(), evicted=gone))
                 next_evict = self.monotonic() + EVICT_EVERY_S
             if arrivals or announce:
                 batch = self._prepare(arrivals, announce, rejected)
                 if batch is not None:
                     self._handoff.put(batch)
                 batches += 1
-            counters = self.engine.counters
+            counters, ingest = self.engine.counters, self.ingest.counters
             self.prepare_stats = PrepareStats(
                 devices=self.engine.device_count,
+                streams=len(self.ingest.streams),
+                late_readings=ingest["late_readings"],
+                lost_messages=ingest["lost_messages"],
+                stream_restarts=ingest["stream_restarts"],
                 messages=counters["messages"],
                 samples=counters["samples"],
                 rejected=dict(rejected),
@@ -277,46 +299,27 @@ class Pipeline:
     def _prepare(
         self, arrivals: list[Arrival], announce: bool, rejected: Counter[str]
     ) -> _Batch | None:
-        s = self.settings
         messages: list[Message] = []
-        errors: list[tuple[str, str, str]] = []
-        received: dict[str, float] = {}
-        start = self._topic_start
+        batch = _Batch(Prepared())
         for arrival in arrivals:
             for incoming in arrival.messages:
-                device = incoming.topic[start:-4]  # {prefix}/{device}/imu
-                try:
-                    messages.append(
-                        decode_imu(
-                            device,
-                            incoming.payload,
-                            now=arrival.wall,
-                            rate_hz=s.rate_hz,
-                            max_samples=s.max_samples_per_message,
-                            max_bytes=s.max_payload_bytes,
-                        )
-                    )
-                    received.setdefault(device, arrival.mono)
-                except PayloadError as exc:
-                    rejected[exc.code] += 1
-                    errors.append((device, exc.code, exc.detail))
+                decoded, errors = self.ingest.decode(incoming, arrival.wall)
+                for device, code, detail in errors:
+                    rejected[code] += 1
+                    batch.errors.append((device, code, detail))
+                for message in decoded:
+                    messages.append(message)
+                    batch.received.setdefault(message.device, arrival.mono)
         try:
-            known = set(self.engine.devices) if s.homeassistant and not announce else set()
-            prepared = self.engine.prepare(messages)
+            batch.prepared = self.engine.prepare(messages)
         except Exception:  # a bug must not take every other device down with it
             log.exception("preparing a batch of %d messages failed; dropped", len(messages))
             return None
-        for event in prepared.events:
+        for event in batch.prepared.events:
             rejected[event.code] += 1
-            errors.append((event.device, event.code, event.detail))
-        new_devices: list[str] = []
-        if announce:
-            new_devices = self.engine.devices
-        elif s.homeassistant:
-            now_known = set(self.engine.devices)
-            seen = dict.fromkeys(m.device for m in messages)
-            new_devices = [d for d in seen if d not in known and d in now_known]
-        return _Batch(prepared, errors, received, new_devices)
+            batch.errors.append((event.device, event.code, event.detail))
+        batch.announce = self.engine.devices if announce else batch.prepared.new_devices
+        return batch
 
     # --- the infer thread ------------------------------------------------------------
 
@@ -341,15 +344,37 @@ class Pipeline:
         s = self.settings
         out = Output()
         send = out.messages.append
-        for device in batch.new_devices:
+        for device in batch.prepared.new_devices:
+            send(Outgoing(f"{s.prefix}/{device}/availability", b"online", 1, True))
+        if s.homeassistant:
+            expire = s.ingest.idle_timeout_s
+            for device in batch.announce:
+                send(
+                    Outgoing(
+                        f"{s.discovery_prefix}/sensor/harstream_{device}/activity/config",
+                        discovery_payload(
+                            device,
+                            s.prefix,
+                            s.model_name,
+                            name=s.names.get(device),
+                            expire_after_s=expire,
+                        ),
+                        1,
+                        True,
+                    )
+                )
+        now = self.wall_clock()
+        for device in batch.evicted:
+            idle = s.ingest.idle_timeout_s
             send(
                 Outgoing(
-                    f"{s.discovery_prefix}/sensor/harstream_{device}/activity/config",
-                    discovery_payload(device, s.prefix, s.model_name),
-                    1,
-                    True,
+                    f"{s.prefix}/{device}/activity",
+                    encode_gone(device, s.model_name, now, idle),
+                    s.qos_out,
+                    s.retain_activity,
                 )
             )
+            send(Outgoing(f"{s.prefix}/{device}/availability", b"offline", 1, True))
         for d in decisions:
             topic = f"{s.prefix}/{d.device}"
             send(

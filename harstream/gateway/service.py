@@ -151,6 +151,10 @@ class Gateway:
     async def _start_session(self, session: Session) -> None:
         await session.publish(self.status_topic, b"online", qos=1, retain=True)
         await session.subscribe(self.imu_filter, qos=self.settings.qos_in)
+        sensor_logger = self.settings.pipeline.ingest.sensor_logger_topic
+        if sensor_logger:  # the app's topic, and one level more: a topic per phone
+            await session.subscribe(sensor_logger, qos=self.settings.qos_in)
+            await session.subscribe(f"{sensor_logger}/+", qos=self.settings.qos_in)
         if self.settings.pipeline.homeassistant:
             await session.subscribe(self.ha_status_topic, qos=1)
         self.backoff.reset()

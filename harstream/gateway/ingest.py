@@ -1,0 +1,208 @@
+"""What devices send -> what the engine takes: routing, decoding, and field devices.
+
+Runs in the pipeline's prepare thread, one incoming message at a time, without I/O:
+
+- ``{prefix}/{device}/imu``: harstream's own message. At the model's rate, in g and
+  rad/s, it goes to the engine as it is; at another rate, in other units or with
+  per-sample times, its readings go through the device's
+  :class:`~harstream.core.devicestream.DeviceStream` first.
+- ``{sensor_logger}`` and ``{sensor_logger}/{name}``: the Sensor Logger app. The
+  device is ``name`` when the topic has that level (one topic per phone, which broker
+  ACLs and partitioned workers need), else the message's ``deviceId``, both turned into
+  device ids. Messages are put back in ``messageId`` order (at most ``reorder_window``
+  held while one is missing), then their readings go through the device's stream.
+
+Per-device settings from the config: units for devices whose messages do not say, and
+an axis convention (a permutation with signs) applied to both sensors. Streams of
+devices silent for ``idle_timeout_s`` are dropped (``evict_idle``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harstream.core.devicestream import DeviceStream, Readings
+from harstream.core.engine import Message
+from harstream.core.payload import (
+    DeviceReadings,
+    decode_imu,
+    decode_sensor_logger,
+    device_id_from,
+)
+from harstream.errors import PayloadError
+from harstream.gateway.transport import Incoming
+
+__all__ = ["DeviceSettings", "Ingest", "IngestSettings"]
+
+Error = tuple[str, str, str]  # device, code, detail
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSettings:
+    units: dict[str, str] = field(default_factory=dict)
+    axes: str = "x,y,z"  # device axes -> harstream axes, e.g. "-y,x,z"
+
+    def transform(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(column order, signs) of the axis convention; None for the identity."""
+        if self.axes == "x,y,z":
+            return None
+        parts = self.axes.split(",")
+        order = np.array(["xyz".index(p.lstrip("-")) for p in parts])
+        signs = np.array([-1.0 if p.startswith("-") else 1.0 for p in parts])
+        return order, signs
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    prefix: str
+    rate_hz: float
+    max_samples_per_message: int
+    max_payload_bytes: int
+    sensor_logger_topic: str | None
+    sensor_logger_max_bytes: int
+    max_gap_s: float
+    reorder_window: int
+    idle_timeout_s: float
+    devices: Mapping[str, DeviceSettings] = field(default_factory=dict)
+
+
+@dataclass
+class _Order:
+    """A device's Sensor Logger messages, put back in messageId order."""
+
+    session: str = ""
+    next_id: int | None = None
+    held: dict[int, DeviceReadings] = field(default_factory=dict)
+
+
+class Ingest:
+    def __init__(self, settings: IngestSettings) -> None:
+        self.settings = settings
+        self.streams: dict[str, DeviceStream] = {}
+        self.orders: dict[str, _Order] = {}
+        self.last_seen: dict[str, float] = {}
+        self.counters: Counter[str] = Counter()  # written only by the prepare thread
+        self._imu_start = len(settings.prefix) + 1
+        self._transforms = {d: s.transform() for d, s in settings.devices.items()}
+        topic = settings.sensor_logger_topic
+        self._sensor_logger = (topic, f"{topic}/") if topic else None
+
+    def decode(self, incoming: Incoming, wall: float) -> tuple[list[Message], list[Error]]:
+        """Engine messages (none, one, or a few) from one incoming message; errors."""
+        topic = incoming.topic
+        sl = self._sensor_logger
+        if sl is not None and (topic == sl[0] or topic.startswith(sl[1])):
+            return self._sensor_logger_message(incoming, wall)
+        device = topic[self._imu_start : -4]  # {prefix}/{device}/imu
+        s = self.settings
+        configured = s.devices.get(device)
+        try:
+            decoded = decode_imu(
+                device,
+                incoming.payload,
+                now=wall,
+                rate_hz=s.rate_hz,
+                max_samples=s.max_samples_per_message,
+                max_bytes=s.max_payload_bytes,
+                units=configured.units if configured is not None else None,
+            )
+        except PayloadError as exc:
+            return [], [(device, exc.code, exc.detail)]
+        if isinstance(decoded, Message):
+            transform = self._transforms.get(device)
+            if transform is not None:
+                decoded = Message(
+                    device,
+                    _turn(decoded.samples, transform),
+                    decoded.seq,
+                    decoded.t,
+                    decoded.received,
+                )
+            return [decoded], []
+        return self._through_stream(decoded)
+
+    def _sensor_logger_message(
+        self, incoming: Incoming, wall: float
+    ) -> tuple[list[Message], list[Error]]:
+        s = self.settings
+        assert s.sensor_logger_topic is not None
+        named = incoming.topic[len(s.sensor_logger_topic) + 1 :]
+        try:
+            batch = decode_sensor_logger(incoming.payload, max_bytes=s.sensor_logger_max_bytes)
+        except PayloadError as exc:
+            return [], [(device_id_from(named) if named else "sensor-logger", exc.code, exc.detail)]
+        device = device_id_from(named) if named else batch.device_id
+        readings = DeviceReadings(device, batch.readings, wall, batch.message_id, batch.session_id)
+        messages: list[Message] = []
+        errors: list[Error] = []
+        for ready in self._in_order(readings):
+            got, problems = self._through_stream(ready)
+            messages += got
+            errors += problems
+        return messages, errors
+
+    def _in_order(self, readings: DeviceReadings) -> list[DeviceReadings]:
+        """The messages ready to go, in messageId order (a new session starts over)."""
+        order = self.orders.setdefault(readings.device, _Order())
+        if readings.session != order.session:
+            order.session, order.next_id, order.held = readings.session, None, {}
+        mid = readings.message_id
+        if mid is None or order.next_id is None or mid <= order.next_id:
+            if mid is not None and (order.next_id is None or mid == order.next_id):
+                order.next_id = mid + 1
+            elif mid is not None:
+                self.counters["late_messages"] += 1  # its readings may still be new enough
+            ready = [readings]
+        else:
+            order.held[mid] = readings
+            ready = []
+        while order.held and (
+            order.next_id in order.held or len(order.held) > self.settings.reorder_window
+        ):
+            if order.next_id not in order.held:  # give up on the missing one
+                self.counters["lost_messages"] += 1
+                assert order.next_id is not None
+                order.next_id = min(order.held)
+            ready.append(order.held.pop(order.next_id))
+            order.next_id += 1
+        return ready
+
+    def _through_stream(self, readings: DeviceReadings) -> tuple[list[Message], list[Error]]:
+        device = readings.device
+        stream = self.streams.get(device)
+        if stream is None:
+            stream = self.streams[device] = DeviceStream(
+                self.settings.rate_hz, max_gap_s=self.settings.max_gap_s
+            )
+        self.last_seen[device] = readings.received
+        transform = self._transforms.get(device)
+        parts = readings.readings
+        if transform is not None:
+            parts = [Readings(r.kind, r.t, _turn(r.xyz, transform)) for r in parts]
+        late, restarts = stream.late, stream.restarts
+        blocks, issues = stream.push(parts, readings.received)
+        self.counters["late_readings"] += stream.late - late
+        self.counters["stream_restarts"] += stream.restarts - restarts
+        messages = [
+            Message(device, b.samples, seq=b.seq, t=b.t, received=readings.received) for b in blocks
+        ]
+        return messages, [(device, i.code, i.detail) for i in issues]
+
+    def evict_idle(self, now: float) -> None:
+        limit = now - self.settings.idle_timeout_s
+        for device in [d for d, seen in self.last_seen.items() if seen < limit]:
+            del self.last_seen[device]
+            self.streams.pop(device, None)
+            self.orders.pop(device, None)
+
+
+def _turn(values: np.ndarray, transform: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Apply an axis convention to (n, 3) or (n, 6) (each triple) values."""
+    order, signs = transform
+    columns = np.concatenate([order + 3 * k for k in range(values.shape[1] // 3)])
+    turned: np.ndarray = values[:, columns] * np.tile(signs, values.shape[1] // 3)
+    return turned
