@@ -189,7 +189,7 @@ class SensorLoggerConfig(_Section):
 
 class HttpConfig(_Section):
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, lt=65536)] | None = None
+    port: Annotated[int, Field(gt=0, lt=65536)] | None = None  # None: no HTTP server
     token: SecretStr | None = None
     cert_file: Path | None = None
     key_file: Path | None = None

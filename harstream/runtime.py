@@ -18,6 +18,7 @@ from harstream.core.inference import Model, load_model
 from harstream.core.preprocessing import Preprocessor
 from harstream.core.smoothing import smoother_factory
 from harstream.errors import ConfigError
+from harstream.gateway.http import HttpSettings
 from harstream.gateway.ingest import DeviceSettings, IngestSettings
 from harstream.gateway.pipeline import PipelineSettings
 from harstream.gateway.service import GatewaySettings
@@ -29,6 +30,7 @@ __all__ = [
     "build_engine",
     "default_client_id",
     "gateway_settings",
+    "http_settings",
     "imu_limits",
     "ingest_settings",
     "limit_threads",
@@ -121,6 +123,23 @@ def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:
         stats_interval_s=config.service.stats_interval_s,
         reconnect_min_s=config.broker.reconnect_min_s,
         reconnect_max_s=config.broker.reconnect_max_s,
+        http=http_settings(config),
+    )
+
+
+def http_settings(config: Config) -> HttpSettings | None:
+    """The HTTP server's settings; None when ``ingest.http.port`` is not set."""
+    http = config.ingest.http
+    if http.port is None:
+        return None
+    return HttpSettings(
+        host=http.host,
+        port=http.port,
+        token=http.token.get_secret_value() if http.token is not None else None,
+        cert_file=http.cert_file,
+        key_file=http.key_file,
+        max_body_bytes=http.max_body_bytes,
+        sensor_logger_topic=config.ingest.sensor_logger.topic,
     )
 
 

@@ -35,8 +35,9 @@ import numpy as np
 from harstream.core.engine import Engine
 from harstream.core.payload import encode
 from harstream.errors import PublishError
+from harstream.gateway.http import HttpIngest, HttpSettings
 from harstream.gateway.pipeline import Arrival, Output, Pipeline, PipelineSettings
-from harstream.gateway.transport import Session, Transport, TransportError, Will
+from harstream.gateway.transport import Incoming, Session, Transport, TransportError, Will
 
 __all__ = ["Backoff", "Gateway", "GatewaySettings"]
 
@@ -53,6 +54,7 @@ class GatewaySettings:
     stats_interval_s: float
     reconnect_min_s: float
     reconnect_max_s: float
+    http: HttpSettings | None = None  # the HTTP server (ingest), when a port is set
 
 
 class Backoff:
@@ -95,6 +97,7 @@ class Gateway:
         self.pipeline = Pipeline(
             engine, settings.pipeline, self._deliver, wall_clock=wall_clock, monotonic=monotonic
         )
+        self.http = HttpIngest(settings.http, self.accept) if settings.http else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: Session | None = None  # the latest: QoS 1 still queues on it offline
         self._latencies_ms: list[float] = []
@@ -109,11 +112,15 @@ class Gateway:
         """Serve until ``stop`` is set, then drain, say ``offline`` and return."""
         self._loop = asyncio.get_running_loop()
         self.pipeline.start()
+        if self.http is not None:
+            await self.http.start()
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._connection(stop), name="connection")
                 tasks.create_task(self._stats(stop), name="stats")
         finally:
+            if self.http is not None:
+                await self.http.stop()
             self.pipeline.stop()  # idempotent: after a crash too, the threads end
 
     async def _connection(self, stop: asyncio.Event) -> None:
@@ -186,10 +193,15 @@ class Gateway:
                         inbox.request_announce()  # the pipeline knows the devices
                 if not batch:
                     continue
-            self.counters["messages"] += len(batch)
-            dropped = inbox.put(Arrival(batch, self.wall_clock(), self.monotonic()))
-            if dropped:
-                self.counters["dropped_overload"] += dropped
+            self.accept(batch)
+
+    def accept(self, batch: list[Incoming]) -> int:
+        """Messages into the pipeline (from MQTT or HTTP); returns how many were dropped
+        because its inbox is full (counted)."""
+        self.counters["messages"] += len(batch)
+        dropped = self.pipeline.inbox.put(Arrival(batch, self.wall_clock(), self.monotonic()))
+        self.counters["dropped_overload"] += dropped
+        return dropped
 
     async def _drain(self) -> None:
         """Let the pipeline finish what is queued; its last outputs are published before
@@ -273,6 +285,13 @@ class Gateway:
             "publish_failed_by_reason": dict(self.publish_failed),
             "reconnects": self.counters["reconnects"],
             "queue": len(self.pipeline.inbox),
+            "field_devices": {
+                "streams": prepare.streams,
+                "late_readings": prepare.late_readings,
+                "lost_messages": prepare.lost_messages,
+                "restarts": prepare.stream_restarts,
+            },
+            "http": dict(self.http.counters) if self.http is not None else {},
         }
 
     def _latency_summary(self) -> dict[str, float | int | None]:

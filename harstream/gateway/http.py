@@ -1,0 +1,135 @@
+"""The gateway's HTTP server (aiohttp, imported only when it runs): Sensor Logger's HTTP
+push, beside MQTT.
+
+``POST /ingest/sensor-logger`` takes the app's message (the same schema as over MQTT),
+checks it, and hands it to the pipeline as if it had come on the app's MQTT topic
+(``?device=NAME`` plays the topic's last level). Replies: 200 with the readings
+accepted; 400 (a JSON error naming the problem) for a bad message; 401 without the
+right token; 413 for a body over ``max_body_bytes``; 503 when the gateway's queue is
+full. Access: with ``token`` set, a request must carry it as ``Authorization: Bearer
+TOKEN`` or as ``?token=TOKEN`` (for apps that can only be given a URL); without it the
+port is open to whoever reaches it, which the start-up log says. Tokens never reach the
+logs. TLS from a certificate and key, or behind a reverse proxy.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import ssl
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harstream.core.payload import decode_sensor_logger, device_id_from
+from harstream.errors import PayloadError
+from harstream.gateway.transport import Incoming
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["HttpIngest", "HttpSettings"]
+
+log = logging.getLogger("harstream.http")
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str
+    port: int
+    token: str | None
+    cert_file: Path | None
+    key_file: Path | None
+    max_body_bytes: int
+    sensor_logger_topic: str | None
+
+
+class HttpIngest:
+    """The HTTP server; ``accept`` puts messages into the pipeline and returns how many
+    it had to drop (a full queue)."""
+
+    def __init__(self, settings: HttpSettings, accept: Callable[[list[Incoming]], int]) -> None:
+        self.settings = settings
+        self.accept = accept
+        self.counters: Counter[str] = Counter()  # the event loop's
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        from aiohttp import web  # only a gateway with an HTTP port pays for importing it
+
+        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        app.router.add_post("/ingest/sensor-logger", self._sensor_logger)
+        return app
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        s = self.settings
+        context = None
+        if s.cert_file is not None and s.key_file is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(s.cert_file, s.key_file)
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.host, s.port, ssl_context=context)
+        await site.start()
+        scheme = "https" if context else "http"
+        log.info("HTTP ingest on %s://%s:%d/ingest/sensor-logger", scheme, s.host, s.port)
+        if s.token is None:
+            log.warning(
+                "HTTP ingest has no token: anyone who reaches %s:%d can send samples "
+                "(set ingest.http.token)",
+                s.host,
+                s.port,
+            )
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _authorised(self, request: web.Request) -> bool:
+        expected = self.settings.token
+        if expected is None:
+            return True
+        header = request.headers.get("Authorization", "")
+        given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+        return hmac.compare_digest(given.encode(), expected.encode())
+
+    async def _sensor_logger(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        if not self._authorised(request):
+            self.counters["http_unauthorized"] += 1
+            return _error(401, "unauthorized", "missing or wrong token")
+        topic = self.settings.sensor_logger_topic
+        if topic is None:
+            return _error(404, "disabled", "Sensor Logger ingest is off (ingest.sensor_logger)")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self.counters["http_rejected"] += 1
+            limit = self.settings.max_body_bytes
+            return _error(413, "too_large", f"a body of at most {limit} bytes")
+        try:
+            batch = decode_sensor_logger(body, max_bytes=self.settings.max_body_bytes)
+        except PayloadError as exc:
+            self.counters["http_rejected"] += 1
+            return _error(400, exc.code, exc.detail)
+        device = request.query.get("device")
+        if device:
+            topic = f"{topic}/{device_id_from(device)}"
+        if self.accept([Incoming(topic, body)]):
+            self.counters["http_dropped"] += 1
+            return _error(503, "overloaded", "the gateway's queue is full; try again")
+        self.counters["http_accepted"] += 1
+        readings = sum(len(r.t) for r in batch.readings)
+        return web.json_response({"accepted": True, "readings": readings})
+
+
+def _error(status: int, code: str, detail: str) -> web.Response:
+    from aiohttp import web
+
+    body: dict[str, Any] = {"error": code, "detail": detail}
+    return web.json_response(body, status=status)
