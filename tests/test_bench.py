@@ -22,7 +22,7 @@ def test_bench_quick_runs_every_scenario(
             "bench",
             "--quick",
             "--scenarios",
-            "engine,stages,e2e,capacity,transport,replay",
+            "engine,stages,e2e,capacity,transport,field,replay",
             "--model",
             str(bundle.path),
             "--modes",
@@ -48,6 +48,8 @@ def test_bench_quick_runs_every_scenario(
     (stages,) = results["stages"]
     assert stages["devices"] == 100 and stages["us_per_message"]["inference"] > 0
     assert set(stages["cores"]) == {"decode", "prepare", "inference", "complete_rest", "encode"}
+    (field,) = results["field"]
+    assert field["native"]["decisions"] == field["phone"]["decisions"] > 0
     modes = {r["mode"]: r for r in results["transport"]}
     assert set(modes) == {"asyncio", "thread"}
     assert all(r["runs"][0]["answered"] == r["runs"][0]["sent"] for r in modes.values())

@@ -3,6 +3,7 @@ late readings, clocks, and the issues a user can act on."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from harstream.core.devicestream import DeviceStream, Readings
 from harstream.core.payload import STANDARD_GRAVITY, decode_sensor_logger
 from harstream.errors import PayloadError
-from replay import iter_hapt
+from replay import Recording, iter_hapt
 from replay.phone import phone_batches
 
 MINI = Path(__file__).resolve().parent / "data" / "hapt-mini"
@@ -212,3 +213,74 @@ def test_the_connection_test_and_other_sensors_are_ignored() -> None:
     ]
     with pytest.raises(PayloadError, match="too_large"):
         decode_sensor_logger(orjson.dumps(message), max_bytes=10)
+
+
+def write_export(folder: Path, recording: Recording, *, zipped: bool) -> Path:
+    """A Sensor Logger export of ``recording`` (the app's CSV columns: time ns,
+    seconds_elapsed, z, y, x)."""
+    import zipfile
+
+    import pandas as pd
+
+    rows: dict[str, list[dict[str, float]]] = {}
+    for batch in phone_batches(recording, rate_hz=100.0):
+        for entry in batch["payload"]:
+            v = entry["values"]
+            rows.setdefault(entry["name"], []).append(
+                {
+                    "time": entry["time"],
+                    "seconds_elapsed": 0.0,
+                    "z": v["z"],
+                    "y": v["y"],
+                    "x": v["x"],
+                }
+            )
+    names = {
+        "accelerometer": "Accelerometer.csv",
+        "gravity": "Gravity.csv",
+        "gyroscope": "Gyroscope.csv",
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, file in names.items():
+        pd.DataFrame(rows[name]).to_csv(folder / file, index=False)
+    (folder / "Metadata.csv").write_text("device,version\nphone,1\n")
+    if not zipped:
+        return folder
+    archive = folder.with_suffix(".zip")
+    with zipfile.ZipFile(archive, "w") as z:
+        for file in folder.iterdir():
+            z.write(file, f"{folder.name}/{file.name}")
+    return archive
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_a_sensor_logger_export_is_predicted_and_replayed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], zipped: bool
+) -> None:
+    from harstream.cli import main
+
+    export = write_export(tmp_path / "walk-2026", WALK, zipped=zipped)
+    assert main(["predict", str(export), "--json"]) == 0
+    decisions = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(decisions) >= len(WALK) // 64 - 1
+    assert decisions[0]["t"] == pytest.approx(1_795_470_000.0 + 63 / 50, abs=0.1)  # its clock
+    assert main(["predict", str(MINI / "RawData" / "labels.txt")]) == 1  # not a recording
+    report = tmp_path / "r.json"
+    args = ["replay", "--recording", str(export), "--speed", "max", "--quiet"]
+    assert main([*args, "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["decisions"] == len(decisions)
+
+
+def test_a_broken_export_names_its_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harstream.cli import main
+
+    folder = write_export(tmp_path / "broken", WALK, zipped=False)
+    (folder / "Gyroscope.csv").unlink()
+    assert main(["predict", str(folder)]) == 1
+    assert "needs Gyroscope.csv" in capsys.readouterr().err
+    bad_zip = tmp_path / "bad.zip"
+    bad_zip.write_bytes(b"not a zip")
+    assert main(["predict", str(bad_zip)]) == 1
+    assert "not a Sensor Logger export" in capsys.readouterr().err

@@ -255,8 +255,46 @@ def _transport(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]
     return results
 
 
+def _field(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
+    """Field devices: the resampling path's CPU and latency against the native path's."""
+    import orjson
+
+    from harstream.benchmarks.field import field_cost
+    from harstream.cli.playback import load_subject
+    from harstream.config import load_config
+    from harstream.core.payload import encode_imu
+    from replay.phone import phone_batches
+
+    recording = load_subject(9, None)[0]
+    if args.quick:
+        recording = type(recording)(9, "quick", recording.samples[:1500], recording.labels[:1500])
+    native = [
+        encode_imu(recording.samples[i : i + 50], seq=i) for i in range(0, len(recording), 50)
+    ]
+    phone = [orjson.dumps(b) for b in phone_batches(recording, rate_hz=100.0, batch_s=1.0)]
+    config = load_config(overrides=[f"model.path={bundle.path}"])
+    devices = [10] if args.quick else [int(d) for d in args.devices.split(",")]
+    print(
+        "field devices: 1 s messages, native (50 Hz, g) against Sensor Logger (100 Hz "
+        "jittered, m/s2, gravity apart), decoding and engine in process"
+    )
+    results = []
+    for n in devices:
+        r = field_cost(config, bundle, native=native, phone=phone, devices=n)
+        results.append(r)
+        print(
+            f"{n:>8} devices: CPU per device-second native {r['native']['cpu_us_per_device_s']} "
+            f"us, phone {r['phone']['cpu_us_per_device_s']} us ({r['phone_over_native']}x); "
+            f"a lone device's batch to decisions: native {r['native']['lone_ms']} ms, "
+            f"phone {r['phone']['lone_ms']} ms",
+            flush=True,
+        )
+    return results
+
+
 SCENARIOS = {
     "engine": _engine,
+    "field": _field,
     "stages": _stages,
     "e2e": _e2e,
     "capacity": _capacity,

@@ -28,6 +28,34 @@ from replay.player import Chunk, Clock, RealClock, play
 __all__ = ["ReplayLog", "load_subject", "register", "run_replay"]
 
 
+def load_phone_recording(path: Path, config: Config) -> tuple[Recording, float]:
+    """A Sensor Logger export on the model's grid, through the same DeviceStream as the
+    gateway's live path; returns it (unlabelled) and the epoch time of its first sample."""
+    from harstream.core.devicestream import DeviceStream, Readings
+    from harstream.core.payload import SENSOR_LOGGER_KINDS
+    from replay.sensorlogger import read_sensor_logger
+
+    phone = read_sensor_logger(path)
+    readings = []
+    for name, (t, xyz) in phone.sensors.items():
+        kind, scale = SENSOR_LOGGER_KINDS[name]
+        readings.append(Readings(kind, t, xyz * scale))
+    stream = DeviceStream(config.stream.rate_hz, max_gap_s=config.stream.max_gap_s)
+    blocks, issues = stream.push(readings, now=float(max(t[-1] for t, _ in phone.sensors.values())))
+    for issue in issues:
+        print(f"{path}: {issue.code}: {issue.detail}", file=sys.stderr)
+    if not blocks:
+        raise DataError(
+            f"{path}: too short for one sample on the {config.stream.rate_hz:g} Hz grid"
+        )
+    # gaps restart the stream; a replay plays the pieces back to back
+    samples = np.concatenate([b.samples for b in blocks])
+    recording = Recording(
+        0, phone.name, samples, np.zeros(len(samples), np.int8), config.stream.rate_hz, str(path)
+    )
+    return recording, blocks[0].t
+
+
 def demo_dir() -> Path:
     from importlib import resources
 
@@ -178,7 +206,14 @@ def timeline_panels(log: ReplayLog) -> list[Any]:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    recordings = load_subject(args.subject, data_dir_from(args, config), args.format)
+    if args.recording is not None:
+        recordings = [load_phone_recording(args.recording, config)[0]]
+        what, device = f"recording {args.recording.name}", args.device or "phone"
+    elif args.subject is None:
+        raise HarstreamError("give --subject N (the UCI recordings) or --recording PATH")
+    else:
+        recordings = load_subject(args.subject, data_dir_from(args, config), args.format)
+        what, device = f"subject {args.subject}", args.device or f"subject{args.subject}"
     speed = None if args.speed == "max" else float(args.speed)
     if speed is not None and speed <= 0:
         raise HarstreamError("--speed must be > 0 or max")
@@ -191,7 +226,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sys.stdout, total_s=sum(r.duration_s for r in recordings), quiet=args.quiet
     )
     printer.header(
-        f"replaying subject {args.subject} ({len(recordings)} recording(s)) through "
+        f"replaying {what} ({len(recordings)} recording(s)) through "
         f"{bundle.name}, hop {config.stream.hop}, smoothing {config.smoothing.method}, "
         f"speed {args.speed}"
     )
@@ -202,9 +237,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         speed=speed,
         message_samples=args.message_samples,
         printer=printer,
-        device=args.device or f"subject{args.subject}",
+        device=device,
     )
-    report, recall = replay_report(args.subject, log, wall_s, speed, interrupted, bundle.labels)
+    report, recall = replay_report(
+        args.subject or 0, log, wall_s, speed, interrupted, bundle.labels
+    )
     printer.summary(format_summary(report, recall))
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +253,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             timeline_panels(log),
             ACTIVITIES,
             args.plot,
-            f"harstream replay, subject {args.subject}: online accuracy "
+            f"harstream replay, {what}: online accuracy "
             f"{report['online_accuracy']:.3f}, {bundle.name}, hop {config.stream.hop}",
         )
     return 130 if interrupted else 0
@@ -225,16 +262,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     bundle = load_bundle(args.model if args.model else config.model.path)
-    recording = read_csv(args.file)
+    from replay.sensorlogger import is_sensor_logger_export
+
+    if is_sensor_logger_export(args.file):
+        phone, t0 = load_phone_recording(args.file, config)
+        samples = phone.samples
+    else:
+        recording = read_csv(args.file)
+        samples = recording.samples
+        t0 = float(recording.t[0]) if recording.t is not None else 0.0
     needed = bundle.window if bundle.mode == "window" else config.stream.hop
-    if len(recording.samples) < needed:
+    if len(samples) < needed:
         raise DataError(
-            f"{args.file}: {len(recording.samples)} samples, fewer than one "
-            f"decision needs ({needed})"
+            f"{args.file}: {len(samples)} samples, fewer than one decision needs ({needed})"
         )
     engine = build_engine(config, bundle)
-    t0 = float(recording.t[0]) if recording.t is not None else 0.0
-    decisions = engine.feed("csv", recording.samples, seq=0, t=t0)
+    decisions = engine.feed("csv", samples, seq=0, t=t0)
     out = sys.stdout
     if args.json:
         for d in decisions:
@@ -281,7 +324,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     replay = commands.add_parser(
         "replay", help="play a subject's UCI recordings through the recognizer at real rate"
     )
-    replay.add_argument("--subject", type=int, required=True, help="subject id (1..30)")
+    replay.add_argument("--subject", type=int, help="subject id (1..30)")
+    replay.add_argument(
+        "--recording",
+        type=Path,
+        help="instead: a Sensor Logger recording export (zip or folder) from a phone",
+    )
     replay.add_argument(
         "--data-dir",
         type=Path,
@@ -315,10 +363,15 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     replay.set_defaults(func=cmd_replay)
 
     predict = commands.add_parser(
-        "predict", help="run a CSV recording through the recognizer: one row per decision"
+        "predict",
+        help="run a recording (CSV, or a Sensor Logger export) through the recognizer: "
+        "one row per decision",
     )
     predict.add_argument(
-        "file", type=Path, help=f"CSV with header {','.join(SAMPLE_COLUMNS)} (t optional)"
+        "file",
+        type=Path,
+        help=f"CSV with header {','.join(SAMPLE_COLUMNS)} (t optional), or a Sensor Logger "
+        "export (zip or folder of Accelerometer.csv, Gravity.csv, Gyroscope.csv)",
     )
     predict.add_argument("--json", action="store_true", help="JSON lines instead of CSV")
     predict.add_argument("--model", type=Path, help="bundle folder (default: the packaged one)")

@@ -91,6 +91,7 @@ class _Sensor:
         self.t = np.zeros(0)
         self.v = np.zeros((0, 3))
         self.last_t = -math.inf  # newest reading seen
+        self.rate_hz: float | None = None  # estimated once, from the first readings
         self.state: np.ndarray | None = None  # (3, states) of the device's anti-alias filter
 
     def add(self, t: np.ndarray, v: np.ndarray, max_gap_s: float) -> tuple[int, float | None]:
@@ -112,11 +113,12 @@ class _Sensor:
         return late, float(times[long[0]]) if len(long) else None
 
     def estimate_rate(self) -> float | None:
-        if len(self.t) < 5:
-            return None
-        dt = np.diff(self.t)
-        dt = dt[dt > 0]
-        return float(1.0 / np.median(dt)) if len(dt) else None
+        """The sensor's rate from the median interval of its first readings (once)."""
+        if self.rate_hz is None and len(self.t) >= 5:
+            dt = np.diff(self.t)
+            dt = dt[dt > 0]
+            self.rate_hz = float(1.0 / np.median(dt)) if len(dt) else None
+        return self.rate_hz
 
     def values_at(self, ticks: np.ndarray) -> np.ndarray:
         """Linear interpolation of the readings at ``ticks`` (all within the readings)."""

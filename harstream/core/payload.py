@@ -239,31 +239,27 @@ def decode_sensor_logger(payload: bytes, *, max_bytes: int) -> SensorLoggerBatch
     message_id = data.get("messageId", 0)
     if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 0:
         raise PayloadError("bad_shape", "messageId must be a non-negative integer")
-    times: dict[str, list[float]] = {}
-    values: dict[str, list[tuple[float, float, float]]] = {}
-    for entry in data["payload"]:
-        if not isinstance(entry, dict):
-            raise PayloadError("bad_shape", "payload entries must be objects")
-        name = entry.get("name")
-        if name not in SENSOR_LOGGER_KINDS:
-            continue  # location, battery, the app's connection test ...
-        try:
-            xyz = entry["values"]
-            reading = (float(xyz["x"]), float(xyz["y"]), float(xyz["z"]))
-            t = int(entry["time"]) / 1e9
-        except (KeyError, TypeError, ValueError):
-            raise PayloadError(
-                "bad_shape", f"{name} readings need time (epoch ns) and values x, y, z"
-            ) from None
-        times.setdefault(name, []).append(t)
-        values.setdefault(name, []).append(reading)
+    rows: dict[str, list[tuple[Any, Any, Any, Any]]] = {}
+    try:
+        for entry in data["payload"]:
+            name = entry.get("name")
+            if name in SENSOR_LOGGER_KINDS:  # else location, battery, the connection test ...
+                xyz = entry["values"]
+                rows.setdefault(name, []).append((entry["time"], xyz["x"], xyz["y"], xyz["z"]))
+    except (AttributeError, KeyError, TypeError):
+        raise PayloadError(
+            "bad_shape", "payload entries must be objects; readings need time and values x y z"
+        ) from None
     readings = []
-    for name, t_list in times.items():
+    for name, table in rows.items():
         kind, scale = SENSOR_LOGGER_KINDS[name]
-        xyz_array = np.array(values[name], np.float64) * scale
-        if not np.all(np.isfinite(xyz_array)):
+        try:  # one conversion for the whole table: no Python per reading beyond the above
+            array = np.array(table, np.float64)
+        except (TypeError, ValueError):
+            raise PayloadError("bad_shape", f"{name}: time and x y z must be numbers") from None
+        if array.ndim != 2 or not np.all(np.isfinite(array)):
             raise PayloadError("not_finite", f"{name} values must be finite numbers")
-        readings.append(Readings(kind, np.array(t_list, np.float64), xyz_array))
+        readings.append(Readings(kind, array[:, 0] / 1e9, array[:, 1:] * scale))
     return SensorLoggerBatch(
         device_id_from(str(data.get("deviceId") or "")),
         message_id,
