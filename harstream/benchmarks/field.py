@@ -81,7 +81,7 @@ def field_cost(
     rounds = min(len(native), len(phone))
     native_topics = [f"{prefix}/dev{i}/imu" for i in range(devices)]
     phone_topics = [f"{sl}/dev{i}" for i in range(devices)]
-    result = {
+    result: dict[str, Any] = {
         "devices": devices,
         "seconds_of_stream": rounds * seconds_per_message,
         "native": _run(config, bundle, native_topics, native[:rounds], seconds_per_message),
