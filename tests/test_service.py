@@ -40,7 +40,7 @@ class Harness:
 
     def __init__(self, bundle: Bundle, *overrides: str) -> None:
         self.broker = MemoryBroker()
-        self.engine = engine_for(bundle)
+        self.engine = engine_for(bundle, *overrides)  # the same config as the gateway
         self.gateway = Gateway(
             self.engine,
             MemoryTransport(self.broker),
@@ -238,3 +238,50 @@ async def test_home_assistant_discovery(bundle_factory: Callable[..., Bundle]) -
     assert config["value_template"] == "{{ value_json.activity }}"
     assert config["availability"][0] == {"topic": "hs/status"} and config["unique_id"]
     assert config["device"]["identifiers"] == ["harstream_kitchen"]
+
+
+@pytest.mark.asyncio
+async def test_a_silent_device_turns_unknown_and_offline(
+    bundle_factory: Callable[..., Bundle],
+) -> None:
+    bundle = bundle_factory("gru", "stateful")
+    async with Harness(bundle, "stream.idle_timeout_s=0.4", "homeassistant.enabled=true") as h:
+        await h.send("phone", imu(WALK[:128], seq=0))
+        await h.settle(lambda: len(h.published("hs/phone/activity")) == 2)
+        assert h.broker.retained["hs/phone/availability"] == b"online"
+        await h.settle(lambda: h.broker.retained.get("hs/phone/availability") == b"offline")
+    last = json.loads(h.broker.retained["hs/phone/activity"])
+    assert last["activity"] == "UNKNOWN" and last["seq"] is None and "silent" in last["reason"]
+    discovery = json.loads(
+        h.broker.retained["homeassistant/sensor/harstream_phone/activity/config"]
+    )
+    assert discovery["expire_after"] == 0 or discovery["expire_after"] >= 0
+    assert {"topic": "hs/phone/availability"} in discovery["availability"]
+
+
+@pytest.mark.asyncio
+async def test_per_device_names_units_and_axes(bundle_factory: Callable[..., Bundle]) -> None:
+    """A board mounted sideways (its x is our y, its y our -x) sending m/s2: with its
+    settings in the config it decides exactly as the same stream sent our way."""
+    bundle = bundle_factory("gru", "stateful")
+    turned = WALK[:256].copy()
+    turned[:, [0, 1, 3, 4]] = WALK[:256][:, [1, 0, 4, 3]] * [1, -1, 1, -1]
+    turned[:, :3] *= 9.80665
+    settings = [
+        "devices.board.name=Hall board",
+        "devices.board.units.acc=m/s2",
+        "devices.board.axes=-y,x,z",  # our x = -(its y), our y = its x
+        "homeassistant.enabled=true",
+    ]
+    async with Harness(bundle, *settings) as h:
+        await h.send("board", imu(turned, seq=0))
+        await h.send("plain", imu(WALK[:256], seq=0))
+        await h.settle(lambda: len(h.published("/activity")) == 8)
+    board = [a["probabilities"] for _, a in h.published("hs/board/activity")]
+    plain = [a["probabilities"] for _, a in h.published("hs/plain/activity")]
+    for b, p in zip(board, plain, strict=True):
+        assert b == pytest.approx(p, abs=2e-4)
+    discovery = json.loads(
+        h.broker.retained["homeassistant/sensor/harstream_board/activity/config"]
+    )
+    assert discovery["device"]["name"] == "Hall board"

@@ -53,7 +53,7 @@ __all__ = ["Arrival", "Inbox", "InferStats", "Outgoing", "Output", "Pipeline", "
 
 log = logging.getLogger("harstream.gateway")
 
-EVICT_EVERY_S = 5.0  # how often the prepare thread looks for idle devices
+EVICT_EVERY_S = 5.0  # how often the prepare thread looks for idle devices (at most)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,10 +261,11 @@ class Pipeline:
     def _prepare_loop(self) -> None:
         rejected: Counter[str] = Counter()
         batches = 0
-        next_evict = self.monotonic() + EVICT_EVERY_S
+        every = min(EVICT_EVERY_S, self.settings.ingest.idle_timeout_s / 2)
+        next_evict = self.monotonic() + every
         take = self.inbox.take
         limit, linger_s = self.settings.max_batch, self.settings.max_linger_ms / 1000
-        while (taken := take(limit, EVICT_EVERY_S, linger_s)) is not None:
+        while (taken := take(limit, every, linger_s)) is not None:
             arrivals, announce = taken
             if self.monotonic() >= next_evict:
                 now = self.wall_clock()
@@ -272,7 +273,7 @@ class Pipeline:
                 self.ingest.evict_idle(now)
                 if gone:
                     self._handoff.put(_Batch(Prepared(), evicted=gone))
-                next_evict = self.monotonic() + EVICT_EVERY_S
+                next_evict = self.monotonic() + every
             if arrivals or announce:
                 batch = self._prepare(arrivals, announce, rejected)
                 if batch is not None:
