@@ -47,6 +47,7 @@ __all__ = [
     "AugmentConfig",
     "BatchingConfig",
     "BrokerConfig",
+    "CalibrationConfig",
     "Config",
     "DataConfig",
     "DeviceConfig",
@@ -169,12 +170,27 @@ class StreamConfig(_Section):
 
 
 class SmoothingConfig(_Section):
-    method: Literal["none", "ema", "majority", "hysteresis"] = "hysteresis"
+    method: Literal["none", "ema", "majority", "hysteresis", "hmm"] = "hysteresis"
     ema_alpha: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     majority_k: PositiveInt = 3
     min_dwell: PositiveInt = 2
     switch_confidence: Probability = 0.9
+    #: hmm: the bundle's mean activity durations are multiplied by this (> 1: stickier)
+    hmm_stickiness: PositiveFloat = 1.0
     unknown_threshold: Probability = 0.0
+
+
+class CalibrationConfig(_Section):
+    """Per-device calibration (models with gravity-aligned inputs; docs/models.md)."""
+
+    #: what a device without a calibration of its own gets: ``reference`` assumes it is
+    #: worn as the training phone was (upright on the waist); ``none`` leaves it
+    #: uncalibrated (moving vs still and the walking classes in any orientation)
+    uncalibrated: Literal["reference", "none"] = "reference"
+    #: how long a device must stand still for a calibration
+    seconds: PositiveFloat = 5.0
+    #: where calibrations are kept across restarts (JSON); None: in memory only
+    state_file: Path | None = None
 
 
 class BatchingConfig(_Section):
@@ -269,6 +285,14 @@ class TrainConfig(_Section):
     hidden: PositiveInt = 64
     layers: PositiveInt = 2
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    #: samples per recurrent step (a linear front end over each patch when > 1)
+    stride: PositiveInt = 1
+    #: device: the 9 device-frame channels; aligned: the gravity-aligned channels
+    inputs: Literal["device", "aligned"] = "device"
+    #: aligned inputs: the share of training crops shown without their calibration
+    uncalibrated_p: Probability = 0.5
+    #: aligned inputs: seconds of the first STANDING segment a recording is calibrated on
+    calibration_s: PositiveFloat = 5.0
     mode: Literal["window", "stateful"] = "stateful"
     window: PositiveInt = 128
     hop: PositiveInt = 64
@@ -291,6 +315,8 @@ class TrainConfig(_Section):
     def _hop_fits_window(self) -> TrainConfig:
         if self.hop > self.window:
             raise ValueError(f"hop ({self.hop}) must not exceed window ({self.window})")
+        if self.hop % self.stride or self.window % self.stride or self.seq_len % self.stride:
+            raise ValueError(f"hop, window and seq_len must be multiples of stride ({self.stride})")
         return self
 
 
@@ -300,6 +326,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     stream: StreamConfig = StreamConfig()
     smoothing: SmoothingConfig = SmoothingConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
     batching: BatchingConfig = BatchingConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     logging: LoggingConfig = LoggingConfig()

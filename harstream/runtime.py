@@ -11,12 +11,13 @@ import re
 import socket
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from harstream.config import Config
 from harstream.core.bundle import Bundle, load_bundle
 from harstream.core.engine import Engine
 from harstream.core.inference import Model, load_model
-from harstream.core.preprocessing import Preprocessor
-from harstream.core.smoothing import smoother_factory
+from harstream.core.smoothing import hmm_transition, smoother_factory
 from harstream.errors import ConfigError
 from harstream.gateway.http import HttpSettings
 from harstream.gateway.ingest import DeviceSettings, IngestSettings
@@ -73,17 +74,36 @@ def build_engine(
         raise ConfigError(f"{where} is a window-mode model: it cannot carry state across hops")
     window = bundle.window if mode == "window" else max(stream.window, stream.hop)
     smoothing = config.smoothing
+    hmm = None
+    if smoothing.method == "hmm":
+        if bundle.activity_stats is None:
+            raise ConfigError(
+                f"smoothing.method: hmm needs the activity statistics {where} does not "
+                "carry (retrain it, or choose another method)"
+            )
+        stats = bundle.activity_stats
+        transition = hmm_transition(
+            stats.mean_duration_s,
+            stats.transitions,
+            stream.hop / stream.rate_hz,
+            smoothing.hmm_stickiness,
+        )
+        hmm = (transition, np.asarray(stats.prior))
+    default_vertical = None
+    if bundle.calibration is not None and config.calibration.uncalibrated == "reference":
+        default_vertical = np.asarray(bundle.calibration.reference_vertical)
     return Engine(
         model
         if model is not None
         else load_model(bundle, config.model.backend, config.model.threads),
-        Preprocessor(bundle.preprocessing, bundle.mean, bundle.std),
+        bundle.preprocessor(),
         smoother_factory(
             smoothing.method,
             ema_alpha=smoothing.ema_alpha,
             majority_k=smoothing.majority_k,
             min_dwell=smoothing.min_dwell,
             switch_confidence=smoothing.switch_confidence,
+            hmm=hmm,
         ),
         mode=mode,
         window=window,
@@ -92,6 +112,7 @@ def build_engine(
         max_devices=stream.max_devices,
         idle_timeout_s=stream.idle_timeout_s,
         unknown_threshold=smoothing.unknown_threshold,
+        default_vertical=default_vertical,
     )
 
 

@@ -7,18 +7,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harstream.core.bundle import ArchSpec, Bundle
-from harstream.core.preprocessing import FilterSpec, Preprocessor
+from harstream.core.bundle import ArchSpec, Bundle, CalibrationSpec
+from harstream.core.preprocessing import ALIGNED_CHANNELS, CHANNELS, FilterSpec, Preprocessor
 from replay import BASIC_ACTIVITIES, iter_hapt
 from training.export import write_bundle
 
 MINI = Path(__file__).resolve().parent / "data" / "hapt-mini"
 
 
-def feature_stats() -> tuple[np.ndarray, np.ndarray]:
-    pre = Preprocessor(FilterSpec())
-    features = np.concatenate([pre.preprocess(r.samples) for r in iter_hapt(MINI)])
-    return features.mean(axis=0), features.std(axis=0)
+UPRIGHT = (1.0, 0.0, 0.0)  # the UCI phone's x axis points up
+
+
+def feature_stats(channels: tuple[str, ...] = CHANNELS) -> tuple[np.ndarray, np.ndarray]:
+    pre = Preprocessor(FilterSpec(), channels=channels)
+    features = np.concatenate([pre.preprocess(r.samples, UPRIGHT) for r in iter_hapt(MINI)])
+    std = features.std(axis=0)
+    return features.mean(axis=0), np.where(std > 0, std, 1.0)
 
 
 def random_bundle(
@@ -30,19 +34,22 @@ def random_bundle(
     window: int = 128,
     hop: int = 64,
     seed: int = 0,
+    stride: int = 1,
+    aligned: bool = False,
 ) -> Bundle:
     torch.manual_seed(seed)
     from harstream.core.torchnet import HarNet
 
-    arch = ArchSpec(type=kind, hidden=hidden, layers=layers, dropout=0.0)  # type: ignore[arg-type]
-    net = HarNet.from_arch(arch, n_classes=len(BASIC_ACTIVITIES))
+    channels = ALIGNED_CHANNELS if aligned else CHANNELS
+    arch = ArchSpec(type=kind, hidden=hidden, layers=layers, dropout=0.0, stride=stride)  # type: ignore[arg-type]
+    net = HarNet.from_arch(arch, len(BASIC_ACTIVITIES), len(channels))
     with torch.no_grad():
         net.head.weight.mul_(8.0)  # confident, varied outputs, so argmax changes over time
         # Long memory, so that a state that is not carried shows: open the GRU update gate
         # / LSTM forget gate (both the second block of biases), as trained nets tend to.
         for layer in range(layers):
             getattr(net.rnn, f"bias_hh_l{layer}")[hidden : 2 * hidden] += 3.0
-    mean, std = feature_stats()
+    mean, std = feature_stats(channels)
     return write_bundle(
         net,
         out,
@@ -55,4 +62,6 @@ def random_bundle(
         mean=mean,
         std=std,
         training={"name": f"random-{kind}-{mode}", "seed": seed},
+        channels=channels,
+        calibration=CalibrationSpec(reference_vertical=list(UPRIGHT)) if aligned else None,
     )

@@ -197,3 +197,59 @@ def test_stateful_hop_can_change_without_retraining(bundle_factory: Callable[...
         np.testing.assert_allclose(
             list(d.probabilities.values()), list(by_seq[d.seq].probabilities.values()), atol=1e-5
         )
+
+
+@pytest.mark.parametrize("mode", ["window", "stateful"])
+@pytest.mark.parametrize("calibrated", [False, True])
+@settings(max_examples=6, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=12))
+def test_a_strided_aligned_model_equals_offline_in_any_message_sizes(
+    bundle_factory: Callable[..., Bundle], mode: str, calibrated: bool, sizes: list[int]
+) -> None:
+    """Messages need not be multiples of the stride: the rest waits for the next one."""
+    bundle = bundle_factory("gru", mode, stride=4, aligned=True)
+    engine = make_engine(bundle)
+    vertical = np.array([0.9, 0.1, -0.2]) if calibrated else None
+    engine.set_vertical("dev", vertical)
+    decisions = []
+    for a, b in split(len(WALK), sizes):
+        decisions += engine.feed("dev", WALK[a:b], seq=a)
+    seq, probs = offline_decisions(
+        engine.model,
+        engine.preprocessor,
+        WALK,
+        mode=mode,
+        window=bundle.window,
+        hop=bundle.hop,
+        vertical=None if vertical is None else vertical / np.linalg.norm(vertical),
+    )
+    assert [d.seq for d in decisions] == seq.tolist()
+    np.testing.assert_allclose(probs_of(decisions, bundle.labels), probs, atol=1e-5)
+
+
+def test_a_calibration_takes_the_standing_vertical_and_refuses_motion(
+    bundle_factory: Callable[..., Bundle],
+) -> None:
+    engine = make_engine(bundle_factory("gru", "stateful", stride=4, aligned=True))
+    tilted = np.array([0.8, 0.0, 0.6])  # gravity direction in the device frame
+    still = np.tile(np.r_[tilted, 0.0, 0.0, 0.0], (400, 1))
+    engine.calibrate("dev", seconds=2.0)
+    events = []
+    for a in range(0, 400, 30):  # 100 samples span messages
+        events += engine.feed_many([Message("dev", still[a : a + 30], seq=a)]).events
+    assert [e.code for e in events] == ["calibrated"]
+    np.testing.assert_allclose(engine.vertical_of("dev"), tilted, atol=1e-6)
+    # walking is not standing still: the calibration fails and the old one stays
+    engine.calibrate("dev", seconds=2.0)
+    result = engine.feed_many([Message("dev", WALK[:200] * 1.0, seq=400)])
+    assert [e.code for e in result.events] == ["calibration_failed"]
+    assert "moved" in result.events[0].detail
+    np.testing.assert_allclose(engine.vertical_of("dev"), tilted, atol=1e-6)
+    engine.set_vertical("dev", None)
+    assert engine.vertical_of("dev") is None  # no default: uncalibrated
+
+
+def test_a_device_frame_model_takes_no_calibration(bundle_factory: Callable[..., Bundle]) -> None:
+    engine = make_engine(bundle_factory("gru", "stateful"))
+    with pytest.raises(ValueError, match="no calibration"):
+        engine.calibrate("dev", 5.0)

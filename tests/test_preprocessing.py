@@ -99,3 +99,21 @@ def test_bad_input_shapes_are_refused() -> None:
         PRE.process(None, np.zeros((1, 10, 5)))
     with pytest.raises(ValueError, match="9 values"):
         Preprocessor(FilterSpec(), mean=[0.0] * 6, std=[1.0] * 6)
+
+
+def test_aligned_inputs_do_not_depend_on_how_the_device_is_turned() -> None:
+    from harstream.core.preprocessing import ALIGNED_CHANNELS
+    from training.augment import random_rotation
+
+    # per-axis median filtering is the one step that does not commute with a rotation
+    pre = Preprocessor(FilterSpec(median_kernel=1), channels=ALIGNED_CHANNELS)
+    vertical = np.array([1.0, 0.0, 0.0])
+    upright = pre.preprocess(RECORDING, vertical)
+    for seed in range(3):
+        turn = random_rotation(np.random.default_rng(seed), 180.0)
+        turned = np.concatenate([RECORDING[:, :3] @ turn.T, RECORDING[:, 3:] @ turn.T], axis=1)
+        np.testing.assert_allclose(pre.preprocess(turned, turn @ vertical), upright, atol=1e-4)
+    uncalibrated = pre.preprocess(RECORDING)
+    assert np.all(uncalibrated[:, 6:] == 0.0)
+    np.testing.assert_allclose(uncalibrated[:, :6], upright[:, :6])
+    assert upright[:, 7].min() == 1.0 and upright[:, 6].max() <= 1.0

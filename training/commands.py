@@ -91,10 +91,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.baseline:
         return _evaluate_baseline(args, config)
+    if args.orientations:
+        return _orientation_report(args, config)
     report_path = args.report or Path(args.model) / "report.json"
+    recordings = None
+    if args.rotate != "none" or args.calibration != "standing":
+        from harstream.core.bundle import load_bundle
+        from training.robustness import bundle_recordings, rotation_seeds
+
+        if args.record:
+            raise SystemExit(
+                "--record takes the recordings as they are: drop --rotate/--calibration"
+            )
+        recordings = [
+            r
+            for spec in rotation_seeds(args.rotate)
+            for r in bundle_recordings(
+                load_bundle(args.model),
+                _data_dir(args, config),
+                rotate=spec,
+                calibration=args.calibration,
+            )
+        ]
     _evaluate_and_report(
-        args.model, _data_dir(args, config), _stream_configs(args), report_path, record=args.record
+        args.model,
+        _data_dir(args, config),
+        _stream_configs(args),
+        report_path,
+        record=args.record,
+        recordings=recordings,
     )
+    return 0
+
+
+def _orientation_report(args: argparse.Namespace, config: Any) -> int:
+    from training.metrics import write_table
+    from training.robustness import orientation_table
+
+    table = orientation_table(args.model, _data_dir(args, config), jobs=config.train.jobs)
+    print("window level on the test subjects, the device turned before preprocessing")
+    print(table.to_string(index=False, float_format="{:.4f}".format))
+    if args.report:
+        csv, markdown = write_table(table, args.report, "Orientation robustness (test subjects)")
+        print(f"wrote {csv} and {markdown}")
     return 0
 
 
@@ -178,7 +217,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _evaluate_and_report(
-    model: Path | None, data_dir: Path, configs: dict[str, Any], report_path: Path, record: bool
+    model: Path | None,
+    data_dir: Path,
+    configs: dict[str, Any],
+    report_path: Path,
+    record: bool,
+    recordings: list[Any] | None = None,
 ) -> dict[str, Any]:
     from harstream.core.bundle import load_bundle
     from training.evaluate import evaluate_bundle, subject_table
@@ -186,7 +230,7 @@ def _evaluate_and_report(
     from training.plots import plot_confusion, plot_curves
 
     jobs = next(iter(configs.values())).train.jobs
-    report = evaluate_bundle(model, data_dir, configs, jobs=jobs)
+    report = evaluate_bundle(model, data_dir, configs, recordings=recordings, jobs=jobs)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     folder = report_path.parent
@@ -315,6 +359,26 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         choices=["features"],
         help="instead of a bundle: fit the classic window-features + linear SVM model on the "
         "training subjects and score it by the same protocol",
+    )
+    evaluate.add_argument(
+        "--rotate",
+        default="none",
+        metavar="SPEC",
+        help="turn every recording before preprocessing: none, x90 / y-90 / z180 (axis and "
+        "degrees), SEED (a uniformly random rotation per recording) or uniform (seeds 0-4)",
+    )
+    evaluate.add_argument(
+        "--calibration",
+        choices=["standing", "reference", "none"],
+        default="standing",
+        help="models with aligned inputs: a 5 s standing calibration per recording "
+        "(default), the training phone's mount assumed, or none",
+    )
+    evaluate.add_argument(
+        "--orientations",
+        action="store_true",
+        help="instead: the window figures for each turn and calibration (the orientation "
+        "table); --report FILE writes it as CSV and Markdown",
     )
     add_config_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)

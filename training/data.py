@@ -14,10 +14,17 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from harstream.core.preprocessing import FilterSpec, Preprocessor
+from harstream.core.preprocessing import (
+    ALIGNED_CHANNELS,
+    CHANNELS,
+    FilterSpec,
+    Preprocessor,
+    gravity_direction,
+)
 from harstream.evaluation.metrics import segments
 from replay import iter_hapt
 from replay.hapt import find_raw_dir
@@ -26,11 +33,14 @@ __all__ = [
     "TEST_SUBJECTS",
     "TRAIN_SUBJECTS",
     "Prepared",
+    "activity_stats",
     "class_targets",
     "data_checksum",
+    "input_channels",
     "load_prepared",
     "normalization",
     "protocol_windows",
+    "standing_vertical",
 ]
 
 TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)
@@ -38,31 +48,95 @@ TRAIN_SUBJECTS = tuple(s for s in range(1, 31) if s not in TEST_SUBJECTS)
 IGNORE = -100  # target of samples outside activity 1-6 segments (not trained on)
 
 
+STANDING = 5
+
+
 @dataclass(frozen=True, eq=False)
 class Prepared:
-    """One recording, preprocessed: features (n, 9) float32 unstandardised, labels (n,)."""
+    """One recording, preprocessed: features (n, C) float32 unstandardised, labels (n,).
+
+    With the aligned inputs, ``features`` carry the recording's own standing calibration
+    (``vertical``); ``without_calibration`` gives them as an uncalibrated device sees them.
+    """
 
     subject: int
     experiment: str
     features: np.ndarray
     labels: np.ndarray
     samples: np.ndarray  # the raw (n, 6) samples, for stream-level evaluation
+    vertical: np.ndarray | None = None  # the standing calibration (aligned inputs)
+
+
+def standing_vertical(
+    filtered: np.ndarray, labels: np.ndarray, rate_hz: float, seconds: float
+) -> np.ndarray:
+    """A standing calibration from a recording: the mean gravity direction over the first
+    ``seconds`` of its first STANDING segment (what a wearer asked to stand still for a
+    calibration gives), from its filtered device-frame channels (n, 9)."""
+    standing = [(a, b) for activity, a, b in segments(labels) if activity == STANDING]
+    if not standing:
+        raise ValueError("the recording has no STANDING segment to calibrate on")
+    a, b = standing[0]
+    part = filtered[a : min(b, a + max(1, round(seconds * rate_hz)))]
+    v = gravity_direction(part).sum(axis=0)
+    unit: np.ndarray = v / np.linalg.norm(v)
+    return unit
 
 
 def load_prepared(
-    data_dir: str | Path, subjects: Iterable[int], filters: FilterSpec
+    data_dir: str | Path,
+    subjects: Iterable[int],
+    filters: FilterSpec,
+    channels: Sequence[str] = CHANNELS,
+    calibration_s: float = 5.0,
 ) -> list[Prepared]:
-    pre = Preprocessor(filters)
-    return [
-        Prepared(r.subject, r.experiment, pre.preprocess(r.samples), r.labels, r.samples)
-        for r in iter_hapt(data_dir, subjects=subjects)
-    ]
+    pre = Preprocessor(filters, channels=channels)
+    out = []
+    for r in iter_hapt(data_dir, subjects=subjects):
+        _, filtered = pre.filter(None, r.samples[None])
+        vertical = None
+        if pre.aligned:
+            vertical = standing_vertical(filtered[0], r.labels, filters.rate_hz, calibration_s)
+        features = pre.inputs(filtered, None if vertical is None else vertical[None])[0]
+        out.append(Prepared(r.subject, r.experiment, features, r.labels, r.samples, vertical))
+    return out
+
+
+def input_channels(inputs: str) -> tuple[str, ...]:
+    """The channel names of ``train.inputs``."""
+    return ALIGNED_CHANNELS if inputs == "aligned" else CHANNELS
 
 
 def normalization(recordings: Sequence[Prepared]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std over every sample of the given recordings."""
+    """Per-channel mean and std over every sample of the given recordings (a constant
+    channel, such as ``calibrated``, keeps std 1)."""
     stacked = np.concatenate([r.features for r in recordings]).astype(np.float64)
-    return stacked.mean(axis=0), stacked.std(axis=0)
+    std = stacked.std(axis=0)
+    return stacked.mean(axis=0), np.where(std > 1e-9, std, 1.0)
+
+
+def activity_stats(
+    recordings: Sequence[Prepared], n_classes: int, rate_hz: float
+) -> dict[str, list[Any]]:
+    """What the HMM smoother needs from the labels (``ActivityStats`` in the bundle):
+    mean segment duration per class, where each class's segments lead (the next activity
+    1-6 segment of the same recording; half a count added to every pair, so that no
+    switch is impossible), and each class's share of the labelled samples."""
+    durations: list[list[int]] = [[] for _ in range(n_classes)]
+    follows = np.full((n_classes, n_classes), 0.5)
+    np.fill_diagonal(follows, 0.0)
+    for r in recordings:
+        basic = [(c - 1, b - a) for c, a, b in segments(r.labels) if 1 <= c <= n_classes]
+        for (c, length), (after, _) in zip(basic, [*basic[1:], (None, 0)], strict=True):
+            durations[c].append(length)
+            if after is not None and after != c:
+                follows[c, after] += 1
+    counts = np.array([sum(d) for d in durations], np.float64)
+    return {
+        "mean_duration_s": [float(np.mean(d)) / rate_hz for d in durations],
+        "transitions": (follows / follows.sum(axis=1, keepdims=True)).tolist(),
+        "prior": (counts / counts.sum()).tolist(),
+    }
 
 
 def class_targets(labels: np.ndarray) -> np.ndarray:

@@ -29,12 +29,12 @@ from joblib import Parallel, delayed
 from harstream.config import Config
 from harstream.core.bundle import UNKNOWN, Bundle, load_bundle
 from harstream.core.engine import Message
-from harstream.core.inference import Model, load_model
-from harstream.core.preprocessing import Preprocessor
+from harstream.core.inference import Model, expand_steps, load_model
 from harstream.evaluation.metrics import StreamScore, score_stream
 from harstream.runtime import build_engine
-from training.data import TEST_SUBJECTS, Prepared, load_prepared, protocol_windows
+from training.data import TEST_SUBJECTS, Prepared, protocol_windows
 from training.metrics import window_metrics
+from training.robustness import bundle_recordings
 
 __all__ = [
     "evaluate_bundle",
@@ -53,14 +53,17 @@ def window_predictions(
     bundle: Bundle, model: Model, recording: Prepared
 ) -> tuple[np.ndarray, np.ndarray]:
     """(truth, predicted) class ids of one recording's protocol windows."""
-    pre = Preprocessor(bundle.preprocessing, bundle.mean, bundle.std)
-    features = pre.preprocess(recording.samples)
+    pre = bundle.preprocessor()
+    features = pre.preprocess(recording.samples, recording.vertical)
     starts, truth = protocol_windows(recording.labels, bundle.window, bundle.hop)
     if not len(starts):
         return truth, truth
     if bundle.mode == "stateful":
-        _, probs = model.step(model.initial_state(1), features[None])
-        return truth, probs[0, starts + bundle.window - 1].argmax(-1)
+        stride = bundle.arch.stride
+        whole = len(features) - len(features) % stride
+        _, probs = model.step(model.initial_state(1), features[None, :whole])
+        per_sample = expand_steps(probs[0], stride, len(features))
+        return truth, per_sample[starts + bundle.window - 1].argmax(-1)
     windows = np.stack([features[s : s + bundle.window] for s in starts])
     _, probs = model.step(model.initial_state(len(windows)), windows)
     return truth, probs[:, -1].argmax(-1)
@@ -73,6 +76,10 @@ def stream_scores(
     engine = build_engine(config, bundle)
     engine.max_devices = max(engine.max_devices, len(recordings))
     names = [f"s{r.subject}-{r.experiment}" for r in recordings]
+    if bundle.preprocessor().aligned:  # each recording with its own calibration, or none
+        engine.default_vertical = None
+        for name, r in zip(names, recordings, strict=True):
+            engine.set_vertical(name, r.vertical)
     decided: dict[str, list[tuple[int, int]]] = {n: [] for n in names}
     ids = {label: i + 1 for i, label in enumerate(bundle.labels)} | {UNKNOWN: 0}
     longest = max(len(r.samples) for r in recordings)
@@ -95,7 +102,8 @@ def inference_cost_ms(bundle: Bundle, model: Model, calls: int = 300) -> float:
     """Median milliseconds of one batch-1 decision: a hop of samples (stateful) or a
     whole window (window mode), through the model alone."""
     steps = bundle.hop if bundle.mode == "stateful" else bundle.window
-    x = np.random.default_rng(0).standard_normal((1, steps, 9)).astype(np.float32)
+    shape = (1, steps, len(bundle.channels))
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     state = model.initial_state(1)
     times = []
     for _ in range(calls):
@@ -135,7 +143,7 @@ def evaluate_bundle(
     are scored in parallel by ``jobs`` processes (joblib)."""
     bundle = load_bundle(bundle_dir)
     if recordings is None:
-        recordings = load_prepared(data_dir, subjects, bundle.preprocessing)
+        recordings = bundle_recordings(bundle, data_dir, subjects)
     labels = list(bundle.labels)
     order = sorted({r.subject for r in recordings})
     results = Parallel(n_jobs=min(jobs, len(order)))(
@@ -230,9 +238,12 @@ def subject_table(report: dict[str, Any]) -> pd.DataFrame:
 
 
 def _parameter_count(bundle: Bundle) -> int:
-    arch, inputs, classes = bundle.arch, 9, len(bundle.labels)
+    arch, inputs, classes = bundle.arch, len(bundle.channels), len(bundle.labels)
     gates = 3 if arch.type == "gru" else 4
     total = 0
+    if arch.stride > 1:  # the linear front end over each patch
+        total += arch.stride * inputs * arch.hidden + arch.hidden
+        inputs = arch.hidden
     for layer in range(arch.layers):
         width = inputs if layer == 0 else arch.hidden
         total += gates * (arch.hidden * width + arch.hidden * arch.hidden + 2 * arch.hidden)
@@ -265,7 +276,7 @@ def tradeoff(
 
     bundle = load_bundle(bundle_dir)
     if recordings is None:
-        recordings = load_prepared(data_dir, subjects, bundle.preprocessing)
+        recordings = bundle_recordings(bundle, data_dir, subjects)
     configs = [load_config(overrides=overrides) for _, overrides in settings]
     totals = Parallel(n_jobs=jobs)(
         delayed(_stream_total)(bundle, config, recordings) for config in configs

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harstream.core.bundle import ArchSpec, Bundle, load_bundle
+from harstream.core.bundle import ActivityStats, ArchSpec, Bundle, CalibrationSpec, load_bundle
 from harstream.core.inference import OnnxModel, TorchModel
 from harstream.core.preprocessing import CHANNELS, FilterSpec
 from harstream.core.torchnet import ExportWrapper, HarNet
@@ -40,6 +40,9 @@ def write_bundle(
     std: np.ndarray | list[float],
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    channels: tuple[str, ...] = CHANNELS,
+    calibration: CalibrationSpec | None = None,
+    activity_stats: ActivityStats | None = None,
 ) -> Bundle:
     draft = Bundle(
         path=Path(out_dir),
@@ -54,6 +57,9 @@ def write_bundle(
         std=tuple(float(v) for v in std),
         training=training or {},
         metrics=metrics or {},
+        channels=channels,
+        calibration=calibration,
+        activity_stats=activity_stats,
     )
     draft.save()
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -71,12 +77,12 @@ def update_metrics(bundle_dir: str | Path, metrics: dict[str, Any]) -> None:
 
 def export_onnx(bundle: Bundle) -> Path:
     """(Re)write ``model.onnx`` from ``model.pt``; check it against torch."""
-    net = HarNet.from_arch(bundle.arch, n_classes=len(bundle.labels))
+    net = HarNet.from_arch(bundle.arch, len(bundle.labels), len(bundle.channels))
     net.load_state_dict(torch.load(bundle.weights_path, map_location="cpu", weights_only=True))
     net.eval()
     wrapper = ExportWrapper(net).eval()
     batch, steps = 2, bundle.hop
-    x = torch.zeros(batch, steps, len(CHANNELS))
+    x = torch.zeros(batch, steps, len(bundle.channels))
     states = ["h0", "c0"][: bundle.arch.state_tensors]
     state = tuple(torch.zeros(bundle.arch.layers, batch, bundle.arch.hidden) for _ in states)
     outputs = ["probs", *[s.replace("0", "n") for s in states]]
@@ -107,8 +113,8 @@ def check_parity(bundle: Bundle, tolerance: float = 1e-5, seed: int = 0) -> floa
     onnx, ref = OnnxModel(bundle), TorchModel(bundle)
     state_a, state_b = onnx.initial_state(3), ref.initial_state(3)
     worst = 0.0
-    for steps in (bundle.hop, 7):
-        x = rng.standard_normal((3, steps, len(CHANNELS))).astype(np.float32)
+    for steps in (bundle.hop, 7 * bundle.arch.stride):
+        x = rng.standard_normal((3, steps, len(bundle.channels))).astype(np.float32)
         state_a, probs_a = onnx.step(state_a, x)
         state_b, probs_b = ref.step(state_b, x)
         worst = max(worst, float(np.abs(probs_a - probs_b).max()))

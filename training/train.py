@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from harstream.config import TrainConfig
-from harstream.core.bundle import ArchSpec, Bundle
+from harstream.core.bundle import ActivityStats, ArchSpec, Bundle, CalibrationSpec
+from harstream.core.inference import expand_steps
 from harstream.core.preprocessing import FilterSpec
 from harstream.core.torchnet import HarNet
 from harstream.evaluation.metrics import score_stream
@@ -40,8 +41,10 @@ from training.data import (
     IGNORE,
     TRAIN_SUBJECTS,
     Prepared,
+    activity_stats,
     class_targets,
     data_checksum,
+    input_channels,
     load_prepared,
     normalization,
     protocol_windows,
@@ -73,10 +76,11 @@ def train(
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     filters = FilterSpec()
+    channels = input_channels(cfg.inputs)
 
     # 1-2. data and split
     if recordings is None:
-        recordings = load_prepared(data_dir, TRAIN_SUBJECTS, filters)
+        recordings = load_prepared(data_dir, TRAIN_SUBJECTS, filters, channels, cfg.calibration_s)
     if any(r.subject not in TRAIN_SUBJECTS for r in recordings):
         raise ValueError("training recordings must come from the 21 training subjects")
     val = [r for r in recordings if r.subject in cfg.validation_subjects]
@@ -88,8 +92,10 @@ def train(
     )
 
     # 3. model and optimiser
-    arch = ArchSpec(type=cfg.arch, hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout)
-    net = HarNet.from_arch(arch, n_classes=len(BASIC_ACTIVITIES))
+    arch = ArchSpec(
+        type=cfg.arch, hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout, stride=cfg.stride
+    )
+    net = HarNet.from_arch(arch, len(BASIC_ACTIVITIES), len(channels))
     history: list[dict[str, float]] = []
     best = {"score": -1.0, "step": 0, "state": _snapshot(net)}
     sampler = _make_sampler(cfg, fit, mean, std, rng)
@@ -115,7 +121,7 @@ def train(
         log(f"refit on all {len(TRAIN_SUBJECTS)} training subjects for {best['step']} steps")
         torch.manual_seed(cfg.seed)
         mean, std = normalization(recordings)
-        net = HarNet.from_arch(arch, n_classes=len(BASIC_ACTIVITIES))
+        net = HarNet.from_arch(arch, len(BASIC_ACTIVITIES), len(channels))
         _fit(
             net,
             _make_sampler(cfg, recordings, mean, std, rng),
@@ -127,8 +133,13 @@ def train(
     # 6. the bundle
     seconds = time.monotonic() - started
     last = next((h for h in history if h["step"] == best["step"]), {})
+    name = f"{cfg.arch}{cfg.hidden}x{cfg.layers}-{cfg.mode}"
+    if cfg.stride > 1:
+        name += f"-stride{cfg.stride}"
+    if cfg.inputs != "device":
+        name += f"-{cfg.inputs}"
     record = {
-        "name": f"{cfg.arch}{cfg.hidden}x{cfg.layers}-{cfg.mode}",
+        "name": name,
         "subjects": sorted({r.subject for r in recordings}),
         "validation_subjects": sorted({r.subject for r in val}),
         "refit": cfg.refit,
@@ -157,9 +168,25 @@ def train(
         std=std,
         training=record,
         metrics=metrics,
+        channels=channels,
+        calibration=_reference_calibration(recordings, cfg),
+        activity_stats=ActivityStats(
+            **activity_stats(recordings, len(BASIC_ACTIVITIES), filters.rate_hz)
+        ),
     )
     log(f"wrote {bundle.path} in {seconds:.0f} s")
     return TrainResult(bundle, history, best["step"], seconds)
+
+
+def _reference_calibration(recordings: list[Prepared], cfg: TrainConfig) -> CalibrationSpec | None:
+    """The mean of the training recordings' standing verticals (aligned inputs only)."""
+    verticals = [r.vertical for r in recordings if r.vertical is not None]
+    if not verticals:
+        return None
+    mean = np.mean(verticals, axis=0)
+    return CalibrationSpec(
+        reference_vertical=(mean / np.linalg.norm(mean)).tolist(), seconds=cfg.calibration_s
+    )
 
 
 # --- batches ----------------------------------------------------------------------------
@@ -177,16 +204,24 @@ def _make_sampler(
     """Random training batches ``(x (B, T, 9), y (B, T))``; y is IGNORE where unscored."""
     aug = cfg.augment
     targets = [class_targets(r.labels) for r in recs]
+    aligned = cfg.inputs == "aligned"
 
     def prepare(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        x = augment_crop(
-            features,
-            labels,
-            rng,
-            rotate_deg=aug.rotate_deg,
-            lie_rotate_p=aug.lie_rotate_p,
-            scale=aug.scale,
-        )
+        if aligned:  # turning the device changes nothing here but the calibration
+            x = np.array(features, np.float64)
+            if aug.scale > 0:
+                x[:, :6] *= 1.0 + rng.uniform(-aug.scale, aug.scale)
+            if rng.random() < cfg.uncalibrated_p:
+                x = _uncalibrated(x)
+        else:
+            x = augment_crop(
+                features,
+                labels,
+                rng,
+                rotate_deg=aug.rotate_deg,
+                lie_rotate_p=aug.lie_rotate_p,
+                scale=aug.scale,
+            )
         x = (x - mean) / std
         if aug.noise:
             x += rng.normal(0, aug.noise, x.shape)
@@ -202,7 +237,8 @@ def _make_sampler(
                 start = int(rng.integers(0, len(recs[i].labels) - cfg.seq_len + 1))
                 part = slice(start, start + cfg.seq_len)
                 xs.append(prepare(recs[i].features[part], recs[i].labels[part]))
-                ys.append(targets[i][part])
+                # one output per step of stride samples: the target of its last sample
+                ys.append(targets[i][part][cfg.stride - 1 :: cfg.stride])
             return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
         return crops
@@ -221,7 +257,7 @@ def _make_sampler(
             i, s, c = index[k]
             part = slice(s, s + cfg.window)
             xs.append(prepare(recs[i].features[part], recs[i].labels[part]))
-            y = np.full(cfg.window, IGNORE, np.int64)
+            y = np.full(cfg.window // cfg.stride, IGNORE, np.int64)
             y[-1] = c  # window mode: one target, at the last step
             ys.append(y)
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
@@ -282,19 +318,21 @@ def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
 def step_probabilities(
     net: HarNet, recs: list[Prepared], mean: np.ndarray, std: np.ndarray
 ) -> list[np.ndarray]:
-    """Per-step class probabilities of each whole recording from zero state (n, classes).
+    """Per-sample class probabilities of each whole recording from zero state (n,
+    classes): after each sample, the newest output (``expand_steps``).
 
     The recordings run as one zero-padded batch: the network is causal, so padding at
     the end changes nothing before it.
     """
     net.eval()
     longest = max(len(r.features) for r in recs)
-    x = np.zeros((len(recs), longest, 9), np.float32)
+    longest += -longest % net.stride
+    x = np.zeros((len(recs), longest, recs[0].features.shape[1]), np.float32)
     for i, r in enumerate(recs):
         x[i, : len(r.features)] = (r.features - mean) / std
     logits, _ = net(torch.from_numpy(x))
     probs = torch.softmax(logits, -1).numpy()
-    return [probs[i, : len(r.features)] for i, r in enumerate(recs)]
+    return [expand_steps(probs[i], net.stride, len(r.features)) for i, r in enumerate(recs)]
 
 
 @torch.inference_mode()
@@ -327,11 +365,29 @@ def evaluate_torch(
             stream = score if stream is None else stream + score
     m = window_metrics(np.concatenate(truth), np.concatenate(pred), BASIC_ACTIVITIES)
     scores = {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"]}
+    if cfg.mode == "stateful" and recs[0].vertical is not None:
+        # the same windows as an uncalibrated device (any orientation) is read
+        bare = [replace(r, features=_uncalibrated(r.features)) for r in recs]
+        truth_u, pred_u = [], []
+        for r, probs in zip(bare, step_probabilities(net, bare, mean, std), strict=True):
+            starts, classes = protocol_windows(r.labels, cfg.window, cfg.hop)
+            truth_u.append(classes)
+            pred_u.append(probs[starts + cfg.window - 1].argmax(-1))
+        scores["val_uncalibrated_accuracy"] = float(
+            np.mean(np.concatenate(truth_u) == np.concatenate(pred_u))
+        )
     if stream is not None:
         scores["val_online_accuracy"] = stream.online_accuracy
     # model selection: window macro-F1 and online accuracy weigh the same
     scores["selection"] = (scores["val_macro_f1"] + scores.get("val_online_accuracy", 0.0)) / 2
     return scores
+
+
+def _uncalibrated(features: np.ndarray) -> np.ndarray:
+    """Aligned features as a device without calibration has them (tilt 0, calibrated 0)."""
+    bare = features.copy()
+    bare[:, 6:8] = 0.0
+    return bare
 
 
 def _git_commit() -> str | None:

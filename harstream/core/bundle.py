@@ -21,10 +21,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from harstream.core.preprocessing import CHANNELS, FilterSpec
+from harstream.core.preprocessing import CHANNELS, INPUTS, FilterSpec, Preprocessor
 from harstream.errors import ModelError
 
-__all__ = ["BUNDLE_FORMAT", "ArchSpec", "Bundle", "default_bundle_path", "load_bundle"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "ActivityStats",
+    "ArchSpec",
+    "Bundle",
+    "CalibrationSpec",
+    "default_bundle_path",
+    "load_bundle",
+]
 
 BUNDLE_FORMAT = 1
 UNKNOWN = "UNKNOWN"
@@ -39,6 +47,9 @@ class ArchSpec(_Strict):
     hidden: Annotated[int, Field(gt=0)]
     layers: Annotated[int, Field(gt=0)]
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    #: samples per recurrent step: > 1 puts a linear front end over each ``stride``
+    #: samples and steps the recurrent layers once per such patch
+    stride: Annotated[int, Field(gt=0)] = 1
 
     @property
     def state_tensors(self) -> int:
@@ -47,8 +58,26 @@ class ArchSpec(_Strict):
 
 
 class _Normalization(_Strict):
-    mean: Annotated[list[float], Field(min_length=9, max_length=9)]
-    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=9, max_length=9)]
+    mean: list[float]
+    std: list[Annotated[float, Field(gt=0)]]
+
+
+class ActivityStats(_Strict):
+    """What the training subjects' label sequences say, for the HMM smoother:
+    mean segment duration per class (s), the fraction of each class's segments that
+    lead to each other class (rows sum to 1), and each class's share of the samples."""
+
+    mean_duration_s: list[Annotated[float, Field(gt=0)]]
+    transitions: list[list[Annotated[float, Field(ge=0)]]]
+    prior: list[Annotated[float, Field(gt=0)]]
+
+
+class CalibrationSpec(_Strict):
+    """The mean standing vertical of the training subjects (device frame): the
+    calibration a device gets when it is assumed to be worn as in the training data."""
+
+    reference_vertical: Annotated[list[float], Field(min_length=3, max_length=3)]
+    seconds: Annotated[float, Field(gt=0)] = 5.0
 
 
 class _BundleSpec(_Strict):
@@ -62,6 +91,8 @@ class _BundleSpec(_Strict):
     channels: list[str]
     preprocessing: dict[str, Any]
     normalization: _Normalization
+    calibration: CalibrationSpec | None = None
+    activity_stats: ActivityStats | None = None
     training: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
 
@@ -81,10 +112,29 @@ class _BundleSpec(_Strict):
 
     @field_validator("channels")
     @classmethod
-    def _uci_channel_order(cls, channels: list[str]) -> list[str]:
-        if tuple(channels) != CHANNELS:
-            raise ValueError(f"must be {list(CHANNELS)} (the UCI HAR order)")
+    def _known_inputs(cls, channels: list[str]) -> list[str]:
+        if tuple(channels) not in INPUTS:
+            raise ValueError(f"must be one of {[list(c) for c in INPUTS]}")
         return channels
+
+    @field_validator("normalization")
+    @classmethod
+    def _one_per_channel(cls, norm: _Normalization, info: ValidationInfo) -> _Normalization:
+        width = len(info.data.get("channels", CHANNELS))
+        if len(norm.mean) != width or len(norm.std) != width:
+            raise ValueError(f"mean and std need {width} values each (one per channel)")
+        return norm
+
+    @field_validator("activity_stats")
+    @classmethod
+    def _one_per_label(cls, stats: ActivityStats | None, info: ValidationInfo) -> Any:
+        n = len(info.data.get("labels", []))
+        if stats is not None and not (
+            len(stats.mean_duration_s) == len(stats.prior) == len(stats.transitions) == n
+            and all(len(row) == n for row in stats.transitions)
+        ):
+            raise ValueError(f"needs {n} values per list and a {n}x{n} transitions matrix")
+        return stats
 
 
 @dataclass(frozen=True)
@@ -103,6 +153,9 @@ class Bundle:
     std: tuple[float, ...]
     training: dict[str, Any]
     metrics: dict[str, Any]
+    channels: tuple[str, ...] = CHANNELS
+    calibration: CalibrationSpec | None = None
+    activity_stats: ActivityStats | None = None
 
     @property
     def onnx_path(self) -> Path:
@@ -111,6 +164,10 @@ class Bundle:
     @property
     def weights_path(self) -> Path:
         return self.path / "model.pt"
+
+    def preprocessor(self) -> Preprocessor:
+        """The filters, inputs and standardisation the network was trained on."""
+        return Preprocessor(self.preprocessing, self.mean, self.std, self.channels)
 
     @property
     def name(self) -> str:
@@ -126,9 +183,11 @@ class Bundle:
             "window": self.window,
             "hop": self.hop,
             "rate_hz": self.rate_hz,
-            "channels": list(CHANNELS),
+            "channels": list(self.channels),
             "preprocessing": self.preprocessing.to_dict(),
             "normalization": {"mean": list(self.mean), "std": list(self.std)},
+            **({"calibration": self.calibration.model_dump()} if self.calibration else {}),
+            **({"activity_stats": self.activity_stats.model_dump()} if self.activity_stats else {}),
             "training": self.training,
             "metrics": self.metrics,
         }
@@ -186,4 +245,7 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         std=tuple(spec.normalization.std),
         training=spec.training,
         metrics=spec.metrics,
+        channels=tuple(spec.channels),
+        calibration=spec.calibration,
+        activity_stats=spec.activity_stats,
     )

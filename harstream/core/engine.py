@@ -19,6 +19,14 @@ A ``seq`` behind it is a duplicate: dropped and counted. Devices idle for longer
 ``idle_timeout_s`` are evicted; at most ``max_devices`` are kept, new ones beyond are
 rejected.
 
+Calibration (bundles with the gravity-aligned inputs): each device may have a
+calibrated vertical, the direction of gravity in its own frame while its wearer stood
+still. ``calibrate(device, seconds)`` asks for one: the next ``seconds`` of the device's
+samples are averaged (gravity direction, and how much the device moved) and, if it held
+still, become its vertical (event ``calibrated``; else ``calibration_failed``).
+``set_vertical`` sets or clears one directly (a saved calibration). Verticals outlive
+eviction; a device without one gets ``default_vertical`` (None: uncalibrated).
+
 Decision positions: a decision is made when a device's sample count reaches
 ``window + k * hop`` (window mode) or ``(k + 1) * hop`` (stateful mode), counted from
 the device's first sample (or its last reset). ``offline_decisions`` computes the same
@@ -38,12 +46,13 @@ import numpy as np
 
 from harstream.core.bundle import UNKNOWN
 from harstream.core.inference import Model, State, stack_states, unstack_state
-from harstream.core.preprocessing import CHANNELS, FilterState, Preprocessor
+from harstream.core.preprocessing import FilterState, Preprocessor, gravity_direction
 from harstream.core.smoothing import Smoother
 from harstream.core.window import Emitted, WindowBuffer
 from harstream.errors import RejectedError
 
 __all__ = [
+    "CALIBRATION_MAX_MOTION_G",
     "Decision",
     "Engine",
     "EngineEvent",
@@ -85,7 +94,9 @@ class EngineEvent:
     """Something about a message other than decisions: a reset or a drop."""
 
     device: str
-    code: str  # seq_gap (state reset, message used) | seq_old | too_many_devices (dropped)
+    # seq_gap (state reset, message used) | seq_old | too_many_devices (dropped) |
+    # calibrated | calibration_failed (not about the message itself)
+    code: str
     detail: str
     dropped: bool
 
@@ -151,6 +162,22 @@ class _Device:
     last_seen: float = 0.0
     state: State | None = None  # recurrent state; stateful mode only
     activity: str | None = None  # last published
+    pending: np.ndarray | None = None  # stateful, stride > 1: samples short of a step
+
+
+@dataclass(slots=True)
+class _Calibration:
+    """A calibration in progress: samples still to take, and sums over those taken."""
+
+    remaining: int
+    taken: int = 0
+    gravity: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    motion: float = 0.0  # sum of |body acceleration| (g)
+
+
+#: The most a device may move while calibrating: mean |body acceleration| in g (still
+#: standing measures ~0.01 g, slow walking ~0.15 g).
+CALIBRATION_MAX_MOTION_G = 0.05
 
 
 class Engine:
@@ -167,6 +194,7 @@ class Engine:
         max_devices: int,
         idle_timeout_s: float,
         unknown_threshold: float,
+        default_vertical: np.ndarray | None = None,
     ) -> None:
         """Every value comes from the config (``harstream.runtime.build_engine``), which
         holds the one set of defaults."""
@@ -174,6 +202,12 @@ class Engine:
             raise ValueError(f"mode must be 'window' or 'stateful', got {mode!r}")
         if not 0 < hop <= window:
             raise ValueError(f"need 0 < hop <= window, got hop={hop}, window={window}")
+        self.stride = model.arch.stride
+        if hop % self.stride or window % self.stride:
+            raise ValueError(
+                f"hop ({hop}) and window ({window}) must be multiples of the model's "
+                f"stride ({self.stride})"
+            )
         self.model = model
         self.labels = model.labels
         self.preprocessor = preprocessor
@@ -191,6 +225,12 @@ class Engine:
         self.counters: Counter[str] = Counter()
         self.decisions = 0
         self._devices: dict[str, _Device] = {}
+        # calibration: verticals and calibrations in progress are the prepare stage's;
+        # requests come from any thread (one dict store each)
+        self.default_vertical = default_vertical
+        self.verticals: dict[str, np.ndarray] = {}
+        self._calibrating: dict[str, _Calibration] = {}
+        self._requests: dict[str, float] = {}
 
     # --- devices ---------------------------------------------------------------------
 
@@ -213,8 +253,74 @@ class Engine:
 
     def _new_device(self) -> _Device:
         if self.mode == "window":
-            return _Device(WindowBuffer(self.window, self.hop, len(CHANNELS)), self.new_smoother())
+            width = len(self.preprocessor.channels)
+            return _Device(WindowBuffer(self.window, self.hop, width), self.new_smoother())
         return _Device(None, self.new_smoother())
+
+    # --- calibration -----------------------------------------------------------------
+
+    def calibrate(self, device: str, seconds: float) -> None:
+        """Take the device's next ``seconds`` of samples as a standing calibration."""
+        if not self.preprocessor.aligned:
+            raise ValueError("this model reads device-frame inputs: it takes no calibration")
+        if seconds <= 0:
+            raise ValueError(f"seconds must be > 0, got {seconds}")
+        self._requests[device] = seconds
+
+    def set_vertical(self, device: str, vertical: np.ndarray | None) -> None:
+        """Set (a unit 3-vector, device frame) or clear (None) a device's calibration."""
+        if vertical is None:
+            self.verticals.pop(device, None)
+            return
+        v = np.asarray(vertical, np.float64).reshape(3)
+        norm = float(np.linalg.norm(v))
+        if not np.isfinite(norm) or norm < 1e-6:
+            raise ValueError(f"a vertical must be a non-zero 3-vector, got {v.tolist()}")
+        self.verticals[device] = v / norm
+
+    def vertical_of(self, device: str) -> np.ndarray | None:
+        return self.verticals.get(device, self.default_vertical)
+
+    def _calibrate(self, device: str, filtered: np.ndarray, events: list[EngineEvent]) -> None:
+        """Fold a message's filtered samples (n, 9) into the device's calibration."""
+        if device in self._requests:
+            seconds = self._requests.pop(device)
+            self._calibrating[device] = _Calibration(max(1, round(seconds * self.rate_hz)))
+        cal = self._calibrating.get(device)
+        if cal is None:
+            return
+        part = filtered[: cal.remaining]
+        cal.gravity += gravity_direction(part).sum(axis=0)
+        cal.motion += float(np.linalg.norm(part[:, 0:3], axis=1).sum())
+        cal.taken += len(part)
+        cal.remaining -= len(part)
+        if cal.remaining > 0:
+            return
+        del self._calibrating[device]
+        motion = cal.motion / cal.taken
+        if motion > CALIBRATION_MAX_MOTION_G:
+            self.counters["calibrations_failed"] += 1
+            events.append(
+                EngineEvent(
+                    device,
+                    "calibration_failed",
+                    f"the device moved (mean body acceleration {motion:.3f} g > "
+                    f"{CALIBRATION_MAX_MOTION_G} g): stand still and calibrate again",
+                    dropped=False,
+                )
+            )
+            return
+        self.set_vertical(device, cal.gravity)
+        self.counters["calibrations"] += 1
+        v = self.verticals[device]
+        events.append(
+            EngineEvent(
+                device,
+                "calibrated",
+                f"vertical {np.round(v, 4).tolist()} from {cal.taken} samples",
+                dropped=False,
+            )
+        )
 
     # --- feeding ---------------------------------------------------------------------
 
@@ -259,9 +365,10 @@ class Engine:
                 if work.reset:
                     work.dev.count = 0
                     work.dev.filters = None
+                    work.dev.pending = None
                     if work.dev.buffer is not None:
                         work.dev.buffer.reset()
-            features = self._preprocess(batch)
+            features = self._preprocess(batch, prepared.events)
             inputs = [self._input(w.dev, x) for w, x in zip(batch, features, strict=True)]
             # the count after a message belongs to the stream index of its last sample
             first = [w.start + len(w.msg.samples) - w.dev.count for w in batch]
@@ -276,7 +383,17 @@ class Engine:
             return _Input(emitted.stops, emitted.windows, emitted.stops)
         first_stop = (before // self.hop + 1) * self.hop
         stops = np.arange(first_stop, dev.count + 1, self.hop)
-        return _Input(stops, x.astype(np.float32, copy=False), stops - before - 1)
+        x = x.astype(np.float32, copy=False)
+        if self.stride == 1:
+            return _Input(stops, x, stops - before - 1)
+        # whole steps of stride samples go to the network; the rest waits for the next
+        # message (stops are multiples of the hop, so of the stride: never in the rest)
+        if dev.pending is not None:
+            before -= len(dev.pending)
+            x = np.concatenate([dev.pending, x])
+        whole = len(x) - len(x) % self.stride
+        dev.pending = x[whole:] if whole < len(x) else None
+        return _Input(stops, x[:whole], (stops - before) // self.stride - 1)
 
     def complete(self, prepared: Prepared) -> list[Decision]:
         """Stage two: inference over what ``prepare`` emitted, smoothing, decisions."""
@@ -348,7 +465,7 @@ class Engine:
         self.counters["samples"] += n
         return _Work(dev, msg, start, reset)
 
-    def _preprocess(self, batch: list[_Work]) -> list[np.ndarray]:
+    def _preprocess(self, batch: list[_Work], events: list[EngineEvent]) -> list[np.ndarray]:
         """Run the filters of all messages with the same length as one batch."""
         features: list[np.ndarray] = [np.empty(0)] * len(batch)
         by_length: dict[int, list[int]] = {}
@@ -361,7 +478,17 @@ class Engine:
                 dev.filters if dev.filters is not None else self.preprocessor.start(x[j, 0])
                 for j, dev in enumerate(devs)
             ]
-            state, y = self.preprocessor.process(FilterState.stack(states), x)
+            state, filtered = self.preprocessor.filter(FilterState.stack(states), x)
+            vertical = None
+            if self.preprocessor.aligned:
+                vertical = np.full((len(rows), 3), np.nan)
+                for j, i in enumerate(rows):
+                    device = batch[i].msg.device
+                    self._calibrate(device, filtered[j], events)
+                    v = self.vertical_of(device)
+                    if v is not None:
+                        vertical[j] = v
+            y = self.preprocessor.inputs(filtered, vertical)
             for j, (dev, part) in enumerate(zip(devs, state.unstack(), strict=True)):
                 dev.filters = part
                 features[rows[j]] = y[j]
@@ -387,7 +514,8 @@ class Engine:
         # same length run together, their states stacked along the batch axis
         by_length: dict[int, list[int]] = {}
         for i, e in enumerate(inputs):
-            by_length.setdefault(len(e.x), []).append(i)
+            if len(e.x):  # a message shorter than the model's stride may leave none
+                by_length.setdefault(len(e.x), []).append(i)
         for which in by_length.values():
             devs = [batch[i].dev for i in which]
             x = np.stack([inputs[i].x for i in which])
@@ -450,15 +578,16 @@ def offline_decisions(
     mode: str,
     window: int,
     hop: int,
+    vertical: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The engine's decisions for a whole recording, computed offline.
 
     Returns ``(seq, probs)``: the stream index of each decision's last sample and the
     raw class probabilities there. Preprocesses the recording in one piece and cuts
     windows (or runs the stateful network over the whole sequence) at the positions the
-    engine decides at.
+    engine decides at. ``vertical``: the device's calibration, if any.
     """
-    features = preprocessor.preprocess(samples)
+    features = preprocessor.preprocess(samples, vertical)
     n = len(features)
     if mode == "window":
         stops = np.arange(window, n + 1, hop)
@@ -472,4 +601,4 @@ def offline_decisions(
     if not len(stops):
         return stops - 1, np.zeros((0, len(model.labels)))
     _, probs = model.step(model.initial_state(1), features[None, : stops[-1]])
-    return stops - 1, probs[0, stops - 1]
+    return stops - 1, probs[0, stops // model.arch.stride - 1]

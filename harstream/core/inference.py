@@ -1,10 +1,12 @@
 """Inference backends behind one protocol: ``step(state, x) -> (state, probs)``.
 
-``x`` is (B, T, 9) float32 features of B streams; ``state`` is a tuple of arrays of
+``x`` is (B, T, C) float32 features of B streams; ``state`` is a tuple of arrays of
 shape (layers, B, hidden): ``(h,)`` for a GRU, ``(h, c)`` for an LSTM. ``probs`` is
-(B, T, classes): ``probs[:, t]`` is the class distribution after the network consumed
-``x[:, : t + 1]``. Window mode calls ``step`` from ``initial_state`` on whole windows
-and reads the last step; stateful mode carries the state from call to call.
+(B, T / stride, classes): ``probs[:, k]`` is the class distribution after the network
+consumed ``x[:, : (k + 1) * stride]``. ``stride`` (``arch.stride``) is the number of
+samples per recurrent step; T must be a multiple of it (1 for a per-sample network).
+Window mode calls ``step`` from ``initial_state`` on whole windows and reads the last
+step; stateful mode carries the state from call to call.
 
 Backends:
 - ``onnx``: onnxruntime on ``model.onnx`` (the default; no torch needed).
@@ -28,6 +30,7 @@ __all__ = [
     "Model",
     "OnnxModel",
     "State",
+    "expand_steps",
     "load_model",
     "stack_states",
     "torch_available",
@@ -55,6 +58,17 @@ def unstack_state(state: State) -> list[State]:
     """Split a batched state into per-stream states (views)."""
     batch = state[0].shape[1]
     return [tuple(s[:, i : i + 1] for s in state) for i in range(batch)]
+
+
+def expand_steps(probs: np.ndarray, stride: int, n: int) -> np.ndarray:
+    """Per-step outputs (T / stride, classes) -> per-sample (n, classes): row i is the
+    newest output available after sample i (the first stride - 1 rows, before any
+    output, repeat the first)."""
+    if stride == 1:
+        return probs[:n]
+    out = np.repeat(probs, stride, axis=0)[: max(n - (stride - 1), 0)]
+    head = np.repeat(probs[:1], min(stride - 1, n), axis=0)
+    return np.concatenate([head, out])
 
 
 def _zeros(arch: ArchSpec, batch: int) -> State:
@@ -114,7 +128,7 @@ class TorchModel:
         self.arch = bundle.arch
         self._torch = torch
         torch.set_num_threads(threads)
-        self._net = HarNet.from_arch(bundle.arch, n_classes=len(bundle.labels))
+        self._net = HarNet.from_arch(bundle.arch, len(bundle.labels), len(bundle.channels))
         try:
             weights = torch.load(bundle.weights_path, map_location="cpu", weights_only=True)
             self._net.load_state_dict(weights)

@@ -7,12 +7,21 @@ total - gravity. The output channels are, in order (the UCI HAR order)::
 
     body_acc x y z | body_gyro x y z | total_acc x y z
 
-then standardised with the bundle's per-channel mean and std. Everything is causal and
-carried in an explicit :class:`FilterState`, so feeding a recording in chunks of any
-sizes gives exactly what feeding it whole gives. Filters start in their steady state
-for the stream's first sample (no start-up transient), a choice that uses only that
-sample. The same code serves training (``preprocess`` on a whole recording) and the
-gateway (``process`` on each message, batched over devices).
+A bundle may instead ask for the gravity-aligned inputs (``ALIGNED_CHANNELS``), which do
+not depend on how the device is turned: with g = total - body (the gravity estimate) and
+its unit vector u, the body acceleration and the rotation rate split into a vertical
+component (along u) and a horizontal magnitude, plus their horizontal dot product and
+``u . (gyro x acc)``; then ``tilt`` = u . v, where v is the device's calibrated vertical
+(the direction of gravity in the device frame while the wearer stood still), and
+``calibrated`` = 1. A device without calibration gets tilt 0 and calibrated 0: the
+network was trained to do without it (posture then has no absolute reference).
+
+The features are then standardised with the bundle's per-channel mean and std.
+Everything is causal and carried in an explicit :class:`FilterState`, so feeding a
+recording in chunks of any sizes gives exactly what feeding it whole gives. Filters
+start in their steady state for the stream's first sample (no start-up transient), a
+choice that uses only that sample. The same code serves training (``preprocess`` on a
+whole recording) and the gateway (``process`` on each message, batched over devices).
 
 This module knows arrays; it knows nothing about devices, files or models.
 
@@ -35,12 +44,34 @@ import numpy as np
 
 from harstream.core.iir import LowPass
 
-__all__ = ["CHANNELS", "FilterSpec", "FilterState", "Preprocessor"]
+__all__ = [
+    "ALIGNED_CHANNELS",
+    "CHANNELS",
+    "INPUTS",
+    "FilterSpec",
+    "FilterState",
+    "Preprocessor",
+    "aligned_inputs",
+    "gravity_direction",
+]
 
-#: The model's input channels, in order.
+#: The device-frame input channels, in order (the UCI HAR order).
 CHANNELS: tuple[str, ...] = tuple(
     f"{kind}_{axis}" for kind in ("body_acc", "body_gyro", "total_acc") for axis in "xyz"
 )
+#: The gravity-aligned input channels, in order (orientation-invariant but for ``tilt``).
+ALIGNED_CHANNELS: tuple[str, ...] = (
+    "acc_vertical",
+    "acc_horizontal",
+    "gyro_vertical",
+    "gyro_horizontal",
+    "acc_gyro_dot",
+    "acc_gyro_cross",
+    "tilt",
+    "calibrated",
+)
+#: The input sets a bundle may name in its ``channels``.
+INPUTS: tuple[tuple[str, ...], ...] = (CHANNELS, ALIGNED_CHANNELS)
 RAW_CHANNELS = 6
 
 
@@ -97,9 +128,10 @@ class FilterState(NamedTuple):
 
 
 class Preprocessor:
-    """Raw (B, n, 6) chunks in, standardised (B, n, 9) float32 features out.
+    """Raw (B, n, 6) chunks in, standardised (B, n, C) float32 features out, C channels
+    of ``channels`` (``CHANNELS`` or ``ALIGNED_CHANNELS``).
 
-    ``mean``/``std`` (9 values each) come from the bundle; without them the output is
+    ``mean``/``std`` (C values each) come from the bundle; without them the output is
     left unstandardised (that is how training computes them).
     """
 
@@ -108,16 +140,22 @@ class Preprocessor:
         spec: FilterSpec,
         mean: Sequence[float] | np.ndarray | None = None,
         std: Sequence[float] | np.ndarray | None = None,
+        channels: Sequence[str] = CHANNELS,
     ) -> None:
         self.spec = spec
+        self.channels = tuple(channels)
+        if self.channels not in INPUTS:
+            raise ValueError(f"unknown channels {list(self.channels)}")
+        self.aligned = self.channels == ALIGNED_CHANNELS
         self._lowpass = LowPass(spec.lowpass_order, spec.lowpass_hz, spec.rate_hz)
         self._gravity = LowPass(spec.gravity_order, spec.gravity_hz, spec.rate_hz)
         self._mean = None if mean is None else np.asarray(mean, np.float64)
         self._scale = None if std is None else 1.0 / np.asarray(std, np.float64)
         if (self._mean is None) != (self._scale is None):
             raise ValueError("give both mean and std, or neither")
-        if self._mean is not None and self._mean.shape != (9,):
-            raise ValueError(f"mean and std need 9 values, got {self._mean.shape}")
+        width = len(self.channels)
+        if self._mean is not None and self._mean.shape != (width,):
+            raise ValueError(f"mean and std need {width} values, got {self._mean.shape}")
 
     def start(self, first: np.ndarray) -> FilterState:
         """Filter state of B new streams whose first raw samples are ``first`` (B, 6)."""
@@ -129,9 +167,25 @@ class Preprocessor:
         return FilterState(history, lowpass, gravity)
 
     def process(
+        self, state: FilterState | None, samples: np.ndarray, vertical: np.ndarray | None = None
+    ) -> tuple[FilterState, np.ndarray]:
+        """Filter one chunk of each of B streams; ``state=None`` starts new streams.
+        ``vertical`` (B, 3): each stream's calibrated vertical, NaN rows (or None) for
+        none; used by the aligned inputs only."""
+        state, device = self.filter(state, samples)
+        return state, self.inputs(device, vertical)
+
+    def inputs(self, device: np.ndarray, vertical: np.ndarray | None = None) -> np.ndarray:
+        """Device-frame channels (B, n, 9) from ``filter`` -> standardised model inputs."""
+        features = aligned_inputs(device, vertical) if self.aligned else device
+        if self._mean is not None and self._scale is not None:
+            features = (features - self._mean) * self._scale
+        return features.astype(np.float32)
+
+    def filter(
         self, state: FilterState | None, samples: np.ndarray
     ) -> tuple[FilterState, np.ndarray]:
-        """Filter one chunk of each of B streams; ``state=None`` starts new streams."""
+        """The filters alone: raw (B, n, 6) -> unstandardised device-frame (B, n, 9)."""
         x = np.asarray(samples, np.float64)
         if x.ndim != 3 or x.shape[2] != RAW_CHANNELS or x.shape[1] == 0:
             raise ValueError(f"samples must be (B, n>0, 6), got {x.shape}")
@@ -143,18 +197,52 @@ class Preprocessor:
         lowpass_z, smooth = self._lowpass.run(state.lowpass, median.transpose(0, 2, 1))
         gravity_z, gravity = self._gravity.run(state.gravity, smooth[:, :3])
         features = np.concatenate([smooth[:, :3] - gravity, smooth[:, 3:], smooth[:, :3]], axis=1)
-        features = features.transpose(0, 2, 1)
-        if self._mean is not None and self._scale is not None:
-            features = (features - self._mean) * self._scale
         keep = self.spec.median_kernel - 1
         history = padded[:, padded.shape[1] - keep :]
-        return FilterState(history, lowpass_z, gravity_z), features.astype(np.float32)
+        return FilterState(history, lowpass_z, gravity_z), features.transpose(0, 2, 1)
 
-    def preprocess(self, samples: np.ndarray) -> np.ndarray:
-        """A whole recording (n, 6) -> (n, 9), from a fresh state: the offline function."""
-        _, features = self.process(None, np.asarray(samples)[None])
+    def preprocess(self, samples: np.ndarray, vertical: np.ndarray | None = None) -> np.ndarray:
+        """A whole recording (n, 6) -> (n, C), from a fresh state: the offline function.
+        ``vertical``: the stream's calibrated vertical (3,), or None."""
+        v = None if vertical is None else np.asarray(vertical, np.float64).reshape(1, 3)
+        _, features = self.process(None, np.asarray(samples)[None], v)
         whole: np.ndarray = features[0]
         return whole
+
+
+def gravity_direction(device: np.ndarray) -> np.ndarray:
+    """Unit gravity vectors (..., 3) from device-frame channels (..., 9): total - body."""
+    g = device[..., 6:9] - device[..., 0:3]
+    norm = np.linalg.norm(g, axis=-1, keepdims=True)
+    unit: np.ndarray = g / np.maximum(norm, 1e-9)
+    return unit
+
+
+def aligned_inputs(device: np.ndarray, vertical: np.ndarray | None) -> np.ndarray:
+    """Device-frame channels (B, n, 9) -> the 8 ``ALIGNED_CHANNELS`` (B, n, 8), float64.
+
+    ``vertical`` (B, 3): a calibrated vertical per stream (unit vector, device frame),
+    NaN rows or None where a stream has none (tilt and calibrated are then 0).
+    """
+    acc, gyro = device[..., 0:3], device[..., 3:6]
+    u = gravity_direction(device)
+    acc_v = np.einsum("bni,bni->bn", acc, u)
+    gyro_v = np.einsum("bni,bni->bn", gyro, u)
+    acc_h = np.linalg.norm(acc - acc_v[..., None] * u, axis=-1)
+    gyro_h = np.linalg.norm(gyro - gyro_v[..., None] * u, axis=-1)
+    dot = np.einsum("bni,bni->bn", acc, gyro) - acc_v * gyro_v
+    cross = np.einsum("bni,bni->bn", u, np.cross(gyro, acc))
+    out = np.empty((*device.shape[:2], len(ALIGNED_CHANNELS)))
+    for k, channel in enumerate((acc_v, acc_h, gyro_v, gyro_h, dot, cross)):
+        out[..., k] = channel
+    out[..., 6:] = 0.0
+    if vertical is not None:
+        v = np.asarray(vertical, np.float64).reshape(-1, 3)
+        known = np.isfinite(v).all(axis=1)
+        if known.any():
+            out[known, :, 6] = np.einsum("bni,bi->bn", u[known], v[known])
+            out[known, :, 7] = 1.0
+    return out
 
 
 def _causal_median(padded: np.ndarray, k: int) -> np.ndarray:

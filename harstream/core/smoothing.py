@@ -12,6 +12,13 @@ the label to publish now, ``reset()`` forgets everything. ``get()`` before the f
   most recent); confidence = that label's mean probability over them.
 - ``hysteresis``: keep the current label until a new one leads for ``min_dwell``
   decisions in a row, or leads with probability >= ``switch_confidence`` once.
+- ``hmm``: an HMM forward filter. The hidden state is the activity; it stays from one
+  decision to the next with probability exp(-dt / D) for its mean duration D (learned
+  from the training subjects' labels, times ``stickiness``) and otherwise moves to the
+  others in the proportions the training labels show. The network's probabilities
+  divided by the class prior are the emissions (a discriminative network's output is a
+  posterior, not a likelihood). The label is the filtered state's argmax; confidence is
+  its filtered probability.
 
 The ``UNKNOWN`` threshold is applied by the engine, on top of any smoother. This module
 knows probability vectors; it knows nothing about devices, labels or time.
@@ -28,7 +35,7 @@ knows probability vectors; it knows nothing about devices, labels or time.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -36,10 +43,12 @@ import numpy as np
 __all__ = [
     "METHODS",
     "EmaSmoother",
+    "HmmSmoother",
     "HysteresisSmoother",
     "MajoritySmoother",
     "NoSmoother",
     "Smoother",
+    "hmm_transition",
     "smoother_factory",
 ]
 
@@ -149,7 +158,48 @@ class HysteresisSmoother:
         self._lead = 0
 
 
-METHODS = ("none", "ema", "majority", "hysteresis")
+class HmmSmoother:
+    def __init__(self, transition: np.ndarray, prior: np.ndarray) -> None:
+        self.transition = np.asarray(transition, np.float64)
+        self.prior = np.asarray(prior, np.float64)
+        self._belief: np.ndarray | None = None
+
+    def update(self, probs: np.ndarray) -> None:
+        evidence = np.asarray(probs, np.float64) / self.prior
+        predicted = self.prior if self._belief is None else self._belief @ self.transition
+        belief = predicted * evidence
+        total = belief.sum()
+        # an all-zero product (a class the network rules out entirely) falls back to it
+        self._belief = belief / total if total > 0 else evidence / evidence.sum()
+
+    def get(self) -> tuple[int, float]:
+        if self._belief is None:
+            raise LookupError("no decision yet")
+        label = int(np.argmax(self._belief))
+        return label, float(self._belief[label])
+
+    def reset(self) -> None:
+        self._belief = None
+
+
+def hmm_transition(
+    mean_duration_s: Sequence[float],
+    transitions: Sequence[Sequence[float]],
+    step_s: float,
+    stickiness: float = 1.0,
+) -> np.ndarray:
+    """The per-decision transition matrix: stay exp(-step / (duration * stickiness)),
+    leave in the proportions of ``transitions`` (rows: from; zero diagonal)."""
+    follows = np.array(transitions, np.float64)
+    np.fill_diagonal(follows, 0.0)
+    follows /= follows.sum(axis=1, keepdims=True)
+    stay = np.exp(-step_s / (np.asarray(mean_duration_s, np.float64) * stickiness))
+    matrix: np.ndarray = (1.0 - stay)[:, None] * follows
+    np.fill_diagonal(matrix, stay)
+    return matrix
+
+
+METHODS = ("none", "ema", "majority", "hysteresis", "hmm")
 
 
 def smoother_factory(
@@ -159,8 +209,10 @@ def smoother_factory(
     majority_k: int = 3,
     min_dwell: int = 2,
     switch_confidence: float = 0.9,
+    hmm: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Callable[[], Smoother]:
-    """A function that makes a fresh smoother of ``method`` for each new device."""
+    """A function that makes a fresh smoother of ``method`` for each new device.
+    ``hmm``: the transition matrix per decision (``hmm_transition``) and class prior."""
     if method == "none":
         return NoSmoother
     if method == "ema":
@@ -169,4 +221,9 @@ def smoother_factory(
         return lambda: MajoritySmoother(majority_k)
     if method == "hysteresis":
         return lambda: HysteresisSmoother(min_dwell, switch_confidence)
+    if method == "hmm":
+        if hmm is None:
+            raise ValueError("the hmm smoother needs activity statistics from the bundle")
+        transition, prior = hmm
+        return lambda: HmmSmoother(transition, prior)
     raise ValueError(f"unknown smoothing method {method!r}; choose from {METHODS}")

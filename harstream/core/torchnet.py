@@ -1,5 +1,10 @@
 """The recurrent network, in torch: GRU or LSTM layers and a linear head per time step.
 
+With ``stride`` > 1 a linear front end (with a ReLU) maps each run of ``stride``
+samples (all channels) to one input vector, and the recurrent layers step once per
+such patch: ``stride`` times fewer recurrent steps at the same width. The input length
+must be a multiple of ``stride``; output k belongs to samples up to (k + 1) * stride.
+
 Imported only by the torch backend and by training; the gateway never needs it.
 ``ExportWrapper`` is the same network with its state as explicit inputs and outputs
 and a softmax on top, which is what ``model.onnx`` contains.
@@ -19,25 +24,44 @@ RnnState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 class HarNet(nn.Module):
     def __init__(
-        self, kind: str, input_size: int, hidden: int, layers: int, dropout: float, n_classes: int
+        self,
+        kind: str,
+        input_size: int,
+        hidden: int,
+        layers: int,
+        dropout: float,
+        n_classes: int,
+        stride: int = 1,
     ) -> None:
         super().__init__()
         rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[kind]
         self.kind = kind
+        self.stride = stride
+        self.patch = stride * input_size
+        self.front = nn.Sequential(nn.Linear(self.patch, hidden), nn.ReLU()) if stride > 1 else None
         self.rnn = rnn(
-            input_size, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+            hidden if stride > 1 else input_size,
+            hidden,
+            layers,
+            batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, n_classes)
 
     @classmethod
-    def from_arch(cls, arch: ArchSpec, n_classes: int, input_size: int = 9) -> HarNet:
-        return cls(arch.type, input_size, arch.hidden, arch.layers, arch.dropout, n_classes)
+    def from_arch(cls, arch: ArchSpec, n_classes: int, input_size: int) -> HarNet:
+        return cls(
+            arch.type, input_size, arch.hidden, arch.layers, arch.dropout, n_classes, arch.stride
+        )
 
     def forward(
         self, x: torch.Tensor, state: RnnState | None = None
     ) -> tuple[torch.Tensor, RnnState]:
-        """x (B, T, input) -> logits (B, T, classes) and the state after the last step."""
+        """x (B, T, input) -> logits (B, T / stride, classes) and the state after the
+        last step."""
+        if self.front is not None:
+            x = self.front(x.reshape(x.shape[0], -1, self.patch))
         y, state = self.rnn(x, state)
         return self.head(self.dropout(y)), state
 
