@@ -183,10 +183,11 @@ class SmoothingConfig(_Section):
 class CalibrationConfig(_Section):
     """Per-device calibration (models with gravity-aligned inputs; docs/models.md)."""
 
-    #: what a device without a calibration of its own gets: ``reference`` assumes it is
-    #: worn as the training phone was (upright on the waist); ``none`` leaves it
-    #: uncalibrated (moving vs still and the walking classes in any orientation)
-    uncalibrated: Literal["reference", "none"] = "reference"
+    #: what a device without a calibration of its own gets: ``none`` leaves it
+    #: uncalibrated (walking, stairs and moving vs still in any orientation; posture
+    #: guessed); ``reference`` assumes it is worn as the training phone was (upright on
+    #: the waist: right there, wrong anywhere else)
+    uncalibrated: Literal["none", "reference"] = "none"
     #: how long a device must stand still for a calibration
     seconds: PositiveFloat = 5.0
     #: where calibrations are kept across restarts (JSON); None: in memory only
@@ -297,6 +298,10 @@ class TrainConfig(_Section):
     window: PositiveInt = 128
     hop: PositiveInt = 64
     seq_len: PositiveInt = 1024
+    #: stateful: the share of batches of short crops (``short_seq_len``), which weigh a
+    #: device's first decisions after a start or reset more
+    short_crop_p: Probability = 0.0
+    short_seq_len: PositiveInt = 256
     window_stride: PositiveInt = 32
     batch_size: PositiveInt = 32
     iterations: PositiveInt = 800

@@ -139,6 +139,8 @@ def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:
             discovery_prefix=config.homeassistant.discovery_prefix,
             model_name=bundle.name,
             names={d: c.name for d, c in config.devices.items() if c.name},
+            calibration_s=config.calibration.seconds,
+            calibration_file=config.calibration.state_file,
         ),
         qos_in=config.topics.qos_in,
         stats_interval_s=config.service.stats_interval_s,
@@ -161,6 +163,7 @@ def http_settings(config: Config) -> HttpSettings | None:
         key_file=http.key_file,
         max_body_bytes=http.max_body_bytes,
         sensor_logger_topic=config.ingest.sensor_logger.topic,
+        prefix=config.topics.prefix,
     )
 
 

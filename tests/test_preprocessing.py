@@ -116,4 +116,4 @@ def test_aligned_inputs_do_not_depend_on_how_the_device_is_turned() -> None:
     uncalibrated = pre.preprocess(RECORDING)
     assert np.all(uncalibrated[:, 6:] == 0.0)
     np.testing.assert_allclose(uncalibrated[:, :6], upright[:, :6])
-    assert upright[:, 7].min() == 1.0 and upright[:, 6].max() <= 1.0
+    assert upright[:, 8].min() == 1.0 and upright[:, 6:8].max() <= 1.0

@@ -15,10 +15,13 @@ from harstream.core.smoothing import (
     HysteresisSmoother,
     MajoritySmoother,
     Smoother,
+    hmm_transition,
     smoother_factory,
 )
 
-FACTORIES: dict[str, Callable[[], Smoother]] = {m: smoother_factory(m) for m in METHODS}
+# four activities of 20 s on average, each leading to the others equally; decisions 1.28 s apart
+HMM = (hmm_transition([20.0] * 4, np.ones((4, 4)), 1.28), np.full(4, 0.25))
+FACTORIES: dict[str, Callable[[], Smoother]] = {m: smoother_factory(m, hmm=HMM) for m in METHODS}
 
 probability_vectors = st.lists(
     st.lists(st.floats(min_value=0.01, max_value=1.0), min_size=4, max_size=4).map(
@@ -57,7 +60,10 @@ def test_a_steady_input_settles_on_its_label(method: str) -> None:
     for _ in range(10):
         smoother.update(np.array([0.1, 0.2, 0.6, 0.1]))
     assert smoother.get()[0] == 2
-    assert smoother.get()[1] == pytest.approx(0.6)
+    if method == "hmm":  # its confidence is the filtered belief, which evidence sharpens
+        assert smoother.get()[1] > 0.6
+    else:
+        assert smoother.get()[1] == pytest.approx(0.6)
 
 
 def test_ema_averages_probabilities() -> None:
@@ -97,3 +103,31 @@ def test_hysteresis_switches_on_dwell_or_confidence() -> None:
 def test_unknown_method_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown smoothing method 'kalman'"):
         smoother_factory("kalman")
+
+
+def test_hmm_transition_stays_for_the_mean_duration() -> None:
+    matrix = hmm_transition([10.0, 40.0], [[0.0, 1.0], [1.0, 0.0]], step_s=1.0, stickiness=2.0)
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
+    np.testing.assert_allclose(np.diag(matrix), np.exp([-1.0 / 20.0, -1.0 / 80.0]))
+
+
+def test_hmm_holds_through_a_blip_and_follows_a_change() -> None:
+    smoother = smoother_factory("hmm", hmm=HMM)()
+    walking, sitting = np.array([0.85, 0.05, 0.05, 0.05]), np.array([0.05, 0.85, 0.05, 0.05])
+    published = []
+    for probs in [walking] * 5 + [sitting] + [walking] * 3 + [sitting] * 4:
+        smoother.update(probs)
+        published.append(smoother.get()[0])
+    assert published[5] == 0  # one decision against five does not switch
+    assert published[-1] == 1 and published[-4:].count(1) >= 2  # four in a row do
+    with pytest.raises(ValueError, match="activity statistics"):
+        smoother_factory("hmm")
+
+
+def test_hmm_divides_out_the_prior() -> None:
+    """The network's output is a posterior: a class common in training needs more of it."""
+    common = smoother_factory("hmm", hmm=(HMM[0], np.array([0.7, 0.1, 0.1, 0.1])))()
+    common.update(np.array([0.55, 0.45, 0.0, 0.0]))
+    assert common.get()[0] == 0  # the first belief is the network's own output
+    common.update(np.array([0.55, 0.45, 0.0, 0.0]))
+    assert common.get()[0] == 1  # then evidence counts as likelihood: 0.55 / 0.7 < 0.45 / 0.1

@@ -21,7 +21,8 @@ from training.augment import augment_crop, lying_episodes, random_rotation
 from training.baseline import evaluate_features_baseline, window_features
 from training.cv import cross_validate, fold_table, folds
 from training.data import TEST_SUBJECTS, TRAIN_SUBJECTS, load_prepared, protocol_windows
-from training.evaluate import window_predictions
+from training.evaluate import TRADEOFF, window_predictions
+from training.robustness import bundle_recordings
 
 MINI = Path(__file__).resolve().parent / "data" / "hapt-mini"
 FAST = [  # --set overrides for seconds-long training runs
@@ -99,13 +100,19 @@ def test_rotation_augmentation_keeps_vectors_consistent() -> None:
 def test_shipped_bundle_reproduces_its_recorded_test_accuracy(hapt_dir: Path) -> None:
     bundle = load_bundle()
     model = OnnxModel(bundle)
-    recordings = load_prepared(hapt_dir, TEST_SUBJECTS, bundle.preprocessing)
-    pairs = [window_predictions(bundle, model, r) for r in recordings]
-    truth = np.concatenate([t for t, _ in pairs])
-    pred = np.concatenate([p for _, p in pairs])
-    assert len(truth) == 2996  # the protocol's test windows
-    accuracy = float(np.mean(truth == pred))
-    assert accuracy == pytest.approx(bundle.metrics["test_window_accuracy"], abs=0.002)
+
+    def accuracy(rotate: str) -> float:
+        recordings = bundle_recordings(bundle, hapt_dir, TEST_SUBJECTS, rotate=rotate)
+        pairs = [window_predictions(bundle, model, r) for r in recordings]
+        truth = np.concatenate([t for t, _ in pairs])
+        pred = np.concatenate([p for _, p in pairs])
+        assert len(truth) == 2996  # the protocol's test windows
+        return float(np.mean(truth == pred))
+
+    lab = accuracy("none")
+    assert lab == pytest.approx(bundle.metrics["test_window_accuracy"], abs=0.002)
+    # calibrated, it reads a phone turned any way as well as the belt-clipped one
+    assert accuracy("0") == pytest.approx(lab, abs=0.01)
 
 
 def test_evaluate_writes_the_subject_table(tmp_path: Path) -> None:
@@ -169,7 +176,7 @@ def test_tradeoff_writes_its_table(tmp_path: Path) -> None:
     assert main(args) == 0
     rows = json.loads(out.read_text())["rows"]
     table = pd.read_csv(tmp_path / "tradeoff.csv")
-    assert table["setting"].tolist() == [r["setting"] for r in rows] and len(rows) == 12
+    assert table["setting"].tolist() == [r["setting"] for r in rows] and len(rows) == len(TRADEOFF)
     assert table["online_accuracy"].tolist() == [r["online_accuracy"] for r in rows]
     assert (tmp_path / "tradeoff.png").exists() and (tmp_path / "tradeoff.md").exists()
 
@@ -177,3 +184,29 @@ def test_tradeoff_writes_its_table(tmp_path: Path) -> None:
 def test_subject_folds_cover_every_training_subject_once() -> None:
     groups = folds(3)
     assert sorted(s for g in groups for s in g) == sorted(TRAIN_SUBJECTS)
+
+
+def test_evaluate_turns_recordings_and_writes_the_orientation_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.robustness import parse_rotation
+
+    turn = parse_rotation("z90", 0)
+    np.testing.assert_allclose(turn @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], atol=1e-12)
+    uniform = [parse_rotation("3", i) for i in range(2)]
+    assert not np.allclose(uniform[0], uniform[1])  # one turn per recording
+    np.testing.assert_allclose(uniform[0] @ uniform[0].T, np.eye(3), atol=1e-12)
+    with pytest.raises(ValueError, match="degrees"):
+        parse_rotation("xabc", 0)
+
+    report = tmp_path / "turned.json"
+    args = ["evaluate", "--data-dir", str(MINI), "--report", str(report), "--rotate", "y90"]
+    assert main(args) == 0
+    turned = json.loads(report.read_text())["window"]["accuracy"]
+    table = tmp_path / "orientations"
+    args = ["evaluate", "--data-dir", str(MINI), "--orientations", "--report", str(table)]
+    assert main(args) == 0
+    rows = pd.read_csv(table.with_suffix(".csv"))
+    assert "uniform (mean of seeds)" in rows["rotation"].tolist()
+    y90 = rows[rows["rotation"] == "y90"].iloc[0]
+    assert y90["accuracy"] == pytest.approx(turned, abs=1e-4)  # the same figure both ways

@@ -125,14 +125,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _orientation_report(args: argparse.Namespace, config: Any) -> int:
+    from training.data import TEST_SUBJECTS
     from training.metrics import write_table
     from training.robustness import orientation_table
 
-    table = orientation_table(args.model, _data_dir(args, config), jobs=config.train.jobs)
-    print("window level on the test subjects, the device turned before preprocessing")
+    subjects = TEST_SUBJECTS if args.subjects == "test" else config.train.validation_subjects
+    table = orientation_table(args.model, _data_dir(args, config), subjects, jobs=config.train.jobs)
+    print(
+        f"window level on the {args.subjects} subjects {list(subjects)}, each recording "
+        "turned before preprocessing"
+    )
     print(table.to_string(index=False, float_format="{:.4f}".format))
     if args.report:
-        csv, markdown = write_table(table, args.report, "Orientation robustness (test subjects)")
+        title = f"Orientation robustness ({args.subjects} subjects)"
+        csv, markdown = write_table(table, args.report, title)
         print(f"wrote {csv} and {markdown}")
     return 0
 
@@ -379,6 +385,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         action="store_true",
         help="instead: the window figures for each turn and calibration (the orientation "
         "table); --report FILE writes it as CSV and Markdown",
+    )
+    evaluate.add_argument(
+        "--subjects",
+        choices=["validation", "test"],
+        default="test",
+        help="with --orientations: validation to choose a model, test to report it",
     )
     add_config_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)

@@ -23,7 +23,7 @@ from sklearn.model_selection import GroupKFold
 
 from harstream.config import TrainConfig
 from harstream.core.preprocessing import FilterSpec
-from training.data import TRAIN_SUBJECTS, Prepared, load_prepared
+from training.data import TRAIN_SUBJECTS, Prepared, input_channels, load_prepared
 from training.train import train
 
 __all__ = ["cross_validate", "fold_table", "folds"]
@@ -66,7 +66,10 @@ def cross_validate(
     recordings: list[Prepared] | None = None,
 ) -> dict[str, Any]:
     if recordings is None:
-        recordings = load_prepared(data_dir, TRAIN_SUBJECTS, FilterSpec())
+        channels = input_channels(cfg.inputs)
+        recordings = load_prepared(
+            data_dir, TRAIN_SUBJECTS, FilterSpec(), channels, cfg.calibration_s
+        )
     groups = folds(k, tuple(sorted({r.subject for r in recordings})))
     jobs = min(cfg.jobs, k)
     per_fold = cfg.model_copy(update={"threads": max(1, cfg.threads // jobs)})

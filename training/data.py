@@ -131,9 +131,11 @@ def activity_stats(
             durations[c].append(length)
             if after is not None and after != c:
                 follows[c, after] += 1
-    counts = np.array([sum(d) for d in durations], np.float64)
+    # a class with no segment (small data) gets the mean of all, and one sample of prior
+    everything = [length for d in durations for length in d] or [rate_hz]
+    counts = np.array([sum(d) for d in durations], np.float64) + 1.0
     return {
-        "mean_duration_s": [float(np.mean(d)) / rate_hz for d in durations],
+        "mean_duration_s": [float(np.mean(d or everything)) / rate_hz for d in durations],
         "transitions": (follows / follows.sum(axis=1, keepdims=True)).tolist(),
         "prior": (counts / counts.sum()).tolist(),
     }

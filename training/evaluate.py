@@ -252,13 +252,15 @@ def _parameter_count(bundle: Bundle) -> int:
 
 #: The smoothing settings the trade-off compares: (name, --set overrides).
 TRADEOFF = [
-    (f"{method} hop {hop}", [f"stream.hop={hop}", f"smoothing.method={method}", *extra])
+    (f"{name} hop {hop}", [f"stream.hop={hop}", f"smoothing.method={name.split()[0]}", *extra])
     for hop in (64, 32, 16)
-    for method, extra in (
+    for name, extra in (
         ("none", []),
         ("ema", ["smoothing.ema_alpha=0.5"]),
         ("majority", ["smoothing.majority_k=3"]),
         ("hysteresis", ["smoothing.min_dwell=2", "smoothing.switch_confidence=0.9"]),
+        ("hmm", ["smoothing.hmm_stickiness=1"]),
+        ("hmm x3", ["smoothing.hmm_stickiness=3"]),
     )
 ]
 

@@ -39,6 +39,7 @@ __all__ = [
     "CALIBRATIONS",
     "ORIENTATIONS",
     "bundle_recordings",
+    "cold_start",
     "orientation_table",
     "parse_rotation",
     "rotation_seeds",
@@ -163,3 +164,43 @@ def orientation_table(
         means = means.round(4).reset_index().assign(rotation="uniform (mean of seeds)")
         table = pd.concat([table, means[table.columns]], ignore_index=True)
     return table
+
+
+def cold_start(
+    bundle: Bundle,
+    recordings: Sequence[Prepared],
+    decisions: Sequence[int] = (1, 2, 5),
+    every_s: float = 10.0,
+) -> dict[str, Any]:
+    """How right a device's first decisions are: from a start every ``every_s`` seconds
+    of each recording (filters and network from scratch, the recording's calibration
+    kept, as after a reset), the raw label of the k-th decision (hop ``bundle.hop``)
+    against the activity at its last sample, where that is one of 1-6."""
+    model = load_model(bundle, "onnx")
+    pre = bundle.preprocessor()
+    hop, stride, last = bundle.hop, bundle.arch.stride, max(decisions)
+    span = last * hop
+    right = dict.fromkeys(decisions, 0)
+    counted = dict.fromkeys(decisions, 0)
+    step = max(1, round(every_s * bundle.rate_hz))
+    for r in recordings:
+        starts = np.arange(0, len(r.samples) - span, step)
+        if not len(starts):
+            continue
+        x = np.stack([r.samples[s : s + span] for s in starts])
+        vertical = None if r.vertical is None else np.tile(r.vertical, (len(starts), 1))
+        _, features = pre.process(None, x, vertical)
+        if bundle.mode == "stateful":
+            _, probs = model.step(model.initial_state(len(starts)), features)
+            at = [k * hop // stride - 1 for k in decisions]
+            labels = probs[:, at].argmax(-1)  # (starts, decisions)
+        else:
+            continue  # a window model's first decision waits for a whole window
+        for j, k in enumerate(decisions):
+            truth = r.labels[starts + k * hop - 1]
+            scored = (truth >= 1) & (truth <= 6)
+            right[k] += int(np.sum(labels[scored, j] == truth[scored] - 1))
+            counted[k] += int(scored.sum())
+    return {
+        f"decision_{k}": round(right[k] / counted[k], 4) if counted[k] else None for k in decisions
+    } | {"starts": counted[decisions[0]]}

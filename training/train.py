@@ -32,7 +32,7 @@ from torch import nn
 from harstream.config import TrainConfig
 from harstream.core.bundle import ActivityStats, ArchSpec, Bundle, CalibrationSpec
 from harstream.core.inference import expand_steps
-from harstream.core.preprocessing import FilterSpec
+from harstream.core.preprocessing import CALIBRATED, FilterSpec
 from harstream.core.torchnet import HarNet
 from harstream.evaluation.metrics import score_stream
 from replay import BASIC_ACTIVITIES
@@ -233,9 +233,10 @@ def _make_sampler(
 
         def crops() -> tuple[torch.Tensor, torch.Tensor]:
             xs, ys = [], []
+            length = cfg.short_seq_len if rng.random() < cfg.short_crop_p else cfg.seq_len
             for i in rng.choice(len(recs), size=cfg.batch_size, p=weights):
-                start = int(rng.integers(0, len(recs[i].labels) - cfg.seq_len + 1))
-                part = slice(start, start + cfg.seq_len)
+                start = int(rng.integers(0, len(recs[i].labels) - length + 1))
+                part = slice(start, start + length)
                 xs.append(prepare(recs[i].features[part], recs[i].labels[part]))
                 # one output per step of stride samples: the target of its last sample
                 ys.append(targets[i][part][cfg.stride - 1 :: cfg.stride])
@@ -384,9 +385,9 @@ def evaluate_torch(
 
 
 def _uncalibrated(features: np.ndarray) -> np.ndarray:
-    """Aligned features as a device without calibration has them (tilt 0, calibrated 0)."""
+    """Aligned features as a device without calibration has them (its channels 0)."""
     bare = features.copy()
-    bare[:, 6:8] = 0.0
+    bare[:, CALIBRATED] = 0.0
     return bare
 
 

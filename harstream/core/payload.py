@@ -29,7 +29,7 @@ import contextlib
 import itertools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,16 +45,19 @@ __all__ = [
     "ACC_UNITS",
     "DEVICE_ID",
     "GYRO_UNITS",
+    "MAX_CALIBRATION_S",
     "SENSOR_LOGGER_KINDS",
     "STANDARD_GRAVITY",
     "DeviceReadings",
     "SensorLoggerBatch",
+    "decode_calibrate",
     "decode_imu",
     "decode_sensor_logger",
     "device_id_from",
     "discovery_payload",
     "encode",
     "encode_activity",
+    "encode_calibration",
     "encode_error",
     "encode_gone",
     "encode_imu",
@@ -383,6 +386,50 @@ def encode_transition(decision: Decision) -> bytes:
 
 def encode_error(code: str, detail: str) -> bytes:
     return encode({"error": code, "detail": detail})
+
+
+#: The most a calibration may last (s): a request for longer is refused.
+MAX_CALIBRATION_S = 60.0
+
+
+def decode_calibrate(payload: bytes, default_s: float) -> float | None:
+    """A ``{prefix}/{device}/calibrate`` request: the seconds to stand still for
+    (empty payload: ``default_s``; ``{"seconds": S}``), or None for ``{"clear": true}``.
+    Raises PayloadError ``bad_calibrate`` on anything else."""
+    if not payload.strip():
+        return default_s
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError("bad_calibrate", f"not JSON: {exc}") from None
+    if not isinstance(body, dict) or set(body) - {"seconds", "clear"}:
+        raise PayloadError("bad_calibrate", 'send {}, {"seconds": S} or {"clear": true}')
+    if body.get("clear") is True:
+        return None
+    seconds = body.get("seconds", default_s)
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 < seconds <= MAX_CALIBRATION_S
+    ):
+        raise PayloadError("bad_calibrate", f"seconds must be in (0, {MAX_CALIBRATION_S:g}]")
+    return float(seconds)
+
+
+def encode_calibration(
+    device: str, status: str, vertical: Sequence[float] | None, detail: str, t: float
+) -> bytes:
+    """A device's calibration status (``{prefix}/{device}/calibration``, retained):
+    started | calibrated | failed | cleared, the vertical in force (None: none)."""
+    return encode(
+        {
+            "device": device,
+            "status": status,
+            "vertical": None if vertical is None else [round(float(v), 5) for v in vertical],
+            "detail": detail,
+            "t": round(t, 3),
+        }
+    )
 
 
 def discovery_payload(

@@ -12,9 +12,11 @@ not depend on how the device is turned: with g = total - body (the gravity estim
 its unit vector u, the body acceleration and the rotation rate split into a vertical
 component (along u) and a horizontal magnitude, plus their horizontal dot product and
 ``u . (gyro x acc)``; then ``tilt`` = u . v, where v is the device's calibrated vertical
-(the direction of gravity in the device frame while the wearer stood still), and
-``calibrated`` = 1. A device without calibration gets tilt 0 and calibrated 0: the
-network was trained to do without it (posture then has no absolute reference).
+(the direction of gravity in the device frame while the wearer stood still),
+``acc_tilt`` the same for the direction of the total acceleration (no low-pass: it
+follows a change of posture at once, where the gravity estimate takes seconds), and
+``calibrated`` = 1. A device without calibration gets 0 in all three: the network was
+trained to do without them (posture then has no absolute reference).
 
 The features are then standardised with the bundle's per-channel mean and std.
 Everything is causal and carried in an explicit :class:`FilterState`, so feeding a
@@ -46,6 +48,7 @@ from harstream.core.iir import LowPass
 
 __all__ = [
     "ALIGNED_CHANNELS",
+    "CALIBRATED",
     "CHANNELS",
     "INPUTS",
     "FilterSpec",
@@ -68,8 +71,11 @@ ALIGNED_CHANNELS: tuple[str, ...] = (
     "acc_gyro_dot",
     "acc_gyro_cross",
     "tilt",
+    "acc_tilt",
     "calibrated",
 )
+#: The aligned channels that need a calibration (0 for a device without one).
+CALIBRATED = slice(6, 9)
 #: The input sets a bundle may name in its ``channels``.
 INPUTS: tuple[tuple[str, ...], ...] = (CHANNELS, ALIGNED_CHANNELS)
 RAW_CHANNELS = 6
@@ -219,7 +225,7 @@ def gravity_direction(device: np.ndarray) -> np.ndarray:
 
 
 def aligned_inputs(device: np.ndarray, vertical: np.ndarray | None) -> np.ndarray:
-    """Device-frame channels (B, n, 9) -> the 8 ``ALIGNED_CHANNELS`` (B, n, 8), float64.
+    """Device-frame channels (B, n, 9) -> the 9 ``ALIGNED_CHANNELS`` (B, n, 9), float64.
 
     ``vertical`` (B, 3): a calibrated vertical per stream (unit vector, device frame),
     NaN rows or None where a stream has none (tilt and calibrated are then 0).
@@ -235,13 +241,16 @@ def aligned_inputs(device: np.ndarray, vertical: np.ndarray | None) -> np.ndarra
     out = np.empty((*device.shape[:2], len(ALIGNED_CHANNELS)))
     for k, channel in enumerate((acc_v, acc_h, gyro_v, gyro_h, dot, cross)):
         out[..., k] = channel
-    out[..., 6:] = 0.0
+    out[..., CALIBRATED] = 0.0
     if vertical is not None:
         v = np.asarray(vertical, np.float64).reshape(-1, 3)
         known = np.isfinite(v).all(axis=1)
         if known.any():
+            total = device[known][..., 6:9]
+            total = total / np.maximum(np.linalg.norm(total, axis=-1, keepdims=True), 1e-9)
             out[known, :, 6] = np.einsum("bni,bi->bn", u[known], v[known])
-            out[known, :, 7] = 1.0
+            out[known, :, 7] = np.einsum("bni,bi->bn", total, v[known])
+            out[known, :, 8] = 1.0
     return out
 
 

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harstream.core.payload import decode_sensor_logger, device_id_from
+from harstream.core.payload import (
+    decode_calibrate,
+    decode_sensor_logger,
+    device_id_from,
+    valid_device_id,
+)
 from harstream.errors import PayloadError
 from harstream.gateway.transport import Incoming
 
@@ -44,6 +49,7 @@ class HttpSettings:
     key_file: Path | None
     max_body_bytes: int
     sensor_logger_topic: str | None
+    prefix: str = "harstream"  # calibration requests go on as {prefix}/{device}/calibrate
 
 
 class HttpIngest:
@@ -61,6 +67,7 @@ class HttpIngest:
 
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_post("/ingest/sensor-logger", self._sensor_logger)
+        app.router.add_post("/calibrate/{device}", self._calibrate)
         return app
 
     async def start(self) -> None:
@@ -126,6 +133,30 @@ class HttpIngest:
         self.counters["http_accepted"] += 1
         readings = sum(len(r.t) for r in batch.readings)
         return web.json_response({"accepted": True, "readings": readings})
+
+    async def _calibrate(self, request: web.Request) -> web.Response:
+        """``POST /calibrate/{device}``: the body of a calibrate message (empty,
+        ``{"seconds": S}`` or ``{"clear": true}``); the result comes on MQTT."""
+        from aiohttp import web
+
+        if not self._authorised(request):
+            self.counters["http_unauthorized"] += 1
+            return _error(401, "unauthorized", "missing or wrong token")
+        device = request.match_info["device"]
+        body = await request.read()
+        try:
+            if not valid_device_id(device):
+                raise PayloadError("bad_device", f"{device!r} is not a device id")
+            decode_calibrate(body, 1.0)  # checked here, so the caller hears what is wrong
+        except PayloadError as exc:
+            self.counters["http_rejected"] += 1
+            return _error(400, exc.code, exc.detail)
+        if self.accept([Incoming(f"{self.settings.prefix}/{device}/calibrate", body)]):
+            self.counters["http_dropped"] += 1
+            return _error(503, "overloaded", "the gateway's queue is full; try again")
+        self.counters["http_accepted"] += 1
+        status_topic = f"{self.settings.prefix}/{device}/calibration"
+        return web.json_response({"accepted": True, "status_topic": status_topic})
 
 
 def _error(status: int, code: str, detail: str) -> web.Response:

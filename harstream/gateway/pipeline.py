@@ -22,6 +22,11 @@ seen for the first time is announced ``online`` on ``{prefix}/{device}/availabil
 (and to Home Assistant); one evicted after ``idle_timeout_s`` of silence gets an
 ``UNKNOWN`` activity and ``offline``.
 
+Calibration (models with gravity-aligned inputs): a message on
+``{prefix}/{device}/calibrate`` (or ``POST /calibrate/{device}``) starts one in the
+engine; its result, and a clear, are published retained on
+``{prefix}/{device}/calibration`` and saved to ``calibration.state_file``.
+
 Each stage owns its counters and publishes a snapshot of them after every batch
 (:class:`PrepareStats`, :class:`InferStats`), which the stats task reads; nothing is
 written by two threads. Per-device state lives in the engine; each stage touches only
@@ -37,15 +42,21 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harstream.core.engine import Decision, Engine, Message, Prepared
 from harstream.core.payload import (
+    decode_calibrate,
     discovery_payload,
     encode_activity,
+    encode_calibration,
     encode_error,
     encode_gone,
     encode_transition,
+    valid_device_id,
 )
+from harstream.errors import PayloadError
+from harstream.gateway.calibrations import CalibrationFile
 from harstream.gateway.ingest import Ingest, IngestSettings
 from harstream.gateway.transport import Incoming
 
@@ -71,6 +82,8 @@ class PipelineSettings:
     discovery_prefix: str
     model_name: str
     names: Mapping[str, str] = field(default_factory=dict)  # device -> friendly name
+    calibration_s: float = 5.0  # a calibration request without seconds
+    calibration_file: Path | None = None  # where calibrations persist
 
     @property
     def prefix(self) -> str:
@@ -213,6 +226,8 @@ class _Batch:
     received: dict[str, float] = field(default_factory=dict)  # device -> monotonic receipt
     announce: list[str] = field(default_factory=list)  # to (re)announce to Home Assistant
     evicted: list[str] = field(default_factory=list)  # gone silent: say they are offline
+    # device, status (started | calibrated | failed | cleared), vertical in force, detail
+    calibrations: list[tuple[str, str, list[float] | None, str]] = field(default_factory=list)
 
 
 class Pipeline:
@@ -238,6 +253,13 @@ class Pipeline:
         self.infer_stats = InferStats()
         self._handoff: queue.Queue[_Batch | None] = queue.Queue(2)
         self.ingest = Ingest(settings.ingest)  # the prepare thread's
+        self._calibrate_suffix = "/calibrate"
+        self.calibrations = (
+            CalibrationFile(settings.calibration_file) if settings.calibration_file else None
+        )
+        if self.calibrations is not None:  # fails the start on a bad file
+            for device, vertical in self.calibrations.load().items():
+                engine.set_vertical(device, vertical)
         self._last_error: OrderedDict[str, float] = OrderedDict()
         self._threads = [
             threading.Thread(target=self._prepare_loop, name="harstream-prepare", daemon=True),
@@ -304,6 +326,9 @@ class Pipeline:
         batch = _Batch(Prepared())
         for arrival in arrivals:
             for incoming in arrival.messages:
+                if incoming.topic.endswith(self._calibrate_suffix):
+                    self._calibration_request(incoming, batch, rejected)
+                    continue
                 decoded, errors = self.ingest.decode(incoming, arrival.wall)
                 for device, code, detail in errors:
                     rejected[code] += 1
@@ -316,11 +341,62 @@ class Pipeline:
         except Exception:  # a bug must not take every other device down with it
             log.exception("preparing a batch of %d messages failed; dropped", len(messages))
             return None
+        saved = False
         for event in batch.prepared.events:
+            if event.code in ("calibrated", "calibration_failed"):
+                status = "calibrated" if event.code == "calibrated" else "failed"
+                batch.calibrations.append(
+                    (event.device, status, self._vertical(event.device), event.detail)
+                )
+                saved = saved or status == "calibrated"
+                continue
             rejected[event.code] += 1
             batch.errors.append((event.device, event.code, event.detail))
+        if saved:
+            self._save_calibrations()
         batch.announce = self.engine.devices if announce else batch.prepared.new_devices
         return batch
+
+    def _calibration_request(
+        self, incoming: Incoming, batch: _Batch, rejected: Counter[str]
+    ) -> None:
+        """``{prefix}/{device}/calibrate``: start a calibration, or clear one."""
+        prefix = self.settings.prefix + "/"
+        device = incoming.topic[len(prefix) : -len(self._calibrate_suffix)]
+        try:
+            if not incoming.topic.startswith(prefix) or not valid_device_id(device):
+                raise PayloadError(
+                    "bad_calibrate", f"{incoming.topic}: not {prefix}DEVICE/calibrate"
+                )
+            seconds = decode_calibrate(incoming.payload, self.settings.calibration_s)
+            if seconds is None:
+                self.engine.set_vertical(device, None)
+                self._save_calibrations()
+                batch.calibrations.append((device, "cleared", self._vertical(device), ""))
+                return
+            self.engine.calibrate(device, seconds)
+        except PayloadError as exc:
+            rejected[exc.code] += 1
+            batch.errors.append((device, exc.code, exc.detail))
+            return
+        except ValueError as exc:  # the model takes no calibration
+            rejected["no_calibration"] += 1
+            batch.errors.append((device, "no_calibration", str(exc)))
+            return
+        detail = f"stand still for {seconds:g} s"
+        batch.calibrations.append((device, "started", self._vertical(device), detail))
+
+    def _vertical(self, device: str) -> list[float] | None:
+        vertical = self.engine.verticals.get(device)
+        return None if vertical is None else vertical.tolist()
+
+    def _save_calibrations(self) -> None:
+        if self.calibrations is None:
+            return
+        try:
+            self.calibrations.save(self.engine.verticals)
+        except OSError:  # a full or read-only disk must not stop recognition
+            log.exception("cannot save calibrations to %s", self.calibrations.path)
 
     # --- the infer thread ------------------------------------------------------------
 
@@ -365,6 +441,9 @@ class Pipeline:
                     )
                 )
         now = self.wall_clock()
+        for device, status, vertical, detail in batch.calibrations:
+            payload = encode_calibration(device, status, vertical, detail, now)
+            send(Outgoing(f"{s.prefix}/{device}/calibration", payload, 1, True))
         for device in batch.evicted:
             idle = s.ingest.idle_timeout_s
             send(

@@ -104,6 +104,7 @@ class Gateway:
         prefix = settings.pipeline.prefix
         self.status_topic = f"{prefix}/status"
         self.imu_filter = f"{prefix}/+/imu"
+        self.calibrate_filter = f"{prefix}/+/calibrate"
         self.ha_status_topic = f"{settings.pipeline.discovery_prefix}/status"
 
     # --- the tasks -------------------------------------------------------------------
@@ -162,6 +163,8 @@ class Gateway:
         if sensor_logger:  # the app's topic, and one level more: a topic per phone
             await session.subscribe(sensor_logger, qos=self.settings.qos_in)
             await session.subscribe(f"{sensor_logger}/+", qos=self.settings.qos_in)
+        if self.engine.preprocessor.aligned:  # the model takes calibrations
+            await session.subscribe(self.calibrate_filter, qos=1)
         if self.settings.pipeline.homeassistant:
             await session.subscribe(self.ha_status_topic, qos=1)
         self.backoff.reset()

@@ -1,0 +1,114 @@
+"""Calibration through the broker: a device worn any way says "standing still now" (on
+MQTT, by `harstream calibrate`, or over HTTP), the gateway takes its vertical, publishes
+the result retained, keeps it across a restart, and clears it on request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from harstream.cli.calibrate import _calibrate
+from harstream.core.bundle import Bundle
+from harstream.errors import ConfigError
+from harstream.gateway.calibrations import CalibrationFile
+from tests.gateway_helpers import imu
+from tests.mosquitto import Mosquitto, free_port
+from tests.test_gateway_broker import Listener, config_for, gateway_running
+
+TILTED = np.array([0.6, 0.0, -0.8])  # gravity in the device frame: a phone on its side
+STILL = np.tile(np.r_[TILTED, 0.0, 0.0, 0.0], (25, 1))  # half a second standing still
+
+
+async def stream_still(listener: Listener, topic: str, messages: int, start: int = 0) -> int:
+    for k in range(messages):
+        await listener.client.publish(topic, imu(STILL, seq=start + 25 * k), qos=1)
+        await asyncio.sleep(0.01)
+    return start + 25 * messages
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_a_calibration_over_mqtt_is_kept_across_a_restart_and_cleared(
+    broker: Mosquitto, prefix: str, bundle_factory: Callable[..., Bundle], tmp_path: Path
+) -> None:
+    bundle = bundle_factory("gru", "stateful", stride=4, aligned=True)
+    state = tmp_path / "calibrations.json"
+    config = config_for(
+        broker, prefix, bundle, f"calibration.state_file={state}", "calibration.seconds=1"
+    )
+    topic = f"{prefix}/pocket/imu"
+    async with Listener(broker, f"{prefix}/+/calibration", f"{prefix}/+/error") as listener:
+
+        def statuses() -> list[dict[str, object]]:
+            return listener.json("/calibration")
+
+        async with gateway_running(config, bundle) as gateway:
+            seq = await stream_still(listener, topic, 2)
+            command = _calibrate(config, "pocket", {"seconds": 1.0}, wait_s=20.0)
+            calibrating = asyncio.create_task(command)
+            await listener.until(lambda: any(s["status"] == "started" for s in statuses()))
+            seq = await stream_still(listener, topic, 4, seq)  # 2 s of samples: 1 s is enough
+            assert await calibrating == 0
+            done = [s for s in statuses() if s["status"] == "calibrated"]
+            np.testing.assert_allclose(done[0]["vertical"], TILTED, atol=1e-4)
+            assert gateway.engine.vertical_of("pocket") is not None
+        saved = CalibrationFile(state).load()
+        np.testing.assert_allclose(saved["pocket"], TILTED, atol=1e-4)
+
+        async with gateway_running(config, bundle) as gateway:  # a restart keeps it
+            np.testing.assert_allclose(gateway.engine.vertical_of("pocket"), TILTED, atol=1e-4)
+            await listener.client.publish(f"{prefix}/pocket/calibrate", b'{"clear": true}', qos=1)
+            await listener.until(lambda: any(s["status"] == "cleared" for s in statuses()))
+            assert gateway.engine.vertical_of("pocket") is None
+            # a request the gateway cannot take is an error on the device's error topic
+            await listener.client.publish(f"{prefix}/pocket/calibrate", b'{"seconds": -1}', qos=1)
+            await listener.until(lambda: len(listener.json("/error")) >= 1)
+            assert listener.json("/error")[0]["error"] == "bad_calibrate"
+        assert CalibrationFile(state).load() == {}
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_a_calibration_over_http_and_one_that_moved(
+    broker: Mosquitto, prefix: str, bundle_factory: Callable[..., Bundle]
+) -> None:
+    from tests.gateway_helpers import WALK
+
+    bundle = bundle_factory("gru", "stateful", stride=4, aligned=True)
+    port = free_port()
+    config = config_for(broker, prefix, bundle, f"ingest.http.port={port}", "ingest.http.token=t")
+    url = f"http://127.0.0.1:{port}/calibrate"
+    async with Listener(broker, f"{prefix}/+/calibration") as listener:
+        async with gateway_running(config, bundle), aiohttp.ClientSession() as http:
+            headers = {"Authorization": "Bearer t"}
+            async with http.post(f"{url}/walker", data=b"{}", headers=headers) as reply:
+                assert reply.status == 200, await reply.text()
+                assert (await reply.json())["status_topic"] == f"{prefix}/walker/calibration"
+            async with http.post(f"{url}/walker", data=b"{}") as reply:
+                assert reply.status == 401
+            async with http.post(f"{url}/walker", data=b"[1]", headers=headers) as reply:
+                assert reply.status == 400 and (await reply.json())["error"] == "bad_calibrate"
+            await listener.until(lambda: len(listener.json("/calibration")) >= 1)
+            for k in range(0, 400, 50):  # 8 s of walking: no one stood still
+                payload = imu(WALK[k : k + 50], seq=k)
+                await listener.client.publish(f"{prefix}/walker/imu", payload, qos=1)
+            await listener.until(lambda: len(listener.json("/calibration")) >= 2)
+        failed = listener.json("/calibration")[-1]
+        assert failed["status"] == "failed" and "moved" in failed["detail"]
+        assert failed["vertical"] is None
+
+
+def test_a_bad_calibration_file_fails_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "calibrations.json"
+    path.write_text(json.dumps({"format": 1, "verticals": {"phone": [0.0, 0.0, 2.0]}}))
+    with pytest.raises(ConfigError, match=r"calibrations.json: verticals.phone"):
+        CalibrationFile(path).load()
+    path.write_text("{")
+    with pytest.raises(ConfigError, match="cannot read JSON"):
+        CalibrationFile(path).load()
