@@ -117,3 +117,14 @@ def test_aligned_inputs_do_not_depend_on_how_the_device_is_turned() -> None:
     assert np.all(uncalibrated[:, 6:] == 0.0)
     np.testing.assert_allclose(uncalibrated[:, :6], upright[:, :6])
     assert upright[:, 8].min() == 1.0 and upright[:, 6:8].max() <= 1.0
+
+
+def test_a_batch_mixes_calibrated_and_uncalibrated_streams() -> None:
+    from harstream.core.preprocessing import ALIGNED_CHANNELS
+
+    pre = Preprocessor(FilterSpec(), channels=ALIGNED_CHANNELS)
+    pair = np.stack([RECORDING[:300], RECORDING[:300]])
+    _, both = pre.process(None, pair, np.array([[1.0, 0.0, 0.0], [np.nan] * 3]))
+    np.testing.assert_allclose(both[0], pre.preprocess(RECORDING[:300], [1.0, 0.0, 0.0]))
+    np.testing.assert_allclose(both[1], pre.preprocess(RECORDING[:300]))
+    assert np.all(both[1][:, 6:] == 0.0) and np.all(both[0][:, 8] == 1.0)

@@ -480,7 +480,12 @@ class Engine:
             ]
             state, filtered = self.preprocessor.filter(FilterState.stack(states), x)
             vertical = None
-            if self.preprocessor.aligned:
+            if self.preprocessor.aligned and (
+                self.verticals
+                or self.default_vertical is not None
+                or self._calibrating
+                or self._requests
+            ):  # else every device is uncalibrated: nothing to look up
                 vertical = np.full((len(rows), 3), np.nan)
                 for j, i in enumerate(rows):
                     device = batch[i].msg.device
