@@ -170,7 +170,7 @@ class StreamConfig(_Section):
 
 
 class SmoothingConfig(_Section):
-    method: Literal["none", "ema", "majority", "hysteresis", "hmm"] = "hysteresis"
+    method: Literal["none", "ema", "majority", "hysteresis", "hmm"] = "hmm"
     ema_alpha: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     majority_k: PositiveInt = 3
     min_dwell: PositiveInt = 2
@@ -287,9 +287,9 @@ class TrainConfig(_Section):
     layers: PositiveInt = 2
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     #: samples per recurrent step (a linear front end over each patch when > 1)
-    stride: PositiveInt = 1
+    stride: PositiveInt = 8
     #: device: the 9 device-frame channels; aligned: the gravity-aligned channels
-    inputs: Literal["device", "aligned"] = "device"
+    inputs: Literal["device", "aligned"] = "aligned"
     #: aligned inputs: the share of training crops shown without their calibration
     uncalibrated_p: Probability = 0.5
     #: aligned inputs: seconds of the first STANDING segment a recording is calibrated on
@@ -300,11 +300,11 @@ class TrainConfig(_Section):
     seq_len: PositiveInt = 1024
     #: stateful: the share of batches of short crops (``short_seq_len``), which weigh a
     #: device's first decisions after a start or reset more
-    short_crop_p: Probability = 0.0
-    short_seq_len: PositiveInt = 256
+    short_crop_p: Probability = 0.5
+    short_seq_len: PositiveInt = 128
     window_stride: PositiveInt = 32
     batch_size: PositiveInt = 32
-    iterations: PositiveInt = 800
+    iterations: PositiveInt = 1600
     eval_every: PositiveInt = 100
     lr: PositiveFloat = 3e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4

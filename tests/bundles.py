@@ -7,15 +7,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harstream.core.bundle import ArchSpec, Bundle, CalibrationSpec
+from harstream.core.bundle import ActivityStats, ArchSpec, Bundle, CalibrationSpec
 from harstream.core.preprocessing import ALIGNED_CHANNELS, CHANNELS, FilterSpec, Preprocessor
 from replay import BASIC_ACTIVITIES, iter_hapt
+from training.data import activity_stats, load_prepared
 from training.export import write_bundle
 
 MINI = Path(__file__).resolve().parent / "data" / "hapt-mini"
 
 
 UPRIGHT = (1.0, 0.0, 0.0)  # the UCI phone's x axis points up
+MINI_PREPARED = load_prepared(MINI, range(1, 31), FilterSpec())
 
 
 def feature_stats(channels: tuple[str, ...] = CHANNELS) -> tuple[np.ndarray, np.ndarray]:
@@ -64,4 +66,5 @@ def random_bundle(
         training={"name": f"random-{kind}-{mode}", "seed": seed},
         channels=channels,
         calibration=CalibrationSpec(reference_vertical=list(UPRIGHT)) if aligned else None,
+        activity_stats=ActivityStats(**activity_stats(MINI_PREPARED, len(BASIC_ACTIVITIES), 50.0)),
     )

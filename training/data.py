@@ -95,7 +95,7 @@ def load_prepared(
     for r in iter_hapt(data_dir, subjects=subjects):
         _, filtered = pre.filter(None, r.samples[None])
         vertical = None
-        if pre.aligned:
+        if pre.aligned and np.any(r.labels == STANDING):  # else: always uncalibrated
             vertical = standing_vertical(filtered[0], r.labels, filters.rate_hz, calibration_s)
         features = pre.inputs(filtered, None if vertical is None else vertical[None])[0]
         out.append(Prepared(r.subject, r.experiment, features, r.labels, r.samples, vertical))

@@ -32,7 +32,7 @@ from harstream.core.bundle import Bundle, load_bundle
 from harstream.core.inference import load_model
 from harstream.core.preprocessing import Preprocessor
 from training.augment import random_rotation
-from training.data import TEST_SUBJECTS, Prepared, standing_vertical
+from training.data import STANDING, TEST_SUBJECTS, Prepared, standing_vertical
 from training.metrics import window_metrics
 
 __all__ = [
@@ -93,23 +93,37 @@ def bundle_recordings(
         raise ValueError(f"calibration {calibration!r}: choose from {CALIBRATIONS}")
     filters = bundle.preprocessing
     pre = Preprocessor(filters, channels=bundle.channels)  # unstandardised, as training keeps
+    seconds = bundle.calibration.seconds if bundle.calibration else 5.0
+    raw = list(iter_hapt(data_dir, subjects=subjects))
     out = []
-    for index, r in enumerate(iter_hapt(data_dir, subjects=subjects)):
+    for index, r in enumerate(raw):
         turn = parse_rotation(rotate, index)
-        samples = np.concatenate([r.samples[:, :3] @ turn.T, r.samples[:, 3:] @ turn.T], axis=1)
+        samples = _turned(r.samples, turn)
         _, filtered = pre.filter(None, samples[None])
         vertical = None
         if pre.aligned and calibration == "standing":
-            seconds = bundle.calibration.seconds if bundle.calibration else 5.0
-            vertical = standing_vertical(filtered[0], r.labels, filters.rate_hz, seconds)
+            # a recording without STANDING (subject 10's walking-only exp21) is calibrated
+            # on the subject's first one with it: the same phone on the same belt, turned
+            # the same way (none at all: it stays uncalibrated)
+            source = next((c for c in [r, *raw] if c.subject == r.subject and _stands(c)), None)
+            if source is not None:
+                standing = filtered
+                if source is not r:
+                    _, standing = pre.filter(None, _turned(source.samples, turn)[None])
+                vertical = standing_vertical(standing[0], source.labels, filters.rate_hz, seconds)
         elif pre.aligned and calibration == "reference" and bundle.calibration is not None:
             vertical = np.asarray(bundle.calibration.reference_vertical)
-        # unstandardised features, as training keeps them; the evaluation standardises
-        features = bundle.preprocessor().inputs(
-            filtered, None if vertical is None else vertical[None]
-        )
+        features = pre.inputs(filtered, None if vertical is None else vertical[None])
         out.append(Prepared(r.subject, r.experiment, features[0], r.labels, samples, vertical))
     return out
+
+
+def _turned(samples: np.ndarray, turn: np.ndarray) -> np.ndarray:
+    return np.concatenate([samples[:, :3] @ turn.T, samples[:, 3:] @ turn.T], axis=1)
+
+
+def _stands(recording: Any) -> bool:
+    return bool(np.any(recording.labels == STANDING))
 
 
 def _orientation_row(

@@ -3,8 +3,12 @@
 1. Load the 21 training subjects, preprocessed by the gateway's own offline function.
 2. Split off the validation subjects; fit the normalisation on the rest.
 3. Train with AdamW and a cosine schedule:
-   - stateful mode: random crops of ``seq_len`` steps from zero state, a target at
-     every labelled step (the activity of the newest sample), truncated backprop;
+   - stateful mode: random crops of ``seq_len`` samples from zero state (a share
+     ``short_crop_p`` of the batches ``short_seq_len``: a device's first decisions
+     count more), a target at every labelled step (the activity of the newest sample;
+     one per ``stride`` samples), truncated backprop;
+   - aligned inputs: each recording calibrated on its first STANDING segment, and a
+     share ``uncalibrated_p`` of the crops shown without it;
    - window mode: windows of ``window`` steps, the target at the last step.
 4. Every ``eval_every`` steps, score the validation subjects the way the protocol
    scores test subjects (windows at protocol positions; raw online accuracy at ``hop``)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from harstream.config import load_config
+from harstream.config import Config, load_config
 from harstream.core.bundle import Bundle
 from harstream.core.engine import Engine, Message
 from harstream.core.inference import Model, State, load_model
@@ -62,6 +62,15 @@ def _one_round(engine: Engine, devices: list[str], chunk: np.ndarray) -> int:
     return len(engine.feed_many([Message(d, chunk) for d in devices]).decisions)
 
 
+def bench_config(bundle: Bundle, *overrides: str) -> Config:
+    """The default config with ``overrides``; a bundle from before the HMM smoother (no
+    activity statistics) runs with hysteresis, so that earlier bundles can be compared
+    (either smoother costs well under a microsecond per decision)."""
+    if bundle.activity_stats is None:
+        overrides = ("smoothing.method=hysteresis", *overrides)
+    return load_config(overrides=overrides)
+
+
 def engine_throughput(
     bundle: Bundle,
     *,
@@ -85,7 +94,7 @@ def engine_throughput(
     runs, decision_rates = [], []
     for _ in range(repeats):
         engine = build_engine(
-            load_config(overrides=[f"stream.hop={hop}", f"stream.max_devices={max(devices, 1)}"]),
+            bench_config(bundle, f"stream.hop={hop}", f"stream.max_devices={max(devices, 1)}"),
             bundle,
             model,
             mode=mode,
@@ -144,7 +153,7 @@ def gateway_stages(
     """Microseconds per message of each gateway stage, ``rounds`` rounds of every device
     sending one message, in batches of ``batch`` (the gateway's ``max_batch``)."""
     model = _TimedModel(load_model(bundle, "onnx", 1))
-    config = load_config(overrides=[f"stream.hop={bundle.hop}", f"stream.max_devices={devices}"])
+    config = bench_config(bundle, f"stream.hop={bundle.hop}", f"stream.max_devices={devices}")
     engine = build_engine(config, bundle, model)
     limits = imu_limits(config)
     stream = synthetic_stream(message_samples * (rounds + 3))

@@ -246,7 +246,7 @@ def aligned_inputs(device: np.ndarray, vertical: np.ndarray | None) -> np.ndarra
     tilt, acc_tilt, calibrated = zeros, zeros, zeros
     if vertical is not None:
         v = np.asarray(vertical, np.float64).reshape(-1, 3)
-        known = np.isfinite(v).all(axis=1)
+        known = np.asarray(np.isfinite(v).all(axis=1))
         if known.any():
             vx, vy, vz = (np.where(known, v[:, k], 0.0)[:, None] for k in range(3))
             tilt = ux * vx + uy * vy + uz * vz
