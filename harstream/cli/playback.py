@@ -15,7 +15,7 @@ import numpy as np
 
 from harstream.cli.common import add_config_options, config_from_args, data_dir_from
 from harstream.cli.live import LivePrinter, format_summary
-from harstream.config import Config
+from harstream.config import Config, load_config
 from harstream.core.bundle import UNKNOWN, Bundle, load_bundle
 from harstream.core.engine import Decision
 from harstream.errors import HarstreamError
@@ -204,8 +204,15 @@ def timeline_panels(log: ReplayLog) -> list[Any]:
     return panels
 
 
+#: The UCI recordings were made with the phone upright on the waist: a subject replay
+#: gives its devices that mount as their calibration (a --set of its own wins).
+UCI_MOUNT = "calibration.uncalibrated=reference"
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if args.recording is None and args.subject is not None:
+        config = load_config(args.config, [UCI_MOUNT, *args.overrides])
     if args.recording is not None:
         recordings = [load_phone_recording(args.recording, config)[0]]
         what, device = f"recording {args.recording.name}", args.device or "phone"
@@ -228,7 +235,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     printer.header(
         f"replaying {what} ({len(recordings)} recording(s)) through "
         f"{bundle.name}, hop {config.stream.hop}, smoothing {config.smoothing.method}, "
-        f"speed {args.speed}"
+        f"uncalibrated devices: {config.calibration.uncalibrated}, speed {args.speed}"
     )
     log, wall_s, interrupted = run_replay(
         recordings,
