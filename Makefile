@@ -1,6 +1,7 @@
 # One-line entry points. `make test` is what CI runs (.ci/run); it works on a fresh
 # machine: it makes the virtual environment, installs harstream with the dev and train
-# extras, installs the system programs the tests drive (mosquitto, systemd-analyze) when
+# extras, installs the system programs the tests drive (mosquitto, systemd-analyze,
+# chromium and its driver for the page's browser test) when
 # they are missing (as root, via apt), then runs the checks.
 
 PYTHON ?= python3
@@ -19,7 +20,8 @@ install: $(BIN)/.installed
 # System programs the tests drive for real (they start their own instances on free
 # loopback ports): command -> Debian package. Installed with apt when missing and we are
 # root; otherwise the missing ones are named with the command that installs them.
-SYSTEM_TOOLS := mosquitto:mosquitto systemd-analyze:systemd
+SYSTEM_TOOLS := mosquitto:mosquitto systemd-analyze:systemd chromium:chromium \
+	chromedriver:chromium-driver
 
 tools:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \

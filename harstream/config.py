@@ -49,6 +49,7 @@ __all__ = [
     "BrokerConfig",
     "CalibrationConfig",
     "Config",
+    "DashboardConfig",
     "DataConfig",
     "DeviceConfig",
     "HomeAssistantConfig",
@@ -178,6 +179,15 @@ class SmoothingConfig(_Section):
     #: hmm: the bundle's mean activity durations are multiplied by this (> 1: stickier)
     hmm_stickiness: PositiveFloat = 1.0
     unknown_threshold: Probability = 0.0
+
+
+class DashboardConfig(_Section):
+    """The live page and its API on the HTTP server (``ingest.http.port``)."""
+
+    enabled: bool = True
+    token: SecretStr | None = None  # for the page and API; not the ingest token
+    history_s: PositiveFloat = 3600.0  # each device's timeline
+    max_runs: PositiveInt = 2000  # label runs kept per device (the oldest go first)
 
 
 class CalibrationConfig(_Section):
@@ -332,6 +342,7 @@ class Config(_Section):
     stream: StreamConfig = StreamConfig()
     smoothing: SmoothingConfig = SmoothingConfig()
     calibration: CalibrationConfig = CalibrationConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     batching: BatchingConfig = BatchingConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -19,6 +19,7 @@ from harstream.core.engine import Engine
 from harstream.core.inference import Model, load_model
 from harstream.core.smoothing import hmm_transition, smoother_factory
 from harstream.errors import ConfigError
+from harstream.gateway.dashboard import DashboardSettings
 from harstream.gateway.http import HttpSettings
 from harstream.gateway.ingest import DeviceSettings, IngestSettings
 from harstream.gateway.pipeline import PipelineSettings
@@ -147,6 +148,20 @@ def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:
         reconnect_min_s=config.broker.reconnect_min_s,
         reconnect_max_s=config.broker.reconnect_max_s,
         http=http_settings(config),
+        dashboard=dashboard_settings(config),
+    )
+
+
+def dashboard_settings(config: Config) -> DashboardSettings | None:
+    """The live page's settings; None when it is off."""
+    board = config.dashboard
+    if not board.enabled:
+        return None
+    return DashboardSettings(
+        token=board.token.get_secret_value() if board.token is not None else None,
+        history_s=board.history_s,
+        max_runs=board.max_runs,
+        max_devices=config.stream.max_devices,
     )
 
 

@@ -35,6 +35,8 @@ from harstream.gateway.transport import Incoming
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from harstream.gateway.dashboard import Dashboard
+
 __all__ = ["HttpIngest", "HttpSettings"]
 
 log = logging.getLogger("harstream.http")
@@ -56,9 +58,15 @@ class HttpIngest:
     """The HTTP server; ``accept`` puts messages into the pipeline and returns how many
     it had to drop (a full queue)."""
 
-    def __init__(self, settings: HttpSettings, accept: Callable[[list[Incoming]], int]) -> None:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        accept: Callable[[list[Incoming]], int],
+        dashboard: Dashboard | None = None,
+    ) -> None:
         self.settings = settings
         self.accept = accept
+        self.dashboard = dashboard
         self.counters: Counter[str] = Counter()  # the event loop's
         self._runner: web.AppRunner | None = None
 
@@ -68,6 +76,8 @@ class HttpIngest:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_post("/ingest/sensor-logger", self._sensor_logger)
         app.router.add_post("/calibrate/{device}", self._calibrate)
+        if self.dashboard is not None:
+            self.dashboard.add_routes(app)
         return app
 
     async def start(self) -> None:

@@ -113,6 +113,10 @@ class Output:
 
     messages: list[Outgoing] = field(default_factory=list)
     decided_from: list[float] = field(default_factory=list)  # monotonic receipt per decision
+    # for the live page: (device, activity, confidence, gateway time) per decision, and
+    # the devices of the batch's errors
+    decided: list[tuple[str, str, float, float]] = field(default_factory=list)
+    error_devices: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,9 +473,11 @@ class Pipeline:
                 send(Outgoing(f"{topic}/transition", encode_transition(d), s.qos_out, False))
             if d.device in batch.received:
                 out.decided_from.append(batch.received[d.device])
+            out.decided.append((d.device, d.activity, d.confidence, d.received))
         now = self.monotonic()
         suppressed = 0
         for device, code, detail in batch.errors:
+            out.error_devices.append(device)
             if self._may_report(device, now):
                 send(Outgoing(f"{s.prefix}/{device}/error", encode_error(code, detail), 0, False))
             else:

@@ -35,6 +35,7 @@ import numpy as np
 from harstream.core.engine import Engine
 from harstream.core.payload import encode
 from harstream.errors import PublishError
+from harstream.gateway.dashboard import Dashboard, DashboardSettings
 from harstream.gateway.http import HttpIngest, HttpSettings
 from harstream.gateway.pipeline import Arrival, Output, Pipeline, PipelineSettings
 from harstream.gateway.transport import Incoming, Session, Transport, TransportError, Will
@@ -55,6 +56,7 @@ class GatewaySettings:
     reconnect_min_s: float
     reconnect_max_s: float
     http: HttpSettings | None = None  # the HTTP server (ingest), when a port is set
+    dashboard: DashboardSettings | None = None  # the live page, on the HTTP server
 
 
 class Backoff:
@@ -97,7 +99,15 @@ class Gateway:
         self.pipeline = Pipeline(
             engine, settings.pipeline, self._deliver, wall_clock=wall_clock, monotonic=monotonic
         )
-        self.http = HttpIngest(settings.http, self.accept) if settings.http else None
+        self.dashboard = None
+        if settings.http is not None and settings.dashboard is not None:
+            self.dashboard = Dashboard(
+                settings.dashboard, self.live_numbers, self.connected.is_set, engine.labels
+            )
+        self.http = (
+            HttpIngest(settings.http, self.accept, self.dashboard) if settings.http else None
+        )
+        self.last_stats: dict[str, Any] = {}  # rates and latency of the last interval
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: Session | None = None  # the latest: QoS 1 still queues on it offline
         self._latencies_ms: list[float] = []
@@ -231,6 +241,7 @@ class Gateway:
                 "latency_ms": self._latency_summary(),
             }
             last, last_t = {k: current[k] for k in rates}, now
+            self.last_stats = payload
             self._send(f"{self.settings.pipeline.prefix}/stats", encode(payload), 0, False)
 
     # --- output ----------------------------------------------------------------------
@@ -244,6 +255,8 @@ class Gateway:
     def _publish(self, output: Output) -> None:
         for m in output.messages:
             self._send(m.topic, m.payload, m.qos, m.retain)
+        if self.dashboard is not None:
+            self.dashboard.update(output.decided, output.error_devices)
         if output.decided_from:
             now = self.monotonic()
             self._latencies_ms.extend((now - t) * 1000 for t in output.decided_from)
@@ -296,6 +309,12 @@ class Gateway:
             },
             "http": dict(self.http.counters) if self.http is not None else {},
         }
+
+    def live_numbers(self) -> dict[str, Any]:
+        """The counters now, with the last stats interval's rates and latency."""
+        last = self.last_stats
+        keys = ("messages_per_s", "samples_per_s", "decisions_per_s", "latency_ms")
+        return {**self.snapshot(), **{k: last[k] for k in keys if k in last}}
 
     def _latency_summary(self) -> dict[str, float | int | None]:
         values, self._latencies_ms = self._latencies_ms, []

@@ -1,0 +1,353 @@
+"""The live page: what every device is doing now, its last hour, the gateway's health.
+
+Served by the gateway's HTTP server (``ingest.http.port``) when ``dashboard.enabled``:
+
+- ``/``: the page (``harstream/dashboard/``: one HTML file and one script, no build
+  step, no CDN: it works offline on a Raspberry Pi);
+- ``/api/devices``: every device's activity now, confidence, since when, last decision,
+  errors; ``/api/devices/{id}/timeline``: its last ``dashboard.history_s`` as label runs;
+  ``/api/stats``: the stats topic's numbers; ``/api/events``: server-sent events, one
+  per batch of decisions, from the gateway's own output (the browser never talks MQTT);
+- ``/metrics``: the same counters in the Prometheus text format (prometheus_client);
+  ``/healthz``: 200 while connected to the broker, else 503 (for supervisors; no token).
+
+Reading is not ingesting: the page and the API take ``dashboard.token`` (bearer header,
+or ``?token=`` for the page and its event stream), never the ingest token.
+
+History is kept as label runs per device, ``(start, end, activity, confidence sum,
+decisions)``, a run per change of the published label: bounded in age, in runs per
+device and in devices, so its memory does not grow with the decision rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["Dashboard", "DashboardSettings", "History"]
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    token: str | None
+    history_s: float = 3600.0
+    max_runs: int = 2000  # per device: the oldest go first
+    max_devices: int = 10_000
+    max_clients: int = 20  # event streams open at once
+
+
+class History:
+    """Each device's recent label runs, and what the page lists about it. Written by the
+    event loop only (from each batch's output)."""
+
+    def __init__(self, history_s: float, max_runs: int, max_devices: int) -> None:
+        self.history_s = history_s
+        self.max_runs = max_runs
+        self.max_devices = max_devices
+        # device -> runs [start, end, activity, confidence sum, decisions] (lists: the
+        # newest is extended in place)
+        self._runs: dict[str, deque[list[Any]]] = {}
+        self._errors: dict[str, int] = {}
+
+    def record(self, device: str, activity: str, confidence: float, t: float) -> None:
+        runs = self._runs.get(device)
+        if runs is None:
+            if len(self._runs) >= self.max_devices:
+                return
+            runs = self._runs[device] = deque(maxlen=self.max_runs)
+        if runs and runs[-1][2] == activity and t - runs[-1][1] < 30.0:
+            last = runs[-1]
+            last[1], last[3], last[4] = t, last[3] + confidence, last[4] + 1
+        else:  # a new label, or the device was silent: a gap shows as one
+            runs.append([t, t, activity, confidence, 1])
+        while runs and runs[0][1] < t - self.history_s:
+            runs.popleft()
+
+    def error(self, device: str) -> None:
+        if device in self._runs or len(self._errors) < self.max_devices:
+            self._errors[device] = self._errors.get(device, 0) + 1
+
+    def forget(self, device: str) -> None:
+        self._runs.pop(device, None)
+
+    def devices(self) -> list[dict[str, Any]]:
+        out = []
+        for device, runs in self._runs.items():
+            if not runs:
+                continue
+            last = runs[-1]
+            out.append(
+                {
+                    "device": device,
+                    "activity": last[2],
+                    "confidence": round(last[3] / last[4], 3),
+                    "since": round(last[0], 3),
+                    "last_decision": round(last[1], 3),
+                    "errors": self._errors.get(device, 0),
+                }
+            )
+        return out
+
+    def timeline(self, device: str, now: float) -> list[dict[str, Any]] | None:
+        runs = self._runs.get(device)
+        if runs is None:
+            return None
+        start = now - self.history_s
+        return [
+            {
+                "start": round(max(r[0], start), 3),
+                "end": round(r[1], 3),
+                "activity": r[2],
+                "confidence": round(r[3] / r[4], 3),
+                "decisions": r[4],
+            }
+            for r in runs
+            if r[1] >= start
+        ]
+
+    def size(self) -> tuple[int, int]:
+        """(devices, runs) held."""
+        return len(self._runs), sum(len(r) for r in self._runs.values())
+
+
+class Dashboard:
+    """The page's routes on the gateway's aiohttp application. ``snapshot`` gives the
+    stats topic's numbers; ``connected`` says whether the broker is."""
+
+    def __init__(
+        self,
+        settings: DashboardSettings,
+        snapshot: Callable[[], dict[str, Any]],
+        connected: Callable[[], bool],
+        labels: tuple[str, ...],
+    ) -> None:
+        self.settings = settings
+        self.snapshot = snapshot
+        self.connected = connected
+        self.labels = labels
+        self.history = History(settings.history_s, settings.max_runs, settings.max_devices)
+        self._clients: set[asyncio.Queue[bytes]] = set()
+        self.started = time.monotonic()
+
+    # --- fed by the gateway ----------------------------------------------------------
+
+    def update(self, decided: list[tuple[str, str, float, float]], errors: list[str]) -> None:
+        """One batch's decisions ``(device, activity, confidence, t)`` and the devices
+        of its errors; pushes one event to every open stream (a slow one skips it)."""
+        for device, activity, confidence, t in decided:
+            self.history.record(device, activity, confidence, t)
+        for device in errors:
+            self.history.error(device)
+        if not self._clients or not decided:
+            return
+        latest: dict[str, dict[str, Any]] = {}
+        for device, activity, confidence, t in decided:
+            latest[device] = {
+                "device": device,
+                "activity": activity,
+                "confidence": round(confidence, 3),
+                "t": round(t, 3),
+            }
+        event = b"data: " + json.dumps(list(latest.values())).encode() + b"\n\n"
+        for queue in self._clients:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(event)
+
+    # --- routes ----------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self._page)
+        app.router.add_get("/app.js", self._script)
+        app.router.add_get("/api/devices", self._devices)
+        app.router.add_get("/api/devices/{device}/timeline", self._timeline)
+        app.router.add_get("/api/stats", self._stats)
+        app.router.add_get("/api/events", self._events)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+
+    def _authorised(self, request: web.Request) -> bool:
+        expected = self.settings.token
+        if expected is None:
+            return True
+        header = request.headers.get("Authorization", "")
+        given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+        return hmac.compare_digest(given.encode(), expected.encode())
+
+    def _refuse(self) -> web.Response:
+        from aiohttp import web
+
+        body = {"error": "unauthorized", "detail": "missing or wrong dashboard token"}
+        return web.json_response(body, status=401)
+
+    async def _page(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        if not self._authorised(request):
+            return self._refuse()
+        return web.Response(text=_asset("index.html"), content_type="text/html")
+
+    async def _script(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        return web.Response(text=_asset("app.js"), content_type="application/javascript")
+
+    async def _devices(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        if not self._authorised(request):
+            return self._refuse()
+        return web.json_response(
+            {
+                "now": round(time.time(), 3),
+                "labels": list(self.labels),
+                "devices": self.history.devices(),
+            }
+        )
+
+    async def _timeline(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        if not self._authorised(request):
+            return self._refuse()
+        device = request.match_info["device"]
+        now = time.time()
+        runs = self.history.timeline(device, now)
+        if runs is None:
+            body = {"error": "unknown_device", "detail": f"no decisions for {device!r}"}
+            return web.json_response(body, status=404)
+        return web.json_response(
+            {
+                "device": device,
+                "now": round(now, 3),
+                "history_s": self.settings.history_s,
+                "runs": runs,
+            }
+        )
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        if not self._authorised(request):
+            return self._refuse()
+        return web.json_response(self._numbers())
+
+    def _numbers(self) -> dict[str, Any]:
+        devices, runs = self.history.size()
+        return {
+            **self.snapshot(),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "connected": self.connected(),
+            "history": {"devices": devices, "runs": runs},
+        }
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        if not self._authorised(request):
+            return self._refuse()
+        if len(self._clients) >= self.settings.max_clients:
+            body = {"error": "too_many_clients", "detail": "too many event streams open"}
+            return web.json_response(body, status=503)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=100)
+        self._clients.add(queue)
+        try:
+            await response.write(b": connected\n\n")
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=15.0)
+                except TimeoutError:
+                    event = b": keep-alive\n\n"
+                await response.write(event)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._clients.discard(queue)
+        return response
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        if not self._authorised(request):
+            return self._refuse()
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry()
+        registry.register(_Collector(self._numbers))
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        up = self.connected()
+        return web.json_response(
+            {"status": "ok" if up else "disconnected"}, status=200 if up else 503
+        )
+
+
+class _Collector:
+    """The stats numbers as Prometheus metrics, read when scraped."""
+
+    def __init__(self, numbers: Callable[[], dict[str, Any]]) -> None:
+        self.numbers = numbers
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        n = self.numbers()
+        for name in (
+            "messages",
+            "samples",
+            "decisions",
+            "published",
+            "reconnects",
+            "resets",
+            "evicted",
+            "batches",
+            "batch_errors",
+            "publish_failed",
+        ):
+            yield CounterMetricFamily(f"harstream_{name}", f"{name} since start", value=n[name])
+        rejected = CounterMetricFamily(
+            "harstream_rejected", "bad messages dropped, by code", labels=["code"]
+        )
+        for code, count in n["rejected"].items():
+            rejected.add_metric([code], count)
+        yield rejected
+        dropped = CounterMetricFamily("harstream_dropped", "messages dropped", labels=["why"])
+        for why, count in n["dropped"].items():
+            dropped.add_metric([why], count)
+        yield dropped
+        yield GaugeMetricFamily("harstream_devices", "devices served", value=n["devices"])
+        yield GaugeMetricFamily("harstream_queue", "messages waiting", value=n["queue"])
+        yield GaugeMetricFamily("harstream_uptime_seconds", "uptime", value=n["uptime_s"])
+        yield GaugeMetricFamily(
+            "harstream_connected", "1 if the broker is", value=int(n["connected"])
+        )
+        latency = n.get("latency_ms") or {}
+        gauge = GaugeMetricFamily(
+            "harstream_latency_ms", "receipt to decision, last interval", labels=["quantile"]
+        )
+        for q in ("p50", "p99"):
+            if latency.get(q) is not None:
+                gauge.add_metric([q], latency[q])
+        yield gauge
+
+
+def _asset(name: str) -> str:
+    return resources.files("harstream").joinpath("dashboard", name).read_text(encoding="utf-8")
