@@ -6,8 +6,10 @@ Served by the gateway's HTTP server (``ingest.http.port``) when ``dashboard.enab
   step, no CDN: it works offline on a Raspberry Pi);
 - ``/api/devices``: every device's activity now, confidence, since when, last decision,
   errors; ``/api/devices/{id}/timeline``: its last ``dashboard.history_s`` as label runs;
-  ``/api/stats``: the stats topic's numbers; ``/api/events``: server-sent events, one
-  per batch of decisions, from the gateway's own output (the browser never talks MQTT);
+  ``/api/stats``: the stats topic's numbers; ``/api/events``: server-sent events from
+  the gateway's own output (the browser never talks MQTT), every ``EVENT_INTERVAL_S`` at
+  most: each device's latest decision since the last (one write per interval, not one
+  per batch, so that an open page costs the gateway next to nothing);
 - ``/metrics``: the same counters in the Prometheus text format (prometheus_client);
   ``/healthz``: 200 while connected to the broker, else 503 (for supervisors; no token).
 
@@ -35,7 +37,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["Dashboard", "DashboardSettings", "History"]
+__all__ = ["EVENT_INTERVAL_S", "Dashboard", "DashboardSettings", "History"]
+
+EVENT_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -138,31 +142,50 @@ class Dashboard:
         self.labels = labels
         self.history = History(settings.history_s, settings.max_runs, settings.max_devices)
         self._clients: set[asyncio.Queue[bytes]] = set()
+        self._pending: dict[str, tuple[str, float, float]] = {}  # device -> latest
+        self._flusher: asyncio.Task[None] | None = None
         self.started = time.monotonic()
 
     # --- fed by the gateway ----------------------------------------------------------
 
     def update(self, decided: list[tuple[str, str, float, float]], errors: list[str]) -> None:
         """One batch's decisions ``(device, activity, confidence, t)`` and the devices
-        of its errors; pushes one event to every open stream (a slow one skips it)."""
+        of its errors (the event loop calls this with each batch's output)."""
+        record = self.history.record
         for device, activity, confidence, t in decided:
-            self.history.record(device, activity, confidence, t)
+            record(device, activity, confidence, t)
         for device in errors:
             self.history.error(device)
-        if not self._clients or not decided:
-            return
-        latest: dict[str, dict[str, Any]] = {}
-        for device, activity, confidence, t in decided:
-            latest[device] = {
-                "device": device,
-                "activity": activity,
-                "confidence": round(confidence, 3),
-                "t": round(t, 3),
-            }
-        event = b"data: " + json.dumps(list(latest.values())).encode() + b"\n\n"
+        if self._clients:
+            pending = self._pending
+            for device, activity, confidence, t in decided:
+                pending[device] = (activity, confidence, t)
+
+    async def _flush(self) -> None:
+        """While streams are open: every interval, one event with each device's latest
+        decision since the last, to every stream (one too slow to take it skips it)."""
+        while self._clients:
+            await asyncio.sleep(EVENT_INTERVAL_S)
+            if not self._pending:
+                continue
+            latest, self._pending = self._pending, {}
+            body = [
+                {"device": d, "activity": a, "confidence": round(c, 3), "t": round(t, 3)}
+                for d, (a, c, t) in latest.items()
+            ]
+            event = b"data: " + json.dumps(body).encode() + b"\n\n"
+            for queue in self._clients:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(event)
+        self._flusher = None
+
+    def close(self) -> None:
+        """End every open event stream (the gateway stops)."""
         for queue in self._clients:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(event)
+            while not queue.empty():  # room for the last word, even in a stuck stream
+                queue.get_nowait()
+            queue.put_nowait(b"")
+        self._clients.clear()
 
     # --- routes ----------------------------------------------------------------------
 
@@ -265,6 +288,8 @@ class Dashboard:
         await response.prepare(request)
         queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=100)
         self._clients.add(queue)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
         try:
             await response.write(b": connected\n\n")
             while True:
@@ -272,6 +297,8 @@ class Dashboard:
                     event = await asyncio.wait_for(queue.get(), timeout=15.0)
                 except TimeoutError:
                     event = b": keep-alive\n\n"
+                if not event:  # the gateway stops
+                    break
                 await response.write(event)
         except (ConnectionResetError, asyncio.CancelledError):
             pass

@@ -103,6 +103,8 @@ class HttpIngest:
             )
 
     async def stop(self) -> None:
+        if self.dashboard is not None:
+            self.dashboard.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
