@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import time
 from collections import deque
@@ -40,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["EVENT_INTERVAL_S", "Dashboard", "DashboardSettings", "History"]
 
 EVENT_INTERVAL_S = 0.5
+#: Longer than this between two decisions of a device, and the timeline shows a gap.
+GAP_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class History:
             if len(self._runs) >= self.max_devices:
                 return
             runs = self._runs[device] = deque(maxlen=self.max_runs)
-        if runs and runs[-1][2] == activity and t - runs[-1][1] < 30.0:
+        if runs and runs[-1][2] == activity and t - runs[-1][1] < GAP_S:
             last = runs[-1]
             last[1], last[3], last[4] = t, last[3] + confidence, last[4] + 1
         else:  # a new label, or the device was silent: a gap shows as one
@@ -81,9 +82,6 @@ class History:
     def error(self, device: str) -> None:
         if device in self._runs or len(self._errors) < self.max_devices:
             self._errors[device] = self._errors.get(device, 0) + 1
-
-    def forget(self, device: str) -> None:
-        self._runs.pop(device, None)
 
     def devices(self) -> list[dict[str, Any]]:
         out = []
@@ -200,12 +198,9 @@ class Dashboard:
         app.router.add_get("/healthz", self._healthz)
 
     def _authorised(self, request: web.Request) -> bool:
-        expected = self.settings.token
-        if expected is None:
-            return True
-        header = request.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
-        return hmac.compare_digest(given.encode(), expected.encode())
+        from harstream.gateway.http import token_accepted
+
+        return token_accepted(request, self.settings.token)
 
     def _refuse(self) -> web.Response:
         from aiohttp import web

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from harstream.gateway.dashboard import Dashboard
 
-__all__ = ["HttpIngest", "HttpSettings"]
+__all__ = ["HttpIngest", "HttpSettings", "token_accepted"]
 
 log = logging.getLogger("harstream.http")
 
@@ -109,12 +109,7 @@ class HttpIngest:
             await self._runner.cleanup()
 
     def _authorised(self, request: web.Request) -> bool:
-        expected = self.settings.token
-        if expected is None:
-            return True
-        header = request.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
-        return hmac.compare_digest(given.encode(), expected.encode())
+        return token_accepted(request, self.settings.token)
 
     async def _sensor_logger(self, request: web.Request) -> web.Response:
         from aiohttp import web
@@ -169,6 +164,16 @@ class HttpIngest:
         self.counters["http_accepted"] += 1
         status_topic = f"{self.settings.prefix}/{device}/calibration"
         return web.json_response({"accepted": True, "status_topic": status_topic})
+
+
+def token_accepted(request: web.Request, expected: str | None) -> bool:
+    """The request carries ``expected`` as ``Authorization: Bearer`` or ``?token=``
+    (compared in constant time); any request does when no token is set."""
+    if expected is None:
+        return True
+    header = request.headers.get("Authorization", "")
+    given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _error(status: int, code: str, detail: str) -> web.Response:
