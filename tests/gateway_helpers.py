@@ -9,7 +9,7 @@ import numpy as np
 from harstream.config import load_config
 from harstream.core.bundle import Bundle
 from harstream.core.engine import Engine
-from harstream.core.payload import encode_imu
+from harstream.core.payload import FRAME_MAGIC, encode_frame, encode_imu
 from harstream.runtime import build_engine
 from replay import iter_hapt
 
@@ -50,4 +50,12 @@ BAD_INPUTS: list[tuple[str, bytes, str]] = [
     ("dev-bad", imu(WALK[:5], seq=1.5), "bad_seq"),
     ("dev-bad", imu(WALK[:5], t="now"), "bad_t"),
     ("dev-bad", b"[" * 70_000, "too_large"),
+    # the binary frame, as strictly
+    ("dev-bad", encode_frame(WALK[:5])[:-4], "bad_frame"),
+    ("dev-bad", FRAME_MAGIC + bytes(10), "bad_frame"),
+    ("dev-bad", encode_frame(WALK[:5])[:4] + b"\x80" + encode_frame(WALK[:5])[5:], "bad_frame"),
+    ("dev-bad", encode_frame(np.full((2, 6), np.nan)), "not_finite"),
+    ("dev-bad", encode_frame(np.zeros((501, 6))), "too_many_samples"),
+    ("dev-bad", encode_frame(np.zeros((0, 6))), "bad_shape"),
+    ("dev-bad", encode_frame(WALK[:5], rate=1000.0), "bad_rate"),
 ]

@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import math
 import re
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ from harstream.errors import PayloadError
 __all__ = [
     "ACC_UNITS",
     "DEVICE_ID",
+    "FRAME_MAGIC",
     "GYRO_UNITS",
     "MAX_CALIBRATION_S",
     "SENSOR_LOGGER_KINDS",
@@ -59,6 +61,7 @@ __all__ = [
     "encode_activity",
     "encode_calibration",
     "encode_error",
+    "encode_frame",
     "encode_gone",
     "encode_imu",
     "encode_transition",
@@ -90,6 +93,13 @@ def valid_device_id(device: str) -> bool:
     return DEVICE_ID.fullmatch(device) is not None
 
 
+#: The binary device frame: header ``<4sBBHqdf4x`` (32 bytes, little-endian) then n x 6
+#: float32 samples. Flags: which of seq and t are present, and the units.
+FRAME_MAGIC = b"HSB1"
+FRAME_HEADER = struct.Struct("<4sBBHqdf4x")
+FLAG_SEQ, FLAG_T, FLAG_ACC_MS2, FLAG_GYRO_DEG = 1, 2, 4, 8
+
+
 def decode_imu(
     device: str,
     payload: bytes,
@@ -100,10 +110,10 @@ def decode_imu(
     max_bytes: int,
     units: Mapping[str, str] | None = None,
 ) -> Message | DeviceReadings:
-    """Validate one device message; ``now`` is the gateway's receive time (epoch s); the
-    limits come from the config (``stream.rate_hz``, ``stream.max_samples_per_message``,
-    ``service.max_payload_bytes``); ``units`` are the device's configured ones, which the
-    message's own ``units`` override.
+    """Validate one device message, JSON or a binary frame (``FRAME_MAGIC``...); ``now``
+    is the gateway's receive time (epoch s); the limits come from the config
+    (``stream.rate_hz``, ``stream.max_samples_per_message``, ``service.max_payload_bytes``);
+    ``units`` are the device's configured ones, which the message's own ``units`` override.
 
     A message at the model's rate, in g and rad/s, without per-sample times is a
     :class:`Message` for the engine as it is (the fast path). Anything else (another
@@ -114,6 +124,44 @@ def decode_imu(
         raise PayloadError("bad_device_id", "device ids are 1-64 characters of A-Z a-z 0-9 _ -")
     if len(payload) > max_bytes:
         raise PayloadError("too_large", f"{len(payload)} bytes > {max_bytes}")
+    if payload[:4] == FRAME_MAGIC:
+        samples, seq, t, rate, sent_units, times = _from_frame(payload, max_samples)
+    else:
+        samples, seq, t, rate, sent_units, times = _from_json(payload, max_samples)
+    if not np.all(np.isfinite(samples)):
+        raise PayloadError("not_finite", "samples must be finite numbers")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
+        raise PayloadError("bad_seq", "seq must be a non-negative integer")
+    if t is not None and (not _is_number(t) or not math.isfinite(t)):
+        raise PayloadError("bad_t", "t must be a finite number (epoch seconds)")
+    rate = rate_hz if rate is None else rate
+    if not _is_number(rate) or not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+        raise PayloadError(
+            "bad_rate", f"rate must be a number from {MIN_RATE_HZ:g} to {MAX_RATE_HZ:g} Hz"
+        )
+    acc_scale, gyro_scale = _unit_scales({**(units or {}), **sent_units})
+    if rate == rate_hz and times is None and acc_scale == gyro_scale == 1.0:
+        return Message(device, samples, seq, None if t is None else float(t), now)
+    if times is None:  # the device's own clock if it sent one, else ours
+        offsets = np.arange(len(samples)) / rate
+        if t is not None:
+            times = float(t) + offsets
+        elif seq is not None:
+            times = seq / rate + offsets  # since the stream began: anchored later
+        else:
+            times = now - offsets[::-1]
+    readings = [
+        Readings("acc", times, samples[:, :3] * acc_scale),
+        Readings("gyro", times, samples[:, 3:] * gyro_scale),
+    ]
+    return DeviceReadings(device, readings, now)
+
+
+_Parsed = tuple[np.ndarray, Any, Any, Any, dict[str, str], "np.ndarray | None"]
+
+
+def _from_json(payload: bytes, max_samples: int) -> _Parsed:
+    """samples, seq, t, rate (None: the default), units, times of a JSON message."""
     try:
         data = orjson.loads(payload)  # strict JSON: NaN and Infinity are errors
     except orjson.JSONDecodeError as exc:
@@ -131,36 +179,68 @@ def decode_imu(
     if len(raw) > max_samples:
         raise PayloadError("too_many_samples", f"{len(raw)} samples > {max_samples}")
     samples = _samples(raw, payload, keys=len(data))
-    if not np.all(np.isfinite(samples)):
-        raise PayloadError("not_finite", "samples must be finite numbers")
-    seq = data.get("seq")
-    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
-        raise PayloadError("bad_seq", "seq must be a non-negative integer")
-    t = data.get("t")
-    if t is not None and (not _is_number(t) or not math.isfinite(t)):
-        raise PayloadError("bad_t", "t must be a finite number (epoch seconds)")
-    rate = data.get("rate", rate_hz)
-    if not _is_number(rate) or not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
-        raise PayloadError(
-            "bad_rate", f"rate must be a number from {MIN_RATE_HZ:g} to {MAX_RATE_HZ:g} Hz"
-        )
-    acc_scale, gyro_scale = _unit_scales({**(units or {}), **_units(data.get("units"))})
     times = _times(data.get("times"), len(samples))
-    if rate == rate_hz and times is None and acc_scale == gyro_scale == 1.0:
-        return Message(device, samples, seq, None if t is None else float(t), now)
-    if times is None:  # the device's own clock if it sent one, else ours
-        offsets = np.arange(len(samples)) / rate
-        if t is not None:
-            times = float(t) + offsets
-        elif seq is not None:
-            times = seq / rate + offsets  # since the stream began: anchored later
-        else:
-            times = now - offsets[::-1]
-    readings = [
-        Readings("acc", times, samples[:, :3] * acc_scale),
-        Readings("gyro", times, samples[:, 3:] * gyro_scale),
-    ]
-    return DeviceReadings(device, readings, now)
+    units = _units(data.get("units"))
+    return samples, data.get("seq"), data.get("t"), data.get("rate"), units, times
+
+
+def _from_frame(payload: bytes, max_samples: int) -> _Parsed:
+    """The same fields of a binary frame: its header says the sample count, and the
+    length must match it exactly."""
+    if len(payload) < FRAME_HEADER.size:
+        raise PayloadError("bad_frame", f"a frame has a {FRAME_HEADER.size}-byte header")
+    _, flags, reserved, n, seq, t, rate = FRAME_HEADER.unpack_from(payload)
+    if reserved or flags & ~(FLAG_SEQ | FLAG_T | FLAG_ACC_MS2 | FLAG_GYRO_DEG):
+        raise PayloadError("bad_frame", "unknown flags: this gateway reads frame version 1")
+    if n == 0:
+        raise PayloadError("bad_shape", "a frame needs at least one sample")
+    if n > max_samples:
+        raise PayloadError("too_many_samples", f"{n} samples > {max_samples}")
+    expected = FRAME_HEADER.size + n * 24
+    if len(payload) != expected:
+        raise PayloadError(
+            "bad_frame", f"{n} samples make {expected} bytes, the frame has {len(payload)}"
+        )
+    samples = np.frombuffer(payload, "<f4", n * 6, FRAME_HEADER.size).reshape(n, 6)
+    units = {
+        "acc": "m/s2" if flags & FLAG_ACC_MS2 else "g",
+        "gyro": "deg/s" if flags & FLAG_GYRO_DEG else "rad/s",
+    }
+    return (
+        samples.astype(np.float64),
+        seq if flags & FLAG_SEQ else None,
+        t if flags & FLAG_T else None,
+        float(rate) if rate else None,
+        units,
+        None,
+    )
+
+
+def encode_frame(
+    samples: np.ndarray,
+    seq: int | None = None,
+    t: float | None = None,
+    *,
+    rate: float | None = None,
+    acc: str = "g",
+    gyro: str = "rad/s",
+) -> bytes:
+    """A binary device frame, what :func:`decode_imu` reads beside JSON (samples as
+    float32). A microcontroller writes the same with one ``memcpy`` of its header struct.
+
+    >>> frame = encode_frame(np.zeros((2, 6)), seq=7)
+    >>> len(frame), frame[:4]
+    (80, b'HSB1')
+    """
+    rows = np.ascontiguousarray(samples, "<f4")
+    flags = (
+        (FLAG_SEQ if seq is not None else 0)
+        | (FLAG_T if t is not None else 0)
+        | (FLAG_ACC_MS2 if acc == "m/s2" else 0)
+        | (FLAG_GYRO_DEG if gyro == "deg/s" else 0)
+    )
+    header = FRAME_HEADER.pack(FRAME_MAGIC, flags, 0, len(rows), seq or 0, t or 0.0, rate or 0.0)
+    return header + rows.tobytes()
 
 
 def _units(raw: Any) -> dict[str, str]:
