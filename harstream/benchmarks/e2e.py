@@ -63,6 +63,7 @@ def e2e_run(
     devices: int,
     seconds: float,
     message_samples: int = 32,
+    message_format: str = "json",
     overrides: tuple[str, ...] = (),
     hop: int | None = None,
     baseline_model: Path | None = None,
@@ -119,6 +120,7 @@ def e2e_run(
                 "devices": devices,
                 "seconds": seconds,
                 "message_samples": message_samples,
+                "message_format": message_format,
                 "hop": hop,
                 "first_decision": first,
             }

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from harstream.benchmarks.engine import synthetic_stream
-from harstream.core.payload import encode_imu
+from harstream.core.payload import encode_frame, encode_imu
 from harstream.gateway.mqtt import MqttSession, MqttTransport
 
 __all__ = ["LoadSpec", "run_load"]
@@ -44,6 +44,7 @@ class LoadSpec:
     grace_s: float = 3.0
     qos: int = 0
     host: str = "127.0.0.1"
+    message_format: str = "json"  # json | frame (the binary device frame)
 
 
 async def _send(
@@ -74,7 +75,11 @@ async def _send(
         ]
         # every device sends the same samples: cheap, and the gateway's cost does not
         # depend on what they are
-        payload = encode_imu(body, seq, decimals=5)
+        payload = (
+            encode_frame(body, seq)
+            if spec.message_format == "frame"
+            else encode_imu(body, seq, decimals=5)
+        )
         d = 0
         while d < spec.devices:
             now = time.monotonic()

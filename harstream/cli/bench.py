@@ -62,6 +62,7 @@ def _e2e(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
                 devices=n,
                 seconds=seconds,
                 message_samples=args.message_samples,
+                message_format=args.message_format,
                 overrides=tuple(args.gateway_set),
                 gateway_pythonpath=path,
             )
@@ -169,6 +170,8 @@ def _capacity(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
                     devices=n,
                     seconds=seconds,
                     message_samples=args.message_samples,
+                    # the notebook baseline reads JSON only
+                    message_format=args.message_format if baseline is None else "json",
                     overrides=tuple(args.gateway_set) if pythonpath is None else (),
                     baseline_model=baseline,
                     gateway_pythonpath=pythonpath,
@@ -369,6 +372,13 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         type=int,
         default=25,
         help="samples per device message (25 = 0.5 s at 50 Hz)",
+    )
+    bench.add_argument(
+        "--message-format",
+        choices=["json", "frame"],
+        default="json",
+        help="e2e and capacity: devices send JSON or the binary frame (a --before "
+        "checkout from before the frame reads JSON only)",
     )
     bench.add_argument(
         "--gateway-set",
