@@ -253,3 +253,21 @@ def test_a_device_frame_model_takes_no_calibration(bundle_factory: Callable[...,
     engine = make_engine(bundle_factory("gru", "stateful"))
     with pytest.raises(ValueError, match="no calibration"):
         engine.calibrate("dev", 5.0)
+
+
+def test_calibration_requests_are_bounded_and_abandoned_on_eviction(
+    bundle_factory: Callable[..., Bundle],
+) -> None:
+    engine = make_engine(bundle_factory("gru", "stateful", stride=4, aligned=True))
+    engine.max_devices = 3
+    for device in ("a", "b", "c"):
+        engine.calibrate(device, 5.0)
+    engine.calibrate("a", 2.0)  # asking again for the same device is fine
+    with pytest.raises(ValueError, match="already wait"):
+        engine.calibrate("d", 5.0)
+    engine.feed("a", WALK[:50], seq=0, now=0.0)  # "a" starts calibrating, then goes silent
+    engine.evict_idle(now=engine.idle_timeout_s + 1.0)
+    assert engine.devices == []
+    events = engine.feed_many([Message("a", np.tile([1.0, 0, 0, 0, 0, 0], (200, 1)), 0)]).events
+    assert events == []  # the abandoned calibration does not complete on its return
+    assert engine.vertical_of("a") is None

@@ -248,6 +248,7 @@ class Engine:
         gone = [d for d, dev in self._devices.items() if dev.last_seen < limit]
         for device in gone:
             del self._devices[device]
+            self._calibrating.pop(device, None)  # a device gone silent stood for nothing
         self.counters["evicted"] += len(gone)
         return gone
 
@@ -265,6 +266,9 @@ class Engine:
             raise ValueError("this model reads device-frame inputs: it takes no calibration")
         if seconds <= 0:
             raise ValueError(f"seconds must be > 0, got {seconds}")
+        if device not in self._requests and len(self._requests) >= self.max_devices:
+            # requests for devices that never stream must not pile up without bound
+            raise ValueError(f"{len(self._requests)} calibrations already wait for their devices")
         self._requests[device] = seconds
 
     def set_vertical(self, device: str, vertical: np.ndarray | None) -> None:

@@ -383,9 +383,10 @@ class Pipeline:
             rejected[exc.code] += 1
             batch.errors.append((device, exc.code, exc.detail))
             return
-        except ValueError as exc:  # the model takes no calibration
-            rejected["no_calibration"] += 1
-            batch.errors.append((device, "no_calibration", str(exc)))
+        except ValueError as exc:  # the model takes none, or too many wait for devices
+            code = "calibration_refused" if self.engine.preprocessor.aligned else "no_calibration"
+            rejected[code] += 1
+            batch.errors.append((device, code, str(exc)))
             return
         detail = f"stand still for {seconds:g} s"
         batch.calibrations.append((device, "started", self._vertical(device), detail))
