@@ -74,6 +74,13 @@ def build_engine(
     if mode == "stateful" and bundle.mode == "window":
         raise ConfigError(f"{where} is a window-mode model: it cannot carry state across hops")
     window = bundle.window if mode == "window" else max(stream.window, stream.hop)
+    stride = bundle.arch.stride
+    for key, value in (("stream.hop", stream.hop), ("stream.window", window)):
+        if value % stride:
+            raise ConfigError(
+                f"{key}: {value}, but {where} steps once per {stride} samples: use a "
+                f"multiple of {stride}"
+            )
     smoothing = config.smoothing
     hmm = None
     if smoothing.method == "hmm":

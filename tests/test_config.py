@@ -148,3 +148,13 @@ def test_dump_masks_password_and_round_trips(tmp_path: Path) -> None:
 def test_what_would_break_the_mqtt_connection_fails_at_start_up(override: str, reason: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(reason)):
         load_config(overrides=[override])
+
+
+def test_a_hop_the_model_cannot_step_to_fails_naming_the_key() -> None:
+    from harstream.core.bundle import load_bundle
+    from harstream.runtime import build_engine
+
+    bundle = load_bundle()  # the packaged model steps once per 8 samples
+    with pytest.raises(ConfigError, match=r"stream.hop: 20, .* multiple of 8"):
+        build_engine(load_config(overrides=["stream.hop=20"]), bundle)
+    assert build_engine(load_config(overrides=["stream.hop=24"]), bundle).hop == 24
