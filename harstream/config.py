@@ -76,6 +76,13 @@ Qos = Annotated[int, Field(ge=0, le=2)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+def _cert_and_key_together(section: Any) -> Any:
+    """A section's ``cert_file`` and ``key_file``: both or neither."""
+    if (section.cert_file is None) != (section.key_file is None):
+        raise ValueError("cert_file and key_file must be given together")
+    return section
+
+
 class _Section(BaseModel):
     """Frozen, strict about unknown keys: a typo fails instead of being ignored."""
 
@@ -88,11 +95,7 @@ class TlsConfig(_Section):
     key_file: Path | None = None
     insecure: bool = False  # skip host name verification; only for test CAs
 
-    @model_validator(mode="after")
-    def _cert_needs_key(self) -> TlsConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file must be given together")
-        return self
+    _cert_needs_key = model_validator(mode="after")(_cert_and_key_together)
 
 
 class BrokerConfig(_Section):
@@ -222,11 +225,7 @@ class HttpConfig(_Section):
     key_file: Path | None = None
     max_body_bytes: PositiveInt = 1 << 20
 
-    @model_validator(mode="after")
-    def _cert_needs_key(self) -> HttpConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file must be given together")
-        return self
+    _cert_needs_key = model_validator(mode="after")(_cert_and_key_together)
 
 
 class IngestConfig(_Section):

@@ -109,6 +109,9 @@ def test_a_bad_calibration_file_fails_naming_it(tmp_path: Path) -> None:
     path.write_text(json.dumps({"format": 1, "verticals": {"phone": [0.0, 0.0, 2.0]}}))
     with pytest.raises(ConfigError, match=r"calibrations.json: verticals.phone"):
         CalibrationFile(path).load()
+    path.write_text("[1, 2]")  # JSON, but not the file's shape
+    with pytest.raises(ConfigError, match=r"calibrations\.json: expected"):
+        CalibrationFile(path).load()
     path.write_text("{")
     with pytest.raises(ConfigError, match="cannot read JSON"):
         CalibrationFile(path).load()

@@ -104,6 +104,7 @@ def test_bad_input_shapes_are_refused() -> None:
 def test_aligned_inputs_do_not_depend_on_how_the_device_is_turned() -> None:
     from harstream.core.preprocessing import ALIGNED_CHANNELS
     from training.augment import random_rotation
+    from training.data import turned
 
     # per-axis median filtering is the one step that does not commute with a rotation
     pre = Preprocessor(FilterSpec(median_kernel=1), channels=ALIGNED_CHANNELS)
@@ -111,8 +112,8 @@ def test_aligned_inputs_do_not_depend_on_how_the_device_is_turned() -> None:
     upright = pre.preprocess(RECORDING, vertical)
     for seed in range(3):
         turn = random_rotation(np.random.default_rng(seed), 180.0)
-        turned = np.concatenate([RECORDING[:, :3] @ turn.T, RECORDING[:, 3:] @ turn.T], axis=1)
-        np.testing.assert_allclose(pre.preprocess(turned, turn @ vertical), upright, atol=1e-4)
+        device = turned(RECORDING, turn)
+        np.testing.assert_allclose(pre.preprocess(device, turn @ vertical), upright, atol=1e-4)
     uncalibrated = pre.preprocess(RECORDING)
     assert np.all(uncalibrated[:, 6:] == 0.0)
     np.testing.assert_allclose(uncalibrated[:, :6], upright[:, :6])

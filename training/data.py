@@ -11,7 +11,7 @@ ever used for the final report; validation subjects come out of the other 21.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ __all__ = [
     "normalization",
     "protocol_windows",
     "standing_vertical",
+    "turned",
 ]
 
 TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)
@@ -89,17 +90,49 @@ def load_prepared(
     filters: FilterSpec,
     channels: Sequence[str] = CHANNELS,
     calibration_s: float = 5.0,
+    *,
+    turn: Callable[[int], np.ndarray] | None = None,
+    calibration: str = "standing",
+    reference: np.ndarray | None = None,
 ) -> list[Prepared]:
+    """The subjects' recordings, preprocessed (unstandardised). ``turn(i)``: a rotation
+    of the i-th recording's device, applied to both sensors before anything else.
+
+    With the aligned inputs each recording gets a ``calibration``: ``standing`` (the
+    first ``calibration_s`` of its first STANDING segment; a recording without one,
+    such as subject 10's walking-only exp21, takes the subject's first one with it: the
+    same phone on the same belt, turned the same way; none at all: uncalibrated),
+    ``reference`` (the vertical ``reference``) or ``none``.
+    """
     pre = Preprocessor(filters, channels=channels)
+    raw = list(iter_hapt(data_dir, subjects=subjects))
     out = []
-    for r in iter_hapt(data_dir, subjects=subjects):
-        _, filtered = pre.filter(None, r.samples[None])
+    for index, r in enumerate(raw):
+        rotation = None if turn is None else turn(index)
+        samples = r.samples if rotation is None else turned(r.samples, rotation)
+        _, filtered = pre.filter(None, samples[None])
         vertical = None
-        if pre.aligned and np.any(r.labels == STANDING):  # else: always uncalibrated
-            vertical = standing_vertical(filtered[0], r.labels, filters.rate_hz, calibration_s)
+        if pre.aligned and calibration == "standing":
+            stands = [c for c in (r, *raw) if c.subject == r.subject and STANDING in c.labels]
+            if stands:
+                standing = filtered
+                if stands[0] is not r:
+                    source = stands[0].samples
+                    source = source if rotation is None else turned(source, rotation)
+                    _, standing = pre.filter(None, source[None])
+                vertical = standing_vertical(
+                    standing[0], stands[0].labels, filters.rate_hz, calibration_s
+                )
+        elif pre.aligned and calibration == "reference":
+            vertical = reference
         features = pre.inputs(filtered, None if vertical is None else vertical[None])[0]
-        out.append(Prepared(r.subject, r.experiment, features, r.labels, r.samples, vertical))
+        out.append(Prepared(r.subject, r.experiment, features, r.labels, samples, vertical))
     return out
+
+
+def turned(samples: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """Raw (n, 6) samples of a device turned by ``rotation``: both sensors rotate."""
+    return np.concatenate([samples[:, :3] @ rotation.T, samples[:, 3:] @ rotation.T], axis=1)
 
 
 def input_channels(inputs: str) -> tuple[str, ...]:

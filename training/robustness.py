@@ -30,9 +30,8 @@ from joblib import Parallel, delayed
 
 from harstream.core.bundle import Bundle, load_bundle
 from harstream.core.inference import load_model
-from harstream.core.preprocessing import Preprocessor
 from training.augment import random_rotation
-from training.data import STANDING, TEST_SUBJECTS, Prepared, standing_vertical
+from training.data import TEST_SUBJECTS, Prepared, load_prepared
 from training.metrics import window_metrics
 
 __all__ = [
@@ -87,43 +86,20 @@ def bundle_recordings(
 ) -> list[Prepared]:
     """The subjects' recordings, turned by ``rotate``, preprocessed (unstandardised) for
     ``bundle``, each with the ``calibration`` it gets (aligned inputs only)."""
-    from replay import iter_hapt
-
     if calibration not in CALIBRATIONS:
         raise ValueError(f"calibration {calibration!r}: choose from {CALIBRATIONS}")
-    filters = bundle.preprocessing
-    pre = Preprocessor(filters, channels=bundle.channels)  # unstandardised, as training keeps
-    seconds = bundle.calibration.seconds if bundle.calibration else 5.0
-    raw = list(iter_hapt(data_dir, subjects=subjects))
-    out = []
-    for index, r in enumerate(raw):
-        turn = parse_rotation(rotate, index)
-        samples = _turned(r.samples, turn)
-        _, filtered = pre.filter(None, samples[None])
-        vertical = None
-        if pre.aligned and calibration == "standing":
-            # a recording without STANDING (subject 10's walking-only exp21) is calibrated
-            # on the subject's first one with it: the same phone on the same belt, turned
-            # the same way (none at all: it stays uncalibrated)
-            source = next((c for c in [r, *raw] if c.subject == r.subject and _stands(c)), None)
-            if source is not None:
-                standing = filtered
-                if source is not r:
-                    _, standing = pre.filter(None, _turned(source.samples, turn)[None])
-                vertical = standing_vertical(standing[0], source.labels, filters.rate_hz, seconds)
-        elif pre.aligned and calibration == "reference" and bundle.calibration is not None:
-            vertical = np.asarray(bundle.calibration.reference_vertical)
-        features = pre.inputs(filtered, None if vertical is None else vertical[None])
-        out.append(Prepared(r.subject, r.experiment, features[0], r.labels, samples, vertical))
-    return out
-
-
-def _turned(samples: np.ndarray, turn: np.ndarray) -> np.ndarray:
-    return np.concatenate([samples[:, :3] @ turn.T, samples[:, 3:] @ turn.T], axis=1)
-
-
-def _stands(recording: Any) -> bool:
-    return bool(np.any(recording.labels == STANDING))
+    parse_rotation(rotate, 0)  # a bad spec fails before any file is read
+    spec = bundle.calibration
+    return load_prepared(
+        data_dir,
+        subjects,
+        bundle.preprocessing,
+        bundle.channels,
+        spec.seconds if spec is not None else 5.0,
+        turn=None if rotate == "none" else lambda index: parse_rotation(rotate, index),
+        calibration=calibration,
+        reference=None if spec is None else np.asarray(spec.reference_vertical),
+    )
 
 
 def _orientation_row(

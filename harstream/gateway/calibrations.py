@@ -35,8 +35,11 @@ class CalibrationFile:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{where}: cannot read JSON: {exc}") from exc
-        verticals = data.get("verticals") if isinstance(data, dict) else None
-        if data.get("format") != 1 or not isinstance(verticals, dict):
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != 1
+            or not isinstance(verticals := data.get("verticals"), dict)
+        ):
             raise ConfigError(f'{where}: expected {{"format": 1, "verticals": {{...}}}}')
         out = {}
         for device, v in verticals.items():
