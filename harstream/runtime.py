@@ -149,6 +149,7 @@ def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:
             names={d: c.name for d, c in config.devices.items() if c.name},
             calibration_s=config.calibration.seconds,
             calibration_file=config.calibration.state_file,
+            live_page=config.ingest.http.port is not None and config.dashboard.enabled,
         ),
         qos_in=config.topics.qos_in,
         stats_interval_s=config.service.stats_interval_s,

@@ -84,6 +84,7 @@ class PipelineSettings:
     names: Mapping[str, str] = field(default_factory=dict)  # device -> friendly name
     calibration_s: float = 5.0  # a calibration request without seconds
     calibration_file: Path | None = None  # where calibrations persist
+    live_page: bool = False  # collect Output.decided / error_devices for the page
 
     @property
     def prefix(self) -> str:
@@ -113,8 +114,8 @@ class Output:
 
     messages: list[Outgoing] = field(default_factory=list)
     decided_from: list[float] = field(default_factory=list)  # monotonic receipt per decision
-    # for the live page: (device, activity, confidence, gateway time) per decision, and
-    # the devices of the batch's errors
+    # for the live page (only with ``live_page``): (device, activity, confidence,
+    # gateway time) per decision, and the devices of the batch's errors
     decided: list[tuple[str, str, float, float]] = field(default_factory=list)
     error_devices: list[str] = field(default_factory=list)
 
@@ -474,11 +475,13 @@ class Pipeline:
                 send(Outgoing(f"{topic}/transition", encode_transition(d), s.qos_out, False))
             if d.device in batch.received:
                 out.decided_from.append(batch.received[d.device])
-            out.decided.append((d.device, d.activity, d.confidence, d.received))
+            if s.live_page:
+                out.decided.append((d.device, d.activity, d.confidence, d.received))
         now = self.monotonic()
         suppressed = 0
         for device, code, detail in batch.errors:
-            out.error_devices.append(device)
+            if s.live_page:
+                out.error_devices.append(device)
             if self._may_report(device, now):
                 send(Outgoing(f"{s.prefix}/{device}/error", encode_error(code, detail), 0, False))
             else:
