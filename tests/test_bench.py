@@ -22,7 +22,7 @@ def test_bench_quick_runs_every_scenario(
             "bench",
             "--quick",
             "--scenarios",
-            "engine,stages,e2e,capacity,transport,field,replay",
+            "engine,stages,e2e,capacity,transport,field,replay,page",
             "--model",
             str(bundle.path),
             "--modes",
@@ -53,6 +53,10 @@ def test_bench_quick_runs_every_scenario(
     modes = {r["mode"]: r for r in results["transport"]}
     assert set(modes) == {"asyncio", "thread"}
     assert all(r["runs"][0]["answered"] == r["runs"][0]["sent"] for r in modes.values())
+    page = results["page"]  # the gateway without its page and with one open
+    assert page["without"]["lost"] == page["with page"]["lost"] == 0
+    assert all(page[m]["p99_ms"] > 0 for m in ("without", "with page"))
+    assert 10_000 < page["history"]["bytes_per_device_hour"] < 200_000
     (replay,) = results["replay"]
     assert replay["stream_s"] > 600 and replay["real_time_factor"] > 1
     out = capsys.readouterr().out

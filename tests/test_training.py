@@ -123,6 +123,8 @@ def test_evaluate_writes_the_subject_table(tmp_path: Path) -> None:
     assert table["subject"].astype(str).tolist() == ["9", "all"]
     assert table["accuracy"].iloc[-1] == pytest.approx(data["window"]["accuracy"])
     assert table["online default"].iloc[0] == data["stream"]["default"]["online_accuracy"]
+    cold = data["cold_start"]  # the first decisions after a start every 10 s (84 s of subject 9)
+    assert cold["starts"] >= 2 and all(0.0 <= cold[f"decision_{k}"] <= 1.0 for k in (1, 2, 5))
     assert "| subject" in (tmp_path / "r-subjects.md").read_text()
 
 

@@ -299,6 +299,12 @@ def format_report(report: dict[str, Any]) -> str:
             f"p90 {s['detection_delay_s_p90']} s, switches/h {s['switches_per_hour_pred']} "
             f"(true {s['switches_per_hour_true']})"
         )
+    if report.get("cold_start"):
+        c = report["cold_start"]
+        lines.append(
+            f"after a start (raw label, {c['starts']} starts): decision 1 "
+            f"{c['decision_1']}, 2 {c['decision_2']}, 5 {c['decision_5']}"
+        )
     header = f"{'subject':>7} {'windows':>7} {'accuracy':>8} {'macro-F1':>8}" + "".join(
         f" {'online ' + n:>16}" for n in names
     )

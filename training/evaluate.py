@@ -34,7 +34,7 @@ from harstream.evaluation.metrics import StreamScore, score_stream
 from harstream.runtime import build_engine
 from training.data import TEST_SUBJECTS, Prepared, protocol_windows
 from training.metrics import window_metrics
-from training.robustness import bundle_recordings
+from training.robustness import bundle_recordings, cold_start
 
 __all__ = [
     "evaluate_bundle",
@@ -174,6 +174,8 @@ def evaluate_bundle(
         "inference_ms_per_decision": round(
             inference_cost_ms(bundle, load_model(bundle, "onnx")), 4
         ),
+        # raw labels of the 1st, 2nd and 5th decision after a start (training.robustness)
+        "cold_start": cold_start(bundle, recordings),
     }
 
 

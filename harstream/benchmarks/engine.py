@@ -17,6 +17,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from harstream.config import Config, load_config
 from harstream.core.bundle import Bundle
 from harstream.core.engine import Engine, Message
 from harstream.core.inference import Model, State, load_model
-from harstream.core.payload import decode_imu, encode_activity, encode_imu
+from harstream.core.payload import decode_imu, encode_activity, encode_frame, encode_imu
 from harstream.runtime import build_engine, imu_limits
 
 __all__ = ["EngineResult", "engine_throughput", "gateway_stages", "synthetic_stream"]
@@ -149,6 +150,7 @@ def gateway_stages(
     message_samples: int = 50,
     rounds: int = 10,
     batch: int = 1024,
+    message_format: str = "json",
 ) -> dict[str, Any]:
     """Microseconds per message of each gateway stage, ``rounds`` rounds of every device
     sending one message, in batches of ``batch`` (the gateway's ``max_batch``)."""
@@ -157,9 +159,9 @@ def gateway_stages(
     engine = build_engine(config, bundle, model)
     limits = imu_limits(config)
     stream = synthetic_stream(message_samples * (rounds + 3))
+    encoder = encode_frame if message_format == "frame" else partial(encode_imu, decimals=5)
     payloads = [
-        encode_imu(stream[i : i + message_samples], decimals=5)
-        for i in range(0, len(stream), message_samples)
+        encoder(stream[i : i + message_samples]) for i in range(0, len(stream), message_samples)
     ]
     names = [f"dev{i}" for i in range(devices)]
     seconds = dict.fromkeys(("decode", "prepare", "complete", "encode"), 0.0)
@@ -195,6 +197,7 @@ def gateway_stages(
     return {
         "devices": devices,
         "message_samples": message_samples,
+        "message_format": message_format,
         "us_per_message": {k: round(v, 1) for k, v in per_message.items()},
         "cores": {k: round(v * messages_per_s / 1e6, 3) for k, v in per_message.items()},
     }

@@ -91,13 +91,18 @@ def _stages(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
 
     devices = [100] if args.quick else [int(d) for d in args.devices.split(",")]
     print(
-        f"gateway stages in process, {args.message_samples}-sample messages: us per message"
+        f"gateway stages in process, {args.message_samples}-sample {args.message_format} "
+        "messages: us per message"
         " (cores busy at that many devices at 50 Hz)"
     )
     results = []
     for n in devices:
         r = gateway_stages(
-            bundle, devices=n, message_samples=args.message_samples, rounds=2 if args.quick else 10
+            bundle,
+            devices=n,
+            message_samples=args.message_samples,
+            rounds=2 if args.quick else 10,
+            message_format=args.message_format,
         )
         results.append(r)
         parts = ", ".join(
@@ -295,6 +300,39 @@ def _field(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
     return results
 
 
+def _page(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
+    from harstream.benchmarks.page import history_bytes_per_device_hour, page_cost
+
+    devices = 10 if args.quick else max(int(d) for d in args.devices.split(","))
+    seconds = 4.0 if args.quick else args.seconds
+    rounds = 1 if args.quick else 3
+    print(
+        f"the live page: {devices} devices through mosquitto, {seconds:g} s per point, "
+        f"without the page and with one open, in turn, {rounds} each (medians)"
+    )
+    result: dict[str, Any] = page_cost(
+        bundle,
+        devices=devices,
+        seconds=seconds,
+        message_samples=args.message_samples,
+        rounds=rounds,
+    )
+    for mode in ("without", "with page"):
+        r = result[mode]
+        print(
+            f"{mode:>10}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, gateway CPU "
+            f"{r['gateway_cpu_share']}, lost {r['lost']}  (each run: {r['runs']})",
+            flush=True,
+        )
+    memory = history_bytes_per_device_hour(devices=20 if args.quick else 200)
+    result["history"] = memory
+    print(
+        f"history: {memory['bytes_per_device_hour']:,} bytes per device-hour at hop 16 "
+        f"({memory['runs_per_device_hour']} label runs)"
+    )
+    return result
+
+
 SCENARIOS = {
     "engine": _engine,
     "field": _field,
@@ -303,6 +341,7 @@ SCENARIOS = {
     "capacity": _capacity,
     "transport": _transport,
     "replay": _replay,
+    "page": _page,
 }
 
 
@@ -377,7 +416,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--message-format",
         choices=["json", "frame"],
         default="json",
-        help="e2e and capacity: devices send JSON or the binary frame (a --before "
+        help="stages, e2e and capacity: devices send JSON or the binary frame (a --before "
         "checkout from before the frame reads JSON only)",
     )
     bench.add_argument(
