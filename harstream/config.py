@@ -57,6 +57,7 @@ __all__ = [
     "IngestConfig",
     "LoggingConfig",
     "ModelConfig",
+    "RecordingConfig",
     "SensorLoggerConfig",
     "ServiceConfig",
     "SmoothingConfig",
@@ -207,6 +208,24 @@ class CalibrationConfig(_Section):
     state_file: Path | None = None
 
 
+class RecordingConfig(_Section):
+    """What the gateway keeps of what devices sent (off by default: it is personal data;
+    docs/field-data.md). Per device and session, the samples the model saw (on its grid,
+    with the device's clock) and the decisions published, in part files rotated by time
+    and size."""
+
+    dir: Path | None = None  # None: nothing is recorded
+    #: parquet (pyarrow, the ``record`` extra), csv (gzip'd CSV, no extra), auto: parquet
+    #: when pyarrow is installed
+    format: Literal["auto", "parquet", "csv"] = "auto"
+    rotate_s: PositiveFloat = 60.0  # a part file holds at most this much of a session
+    rotate_bytes: PositiveInt = 4 << 20  # ... and at most this many bytes in memory
+    max_buffer_bytes: PositiveInt = 64 << 20  # all devices' unwritten samples, at most
+    keep_days: PositiveFloat = 30.0  # sessions older than this are deleted
+    max_bytes: PositiveInt = 10 << 30  # the recording folder at most; beyond, recording stops
+    decisions: bool = True  # record the published decisions too
+
+
 class BatchingConfig(_Section):
     max_batch: PositiveInt = 1024
     max_linger_ms: Annotated[float, Field(ge=0.0)] = 5.0
@@ -341,6 +360,7 @@ class Config(_Section):
     stream: StreamConfig = StreamConfig()
     smoothing: SmoothingConfig = SmoothingConfig()
     calibration: CalibrationConfig = CalibrationConfig()
+    recording: RecordingConfig = RecordingConfig()
     dashboard: DashboardConfig = DashboardConfig()
     batching: BatchingConfig = BatchingConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()

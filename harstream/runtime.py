@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from harstream.gateway.dashboard import DashboardSettings
 from harstream.gateway.http import HttpSettings
 from harstream.gateway.ingest import DeviceSettings, IngestSettings
 from harstream.gateway.pipeline import PipelineSettings
+from harstream.gateway.recorder import RecorderSettings, resolve_format
 from harstream.gateway.service import GatewaySettings
 
 if TYPE_CHECKING:
@@ -31,12 +33,14 @@ if TYPE_CHECKING:
 __all__ = [
     "build_engine",
     "default_client_id",
+    "engine_loader",
     "gateway_settings",
     "http_settings",
     "imu_limits",
     "ingest_settings",
     "limit_threads",
     "mqtt_transport",
+    "recorder_settings",
 ]
 
 
@@ -124,6 +128,41 @@ def build_engine(
     )
 
 
+def engine_loader(config: Config) -> Callable[[], tuple[Engine, str]]:
+    """What a gateway's reload calls: ``model.path`` loaded again, as an engine."""
+
+    def load() -> tuple[Engine, str]:
+        bundle = load_bundle(config.model.path)
+        return build_engine(config, bundle), bundle.name
+
+    return load
+
+
+def recorder_settings(config: Config, bundle: Bundle) -> RecorderSettings | None:
+    """The recorder's settings; None when ``recording.dir`` is not set."""
+    rec = config.recording
+    if rec.dir is None:
+        return None
+    try:
+        fmt = resolve_format(rec.format)
+    except ImportError as exc:
+        raise ConfigError(
+            "recording.format: parquet needs pyarrow: pip install 'harstream[record]' (or use csv)"
+        ) from exc
+    return RecorderSettings(
+        dir=rec.dir,
+        format=fmt,
+        rotate_s=rec.rotate_s,
+        rotate_bytes=rec.rotate_bytes,
+        max_buffer_bytes=rec.max_buffer_bytes,
+        keep_days=rec.keep_days,
+        max_bytes=rec.max_bytes,
+        decisions=rec.decisions,
+        rate_hz=config.stream.rate_hz,
+        model_name=bundle.name,
+    )
+
+
 def imu_limits(config: Config) -> dict[str, Any]:
     """``decode_imu``'s limits from ``config``."""
     return {
@@ -157,6 +196,7 @@ def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:
         reconnect_max_s=config.broker.reconnect_max_s,
         http=http_settings(config),
         dashboard=dashboard_settings(config),
+        recording=recorder_settings(config, bundle),
     )
 
 

@@ -17,6 +17,7 @@ import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,13 @@ SENSOR_FILES = {
 class PhoneRecording:
     name: str
     sensors: dict[str, tuple[np.ndarray, np.ndarray]]  # reading name -> (t s, (n, 3))
+    # Annotation.csv: (t s, text) of each annotation the user made while recording
+    annotations: tuple[tuple[float, str], ...] = ()
+
+    @property
+    def end_s(self) -> float:
+        """The time of the last reading of any sensor."""
+        return max(float(t[-1]) for t, _ in self.sensors.values() if len(t))
 
 
 def is_sensor_logger_export(path: Path) -> bool:
@@ -77,7 +85,22 @@ def read_sensor_logger(path: str | Path) -> PhoneRecording:
             f"{path}: needs Gyroscope.csv and TotalAcceleration.csv or Accelerometer.csv "
             f"with Gravity.csv; found {sorted(f for f in files if f.endswith('.csv'))}"
         )
-    return PhoneRecording(path.stem, sensors)
+    return PhoneRecording(path.stem, sensors, _annotations(path, files, pd))
+
+
+def _annotations(path: Path, files: dict[str, bytes], pd: Any) -> tuple[tuple[float, str], ...]:
+    """Annotation.csv's ``time`` (epoch ns) and ``text`` columns, if the export has it."""
+    if "Annotation.csv" not in files:
+        return ()
+    try:
+        frame = pd.read_csv(io.BytesIO(files["Annotation.csv"]), keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}/Annotation.csv: not a readable CSV: {exc}") from exc
+    if not {"time", "text"} <= set(frame.columns):
+        raise DataError(f"{path}/Annotation.csv: needs the columns time and text")
+    return tuple(
+        (float(t) / 1e9, str(text)) for t, text in zip(frame["time"], frame["text"], strict=True)
+    )
 
 
 def _files(path: Path) -> dict[str, bytes]:

@@ -55,6 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train import train
 
     config = config_from_args(args)
+    if args.finetune is not None or args.recordings is not None:
+        return _finetune(args, config)
     data_dir = _data_dir(args, config)
     if args.cv:
         from training.cv import cross_validate
@@ -86,9 +88,75 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace, config: Any) -> int:
+    from training.finetune import finetune
+
+    if args.finetune is None or args.recordings is None or args.out is None:
+        raise ConfigError("fine-tuning needs --finetune BUNDLE, --recordings DIR and --out DIR")
+    base = None if args.finetune == "default" else args.finetune
+    result = finetune(
+        base,
+        args.recordings,
+        args.out,
+        steps=args.steps,
+        lr=args.lr,
+        holdout=args.holdout,
+        devices=args.device,
+        seed=config.train.seed,
+        threads=config.train.threads,
+    )
+    if result.holdout_sessions:
+        print(
+            f"held-out sessions {result.holdout_sessions}: window accuracy "
+            f"{result.before.get('window_accuracy')} -> {result.after.get('window_accuracy')}, "
+            f"online {result.before.get('online_accuracy')} -> "
+            f"{result.after.get('online_accuracy')}"
+        )
+    print(
+        f"score it: harstream evaluate --model {args.out} --recordings {args.recordings}; "
+        f"serve it: point model.path at it and send SIGHUP (or reload on the control topic)"
+    )
+    return 0
+
+
+def _field_report(args: argparse.Namespace) -> int:
+    """``evaluate --recordings DIR``: the protocol's figures on labelled field data."""
+    from harstream.core.bundle import load_bundle
+    from training.fielddata import load_field
+
+    bundle = load_bundle(args.model)
+    field = load_field(args.recordings, bundle, devices=args.device)
+    for problem in field.problems:
+        print(f"warning: {problem}")
+    if not field.recordings:
+        raise HarstreamError(f"{args.recordings}: no labelled recordings to score")
+    print(
+        f"{len(field.recordings)} labelled stretches of {len(field.sessions)} sessions, "
+        f"{field.labelled_s / 60:.1f} min labelled ({field.unlabelled_sessions} sessions "
+        "without labels skipped)"
+    )
+    report_path = args.report or Path(args.recordings) / "report" / "report.json"
+    _evaluate_and_report(
+        args.model,
+        None,
+        _stream_configs(args),
+        report_path,
+        record=False,
+        recordings=field.recordings,
+        scope="the labelled recordings",
+    )
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _need("matplotlib")
     config = config_from_args(args)
+    if args.recordings is not None:
+        if args.record or args.rotate != "none" or args.baseline or args.orientations:
+            raise ConfigError(
+                "--recordings takes none of --record, --rotate, --baseline, --orientations"
+            )
+        return _field_report(args)
     if args.baseline:
         return _evaluate_baseline(args, config)
     if args.orientations:
@@ -224,11 +292,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _evaluate_and_report(
     model: Path | None,
-    data_dir: Path,
+    data_dir: Path | None,
     configs: dict[str, Any],
     report_path: Path,
     record: bool,
     recordings: list[Any] | None = None,
+    scope: str = "the test subjects",
 ) -> dict[str, Any]:
     from harstream.core.bundle import load_bundle
     from training.evaluate import evaluate_bundle, subject_table
@@ -243,13 +312,13 @@ def _evaluate_and_report(
     tables = write_table(
         subject_table(report),
         folder / f"{report_path.stem}-subjects",
-        f"{report['name']} on the test subjects",
+        f"{report['name']} on {scope}",
     )
     plot_confusion(
         report["window"]["confusion"],
         report["labels"],
         folder / "confusion_matrix.png",
-        f"{report['name']}: test windows, accuracy {report['window']['accuracy']:.3f}",
+        f"{report['name']} on {scope}: windows, accuracy {report['window']['accuracy']:.3f}",
     )
     bundle = load_bundle(model)
     history = bundle.training.get("history")
@@ -332,6 +401,30 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     train.add_argument("--out", type=Path, help="bundle folder (default runs/NAME)")
     train.add_argument("--no-evaluate", action="store_true", help="skip the test evaluation")
     train.add_argument(
+        "--finetune",
+        metavar="BUNDLE",
+        help="instead: adapt this bundle (a folder, or 'default' for the packaged one) to "
+        "labelled field recordings (--recordings) and write it to --out",
+    )
+    train.add_argument(
+        "--recordings", type=Path, metavar="DIR", help="with --finetune: a recording.dir"
+    )
+    train.add_argument(
+        "--steps", type=int, default=300, help="with --finetune: training steps (default 300)"
+    )
+    train.add_argument(
+        "--lr", type=float, default=1e-3, help="with --finetune: learning rate (default 1e-3)"
+    )
+    train.add_argument(
+        "--holdout",
+        type=float,
+        default=0.25,
+        help="with --finetune: share of sessions (the latest) held out for the report",
+    )
+    train.add_argument(
+        "--device", action="append", help="with --finetune: only this device (repeatable)"
+    )
+    train.add_argument(
         "--cv",
         type=int,
         metavar="K",
@@ -391,6 +484,16 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         action="store_true",
         help="instead: the window figures for each turn and calibration (the orientation "
         "table); --report FILE writes it as CSV and Markdown",
+    )
+    evaluate.add_argument(
+        "--recordings",
+        type=Path,
+        metavar="DIR",
+        help="instead of the test subjects: the labelled field recordings in DIR (a "
+        "recording.dir); --report defaults to DIR/report/report.json",
+    )
+    evaluate.add_argument(
+        "--device", action="append", help="with --recordings: only this device (repeatable)"
     )
     evaluate.add_argument(
         "--subjects",

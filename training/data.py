@@ -60,8 +60,8 @@ class Prepared:
     (``vertical``); ``without_calibration`` gives them as an uncalibrated device sees them.
     """
 
-    subject: int
-    experiment: str
+    subject: int | str  # a UCI subject, or a field recording's device
+    experiment: str  # a UCI experiment, or a field recording's session
     features: np.ndarray
     labels: np.ndarray
     samples: np.ndarray  # the raw (n, 6) samples, for stream-level evaluation

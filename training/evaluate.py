@@ -133,16 +133,19 @@ def _score_subject(
 
 def evaluate_bundle(
     bundle_dir: str | Path | None,
-    data_dir: str | Path,
+    data_dir: str | Path | None,
     configs: Mapping[str, Config],
     subjects: Sequence[int] = TEST_SUBJECTS,
     recordings: list[Prepared] | None = None,
     jobs: int = 2,
 ) -> dict[str, Any]:
-    """The protocol's window and stream figures, overall and per subject; the subjects
-    are scored in parallel by ``jobs`` processes (joblib)."""
+    """The protocol's window and stream figures, overall and per subject (or per device
+    of field recordings); the subjects are scored in parallel by ``jobs`` processes
+    (joblib)."""
     bundle = load_bundle(bundle_dir)
     if recordings is None:
+        if data_dir is None:
+            raise ValueError("give the data folder or the recordings")
         recordings = bundle_recordings(bundle, data_dir, subjects)
     labels = list(bundle.labels)
     order = sorted({r.subject for r in recordings})

@@ -290,6 +290,8 @@ def _fit(
     for step in range(1, steps + 1):
         net.train()
         x, y = sample()
+        if not (y != IGNORE).any():  # a crop without a label teaches nothing (and its loss is NaN)
+            continue
         logits, _ = net(x)
         loss = loss_fn(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         optimiser.zero_grad(set_to_none=True)

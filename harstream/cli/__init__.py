@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 from harstream._version import __version__
-from harstream.cli import bench, calibrate, data, deploy, playback, serve
+from harstream.cli import bench, calibrate, control, data, deploy, playback, serve
 from harstream.cli.common import Parser, add_config_options, config_from_args, data_dir_from
 from harstream.errors import ConfigError, HarstreamError
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=Parser
     )
-    for module in (data, playback, serve, calibrate, bench, deploy):
+    for module in (data, playback, serve, calibrate, control, bench, deploy):
         module.register(commands)
     for entry in sorted(entry_points(group="harstream.commands"), key=lambda e: e.name):
         entry.load()(commands)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from harstream.cli.common import Parser, add_config_options, config_from_args, data_dir_from
+from harstream.cli.control import register_data
 from harstream.config import dump_config
 from harstream.errors import HarstreamError
 
@@ -84,7 +85,9 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     add_config_options(show)
     show.set_defaults(func=cmd_config_show)
 
-    data = commands.add_parser("data", help="get, check and export the UCI recordings")
+    data = commands.add_parser(
+        "data", help="get, check and export the UCI recordings; label and erase field recordings"
+    )
     data_commands = data.add_subparsers(
         dest="data_command", metavar="ACTION", required=True, parser_class=Parser
     )
@@ -125,3 +128,4 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     export.add_argument("--data-dir", type=Path, help="folder holding HAPT RawData/")
     add_config_options(export)
     export.set_defaults(func=cmd_data_export)
+    register_data(data_commands)

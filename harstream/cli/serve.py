@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from harstream.cli.common import add_config_options, config_from_args
 from harstream.config import Config
@@ -15,7 +16,7 @@ from harstream.core.bundle import load_bundle
 from harstream.core.engine import Engine
 from harstream.gateway.service import Gateway, GatewaySettings
 from harstream.gateway.transport import Transport
-from harstream.runtime import build_engine, gateway_settings, mqtt_transport
+from harstream.runtime import build_engine, engine_loader, gateway_settings, mqtt_transport
 
 __all__ = ["register", "serve", "setup_logging"]
 
@@ -44,16 +45,24 @@ def setup_logging(config: Config) -> None:
     root.setLevel(config.logging.level)
 
 
-async def serve(engine: Engine, transport: Transport, settings: GatewaySettings) -> None:
-    """Run the gateway until SIGINT or SIGTERM, then stop cleanly."""
+async def serve(
+    engine: Engine,
+    transport: Transport,
+    settings: GatewaySettings,
+    load_engine: Callable[[], tuple[Engine, str]] | None = None,
+) -> None:
+    """Run the gateway until SIGINT or SIGTERM, then stop cleanly; SIGHUP reloads the
+    model (``model.path``) without a restart."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    gateway = Gateway(engine, transport, settings, load_engine=load_engine)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway.request_reload)
     try:
-        await Gateway(engine, transport, settings).run(stop)
+        await gateway.run(stop)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
@@ -73,7 +82,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         transport,
         config.topics.prefix,
     )
-    asyncio.run(serve(engine, transport, gateway_settings(config, bundle)))
+    settings = gateway_settings(config, bundle)
+    asyncio.run(serve(engine, transport, settings, engine_loader(config)))
     return 0
 
 

@@ -252,6 +252,23 @@ class Engine:
         self.counters["evicted"] += len(gone)
         return gone
 
+    def adopt(self, old: Engine) -> None:
+        """Take over ``old``'s devices when its model is swapped for this one's: each
+        device stays known (its next ``seq``, last seen, last published activity), its
+        stream restarts here on its next message (filters, window and recurrent state
+        from scratch: one window of warm-up); calibrations, calibrations in progress and
+        the prepare stage's counters carry over. Called by the prepare stage; the
+        complete stage's ``decisions`` count is carried by whoever switches it."""
+        for device, dev in old._devices.items():
+            new = self._new_device()
+            new.next_seq, new.last_seen, new.activity = dev.next_seq, dev.last_seen, dev.activity
+            self._devices[device] = new
+        self.verticals = dict(old.verticals)
+        self._calibrating = dict(old._calibrating)
+        self._requests = dict(old._requests)
+        self.counters = old.counters
+        self.counters["model_swaps"] += 1
+
     def _new_device(self) -> _Device:
         if self.mode == "window":
             width = len(self.preprocessor.channels)

@@ -27,6 +27,16 @@ Calibration (models with gravity-aligned inputs): a message on
 engine; its result, and a clear, are published retained on
 ``{prefix}/{device}/calibration`` and saved to ``calibration.state_file``.
 
+Recording (``recording.dir``): the prepare thread hands the samples the engine admitted
+to the :class:`~harstream.gateway.recorder.Recorder`, which says which session they
+belong to; the infer thread hands it the decisions with those sessions. Live labels on
+``{prefix}/{device}/label`` are stored by the prepare thread.
+
+A model swap (:meth:`Pipeline.swap`) travels with the batches: the prepare thread
+switches to the new engine before its next batch (the new engine adopts every device:
+its stream restarts, its calibration stays) and marks that batch, and the infer thread
+switches when it reaches it, so every batch is completed by the engine that prepared it.
+
 Each stage owns its counters and publishes a snapshot of them after every batch
 (:class:`PrepareStats`, :class:`InferStats`), which the stats task reads; nothing is
 written by two threads. Per-device state lives in the engine; each stage touches only
@@ -44,6 +54,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from harstream.core.engine import Decision, Engine, Message, Prepared
 from harstream.core.payload import (
     decode_calibrate,
@@ -58,6 +70,7 @@ from harstream.core.payload import (
 from harstream.errors import PayloadError
 from harstream.gateway.calibrations import CalibrationFile
 from harstream.gateway.ingest import Ingest, IngestSettings
+from harstream.gateway.recorder import Recorder
 from harstream.gateway.transport import Incoming
 
 __all__ = ["Arrival", "Inbox", "InferStats", "Outgoing", "Output", "Pipeline", "PrepareStats"]
@@ -135,6 +148,7 @@ class PrepareStats:
     resets: int = 0
     evicted: int = 0
     batches: int = 0
+    model_swaps: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +187,11 @@ class Inbox:
             self._count += len(arrival.messages)
             self._cond.notify()
             return dropped
+
+    def wake(self) -> None:
+        """Make a waiting ``take`` return now (something besides messages is due)."""
+        with self._cond:
+            self._cond.notify()
 
     def request_announce(self) -> None:
         """Ask the prepare thread to announce every device (Home Assistant restarted)."""
@@ -233,6 +252,18 @@ class _Batch:
     evicted: list[str] = field(default_factory=list)  # gone silent: say they are offline
     # device, status (started | calibrated | failed | cleared), vertical in force, detail
     calibrations: list[tuple[str, str, list[float] | None, str]] = field(default_factory=list)
+    sessions: dict[str, str] = field(default_factory=dict)  # device -> recording session
+    swap: _Swap | None = None  # this batch is the new engine's first
+
+
+@dataclass(slots=True)
+class _Swap:
+    """A model swap on its way through the pipeline; ``done`` is called in the infer
+    thread once both stages run the new engine."""
+
+    engine: Engine
+    model_name: str
+    done: Callable[[], None]
 
 
 class Pipeline:
@@ -245,10 +276,15 @@ class Pipeline:
         settings: PipelineSettings,
         deliver: Callable[[Output], None],
         *,
+        recorder: Recorder | None = None,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.engine = engine
+        self.engine = engine  # the prepare thread's (and, before a swap, the infer thread's)
+        self._completing = engine  # the infer thread's
+        self.model_name = settings.model_name  # the infer thread's
+        self.recorder = recorder
+        self._swap: _Swap | None = None
         self.settings = settings
         self.deliver = deliver
         self.wall_clock = wall_clock
@@ -259,6 +295,7 @@ class Pipeline:
         self._handoff: queue.Queue[_Batch | None] = queue.Queue(2)
         self.ingest = Ingest(settings.ingest)  # the prepare thread's
         self._calibrate_suffix = "/calibrate"
+        self._label_suffix = "/label"
         self.calibrations = (
             CalibrationFile(settings.calibration_file) if settings.calibration_file else None
         )
@@ -270,6 +307,11 @@ class Pipeline:
             threading.Thread(target=self._prepare_loop, name="harstream-prepare", daemon=True),
             threading.Thread(target=self._infer_loop, name="harstream-infer", daemon=True),
         ]
+
+    def swap(self, engine: Engine, model_name: str, done: Callable[[], None]) -> None:
+        """Serve with ``engine`` from the next batch on (see the module docstring)."""
+        self._swap = _Swap(engine, model_name, done)
+        self.inbox.wake()
 
     def start(self) -> None:
         for thread in self._threads:
@@ -294,12 +336,22 @@ class Pipeline:
         limit, linger_s = self.settings.max_batch, self.settings.max_linger_ms / 1000
         while (taken := take(limit, every, linger_s)) is not None:
             arrivals, announce = taken
+            if self._swap is not None:
+                swap, self._swap = self._swap, None
+                swap.engine.adopt(self.engine)
+                if self.recorder is not None:  # a new model: every device a new session
+                    self.recorder.end(self.engine.devices)
+                    self.recorder.model_name = swap.model_name
+                self.engine = swap.engine
+                self._handoff.put(_Batch(Prepared(), swap=swap))
             if self.monotonic() >= next_evict:
                 now = self.wall_clock()
                 gone = self.engine.evict_idle(now)
                 self.ingest.evict_idle(now)
                 if gone:
                     self._handoff.put(_Batch(Prepared(), evicted=gone))
+                    if self.recorder is not None:
+                        self.recorder.end(gone)
                 next_evict = self.monotonic() + every
             if arrivals or announce:
                 batch = self._prepare(arrivals, announce, rejected)
@@ -321,6 +373,7 @@ class Pipeline:
                 resets=counters["resets"],
                 evicted=counters["evicted"],
                 batches=batches,
+                model_swaps=counters["model_swaps"],
             )
         self._handoff.put(None)
 
@@ -333,6 +386,9 @@ class Pipeline:
             for incoming in arrival.messages:
                 if incoming.topic.endswith(self._calibrate_suffix):
                     self._calibration_request(incoming, batch, rejected)
+                    continue
+                if incoming.topic.endswith(self._label_suffix):
+                    self._label(incoming, batch, rejected)
                     continue
                 decoded, errors = self.ingest.decode(incoming, arrival.wall)
                 for device, code, detail in errors:
@@ -359,6 +415,8 @@ class Pipeline:
             batch.errors.append((event.device, event.code, event.detail))
         if saved:
             self._save_calibrations()
+        if self.recorder is not None:
+            self._record(batch)
         batch.announce = self.engine.devices if announce else batch.prepared.new_devices
         return batch
 
@@ -392,6 +450,48 @@ class Pipeline:
         detail = f"stand still for {seconds:g} s"
         batch.calibrations.append((device, "started", self._vertical(device), detail))
 
+    def _record(self, batch: _Batch) -> None:
+        """Hand the samples the engine admitted to the recorder, with their times."""
+        recorder, engine = self.recorder, self.engine
+        assert recorder is not None
+        rate = engine.rate_hz
+        fresh = set(batch.prepared.new_devices)
+        for r in batch.prepared.rounds:
+            for work in r.work:
+                msg = work.msg
+                n = len(msg.samples)
+                offsets = np.arange(n) / rate
+                # as the engine times decisions: without t, the last sample came at receipt
+                t = msg.t + offsets if msg.t is not None else msg.received - offsets[::-1]
+                vertical = engine.vertical_of(msg.device)
+                source = "calibration" if msg.device in engine.verticals else "reference"
+                batch.sessions[msg.device] = recorder.samples(
+                    msg.device,
+                    work.start,
+                    work.reset or msg.device in fresh,
+                    msg.samples,
+                    t,
+                    vertical,
+                    source,
+                )
+                fresh.discard(msg.device)
+
+    def _label(self, incoming: Incoming, batch: _Batch, rejected: Counter[str]) -> None:
+        """``{prefix}/{device}/label``: a live label for the device's recording."""
+        prefix = self.settings.prefix + "/"
+        device = incoming.topic[len(prefix) : -len(self._label_suffix)]
+        try:
+            if not incoming.topic.startswith(prefix) or not valid_device_id(device):
+                raise PayloadError("bad_label", f"{incoming.topic}: not {prefix}DEVICE/label")
+            if self.recorder is None:
+                raise PayloadError("bad_label", "this gateway records nothing (recording.dir)")
+            stored = self.recorder.label(device, incoming.payload)
+        except PayloadError as exc:
+            rejected[exc.code] += 1
+            batch.errors.append((device, exc.code, exc.detail))
+            return
+        log.info("label stored: %s", stored)
+
     def _vertical(self, device: str) -> list[float] | None:
         vertical = self.engine.verticals.get(device)
         return None if vertical is None else vertical.tolist()
@@ -409,15 +509,22 @@ class Pipeline:
     def _infer_loop(self) -> None:
         errors = 0
         while (batch := self._handoff.get()) is not None:
+            if batch.swap is not None:
+                batch.swap.engine.decisions = self._completing.decisions
+                self._completing, self.model_name = batch.swap.engine, batch.swap.model_name
+                batch.swap.done()
+                continue
             try:
-                decisions = self.engine.complete(batch.prepared)
+                decisions = self._completing.complete(batch.prepared)
+                if self.recorder is not None and decisions:
+                    self.recorder.decisions(batch.sessions, decisions)
                 output = self._output(batch, decisions)
             except Exception:
                 errors += 1
                 log.exception("inference of a batch failed; its decisions are dropped")
                 continue
             self.infer_stats = InferStats(
-                decisions=self.engine.decisions,
+                decisions=self._completing.decisions,
                 errors_suppressed=self.infer_stats.errors_suppressed,
                 batch_errors=errors,
             )
@@ -438,7 +545,7 @@ class Pipeline:
                         discovery_payload(
                             device,
                             s.prefix,
-                            s.model_name,
+                            self.model_name,
                             name=s.names.get(device),
                             expire_after_s=expire,
                         ),
@@ -455,7 +562,7 @@ class Pipeline:
             send(
                 Outgoing(
                     f"{s.prefix}/{device}/activity",
-                    encode_gone(device, s.model_name, now, idle),
+                    encode_gone(device, self.model_name, now, idle),
                     s.qos_out,
                     s.retain_activity,
                 )
@@ -466,7 +573,7 @@ class Pipeline:
             send(
                 Outgoing(
                     f"{topic}/activity",
-                    encode_activity(d, s.model_name),
+                    encode_activity(d, self.model_name),
                     s.qos_out,
                     s.retain_activity,
                 )

@@ -9,6 +9,13 @@ named tasks run in one task group:
   subscribes, and moves received batches into the inbox (full: drop and count);
 - ``stats``: publishes counters every ``stats_interval_s``.
 
+Control (``{prefix}/control``, and SIGHUP for a reload): ``{"command": "reload"}`` loads
+``model.path`` again (off the loop) and swaps it in without a restart: every device's
+stream restarts on the new model (one window of warm-up; calibrations kept), stats name
+the model in force; a bundle that fails to load, or names other activities, leaves the
+old one serving. ``{"command": "forget", "device": D}`` erases a device's recordings.
+Each command's result goes to ``{prefix}/control/result``.
+
 The pipeline (:mod:`harstream.gateway.pipeline`) runs in its own two threads; each
 batch's output comes back with one ``call_soon_threadsafe`` and is handed to the client
 here, on the loop, where all MQTT work happens. Device state lives in the engine, so it
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -33,11 +41,12 @@ from typing import Any
 import numpy as np
 
 from harstream.core.engine import Engine
-from harstream.core.payload import encode
-from harstream.errors import PublishError
+from harstream.core.payload import encode, valid_device_id
+from harstream.errors import HarstreamError, PublishError
 from harstream.gateway.dashboard import Dashboard, DashboardSettings
 from harstream.gateway.http import HttpIngest, HttpSettings
 from harstream.gateway.pipeline import Arrival, Output, Pipeline, PipelineSettings
+from harstream.gateway.recorder import Recorder, RecorderSettings
 from harstream.gateway.transport import Incoming, Session, Transport, TransportError, Will
 
 __all__ = ["Backoff", "Gateway", "GatewaySettings"]
@@ -57,6 +66,7 @@ class GatewaySettings:
     reconnect_max_s: float
     http: HttpSettings | None = None  # the HTTP server (ingest), when a port is set
     dashboard: DashboardSettings | None = None  # the live page, on the HTTP server
+    recording: RecorderSettings | None = None  # what devices send, kept on disk
 
 
 class Backoff:
@@ -83,11 +93,13 @@ class Gateway:
         transport: Transport,
         settings: GatewaySettings,
         *,
+        load_engine: Callable[[], tuple[Engine, str]] | None = None,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self.engine = engine
+        self.load_engine = load_engine  # (engine, model name) for a reload
         self.transport = transport
         self.settings = settings
         self.wall_clock = wall_clock
@@ -96,9 +108,25 @@ class Gateway:
         self.counters: Counter[str] = Counter()  # the event loop's own
         self.publish_failed: Counter[str] = Counter()  # by PublishError code
         self.connected = asyncio.Event()
-        self.pipeline = Pipeline(
-            engine, settings.pipeline, self._deliver, wall_clock=wall_clock, monotonic=monotonic
+        self.recorder = (
+            Recorder(settings.recording, engine.labels, monotonic=monotonic)
+            if settings.recording is not None
+            else None
         )
+        self.pipeline = Pipeline(
+            engine,
+            settings.pipeline,
+            self._deliver,
+            recorder=self.recorder,
+            wall_clock=wall_clock,
+            monotonic=monotonic,
+        )
+        self.model: dict[str, Any] = {
+            "name": settings.pipeline.model_name,
+            "swaps": 0,
+            "error": None,
+        }
+        self._reloading: asyncio.Task[None] | None = None
         self.dashboard = None
         if settings.http is not None and settings.dashboard is not None:
             self.dashboard = Dashboard(
@@ -115,6 +143,8 @@ class Gateway:
         self.status_topic = f"{prefix}/status"
         self.imu_filter = f"{prefix}/+/imu"
         self.calibrate_filter = f"{prefix}/+/calibrate"
+        self.label_filter = f"{prefix}/+/label"
+        self.control_topic = f"{prefix}/control"
         self.ha_status_topic = f"{settings.pipeline.discovery_prefix}/status"
 
     # --- the tasks -------------------------------------------------------------------
@@ -122,6 +152,8 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then drain, say ``offline`` and return."""
         self._loop = asyncio.get_running_loop()
+        if self.recorder is not None:
+            self.recorder.start()
         self.pipeline.start()
         if self.http is not None:
             await self.http.start()
@@ -133,6 +165,9 @@ class Gateway:
             if self.http is not None:
                 await self.http.stop()
             self.pipeline.stop()  # idempotent: after a crash too, the threads end
+            if self.recorder is not None:
+                await asyncio.to_thread(self.pipeline.join)
+                await asyncio.to_thread(self.recorder.stop)
 
     async def _connection(self, stop: asyncio.Event) -> None:
         will = Will(self.status_topic, b"offline", qos=1, retain=True)
@@ -175,6 +210,9 @@ class Gateway:
             await session.subscribe(f"{sensor_logger}/+", qos=self.settings.qos_in)
         if self.engine.preprocessor.aligned:  # the model takes calibrations
             await session.subscribe(self.calibrate_filter, qos=1)
+        if self.recorder is not None:
+            await session.subscribe(self.label_filter, qos=1)
+        await session.subscribe(self.control_topic, qos=1)
         if self.settings.pipeline.homeassistant:
             await session.subscribe(self.ha_status_topic, qos=1)
         self.backoff.reset()
@@ -199,6 +237,9 @@ class Gateway:
         inbox = self.pipeline.inbox
         ha_status = self.ha_status_topic if self.settings.pipeline.homeassistant else None
         async for batch in session.batches():
+            for message in [m for m in batch if m.topic == self.control_topic]:
+                batch.remove(message)
+                self._control(message.payload)
             if ha_status is not None:
                 for message in [m for m in batch if m.topic == ha_status]:
                     batch.remove(message)
@@ -215,6 +256,68 @@ class Gateway:
         dropped = self.pipeline.inbox.put(Arrival(batch, self.wall_clock(), self.monotonic()))
         self.counters["dropped_overload"] += dropped
         return dropped
+
+    # --- control ---------------------------------------------------------------------
+
+    def _control(self, payload: bytes) -> None:
+        """A command on ``{prefix}/control``; its result on ``{prefix}/control/result``."""
+        try:
+            body = json.loads(payload)
+            command = body.get("command") if isinstance(body, dict) else None
+        except ValueError:
+            command = None
+        if command == "reload" and set(body) == {"command"}:
+            self.request_reload()
+        elif command == "forget" and set(body) == {"command", "device"}:
+            device = body["device"]
+            if self.recorder is None or not isinstance(device, str) or not valid_device_id(device):
+                self._result("forget", False, "no recording here, or not a device id")
+                return
+            self.recorder.forget(device)
+            self._result("forget", True, f"{device}: recordings erased")
+        else:
+            usage = 'send {"command": "reload"} or {"command": "forget", "device": D}'
+            self._result(str(command), False, usage)
+
+    def request_reload(self) -> None:
+        """Load ``model.path`` again and swap it in (SIGHUP, or the control topic)."""
+        if self._reloading is not None and not self._reloading.done():
+            self._result("reload", False, "a reload is already under way")
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self._reload(), name="reload")
+
+    async def _reload(self) -> None:
+        if self.load_engine is None:
+            self._result("reload", False, "this gateway cannot reload its model")
+            return
+        try:  # loading a bundle reads files and builds an onnxruntime session: off the loop
+            engine, name = await asyncio.to_thread(self.load_engine)
+        except HarstreamError as exc:
+            self.model["error"] = str(exc)
+            log.error("reload failed, still serving %s: %s", self.model["name"], exc)
+            self._result("reload", False, f"still serving {self.model['name']}: {exc}")
+            return
+        if engine.labels != self.engine.labels:
+            detail = f"{name} names other activities ({', '.join(engine.labels)}): refused"
+            self.model["error"] = detail
+            self._result("reload", False, detail)
+            return
+        loop = asyncio.get_running_loop()
+        swapped = loop.create_future()
+
+        def done() -> None:  # called in the infer thread
+            loop.call_soon_threadsafe(swapped.set_result, None)
+
+        self.pipeline.swap(engine, name, done)
+        await swapped
+        self.engine = engine
+        self.model = {"name": name, "swaps": self.model["swaps"] + 1, "error": None}
+        log.info("now serving %s; every device's stream restarts on it", name)
+        self._result("reload", True, f"now serving {name}")
+
+    def _result(self, command: str, ok: bool, detail: str) -> None:
+        body = {"command": command, "ok": ok, "detail": detail, "t": round(self.wall_clock(), 3)}
+        self._send(f"{self.control_topic}/result", encode(body), 1, False)
 
     async def _drain(self) -> None:
         """Let the pipeline finish what is queued; its last outputs are published before
@@ -308,6 +411,8 @@ class Gateway:
                 "restarts": prepare.stream_restarts,
             },
             "http": dict(self.http.counters) if self.http is not None else {},
+            "model": dict(self.model),
+            "recording": self.recorder.status() if self.recorder is not None else None,
         }
 
     def live_numbers(self) -> dict[str, Any]:

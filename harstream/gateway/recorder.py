@@ -1,0 +1,529 @@
+"""The gateway's recorder: what devices sent, and what was published, kept on disk.
+
+Off unless ``recording.dir`` is set (it is personal data). The layout is
+:mod:`harstream.recordings`'. Two sides:
+
+- the pipeline's threads hand over work and return at once: the prepare thread the
+  samples the engine admitted (on the model's grid, with their stream index and device
+  time), the infer thread the decisions; this side decides where a session starts (a
+  new stream, a seq gap, a changed calibration) and never touches the disk;
+- one writer thread buffers each session and writes a part file when it holds
+  ``rotate_s`` of samples or ``rotate_bytes``, when all buffers together pass
+  ``max_buffer_bytes`` (the largest first), and on stop. Each part is written to a
+  temporary name and renamed, so a crash loses at most the buffers, never a file.
+
+Bounded everywhere: the hand-off queue (beyond it samples are dropped and counted, and
+the device's next message starts a new session, since its stream has a hole), the
+buffers, and the folder (``max_bytes``; sessions older than ``keep_days`` deleted
+hourly). A full disk, or the budget reached, stops recording with the error in
+``status()`` (the stats topic); recognition goes on.
+
+Live labels (``{prefix}/{device}/label``) are checked and stored by the prepare thread
+through :meth:`Recorder.label` (rare, small files).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+from harstream.core.engine import Decision
+from harstream.errors import ConfigError, PayloadError
+from harstream.recordings import (
+    SESSION_FILE,
+    Label,
+    add_labels,
+    check_labels,
+    parse_time,
+    read_labels,
+    read_sessions,
+    session_json,
+    write_labels,
+)
+
+__all__ = ["Recorder", "RecorderSettings", "decode_label", "resolve_format"]
+
+log = logging.getLogger("harstream.gateway")
+
+SAMPLE_COLUMNS = ("ax", "ay", "az", "gx", "gy", "gz")
+EXPIRE_EVERY_S = 3600.0
+QUEUE_ITEMS = 10_000
+LIVE_LABEL_AHEAD_S = 60.0  # a live label may start this far past the device's latest sample
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderSettings:
+    dir: Path
+    format: Literal["parquet", "csv"]
+    rotate_s: float
+    rotate_bytes: int
+    max_buffer_bytes: int
+    keep_days: float
+    max_bytes: int
+    decisions: bool
+    rate_hz: float
+    model_name: str
+
+
+def resolve_format(requested: str) -> Literal["parquet", "csv"]:
+    """``auto``: parquet when pyarrow is installed, else gzip'd CSV."""
+    if requested == "csv":
+        return "csv"
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        if requested == "parquet":
+            raise
+        return "csv"
+    return "parquet"
+
+
+def decode_label(
+    payload: bytes, activities: Sequence[str]
+) -> tuple[str, float | None, float | None]:
+    """A live label ``{"activity": A, "start": t}``, ``{"activity": A, "end": t}`` or
+    both (epoch seconds or ISO 8601): (activity, start, end). PayloadError ``bad_label``."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError("bad_label", f"not JSON: {exc}") from None
+    if (
+        not isinstance(body, dict)
+        or set(body) - {"activity", "start", "end"}
+        or not ({"start", "end"} & set(body))
+    ):
+        raise PayloadError(
+            "bad_label", 'send {"activity": A, "start": t} and/or {"activity": A, "end": t}'
+        )
+    activity = body.get("activity")
+    if activity not in activities:
+        raise PayloadError(
+            "bad_label", f"unknown activity {activity!r} (one of {', '.join(activities)})"
+        )
+    times: list[float | None] = []
+    for key in ("start", "end"):
+        value = body.get(key)
+        if value is None:
+            times.append(None)
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise PayloadError("bad_label", f"{key}: epoch seconds or ISO 8601")
+        try:
+            times.append(parse_time(value))
+        except ValueError as exc:
+            raise PayloadError("bad_label", f"{key}: {exc}") from None
+    return str(activity), times[0], times[1]
+
+
+@dataclass(slots=True)
+class _Open:
+    """The prepare side's view of a device's session."""
+
+    key: str  # device/session
+    next_seq: int
+    vertical: np.ndarray | None
+    t_start: float  # the session's first sample (device clock)
+    t_last: float  # its latest sample
+
+
+@dataclass(slots=True)
+class _Buffer:
+    """The writer's side of a session: what is not written yet, and what is."""
+
+    device: str
+    session: str
+    meta: dict[str, Any]
+    chunks: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    decisions: list[tuple[Any, ...]] = field(default_factory=list)
+    bytes: int = 0
+    since: float = 0.0  # monotonic time of the oldest unwritten row
+    ended: float | None = None  # monotonic time the session ended (late decisions may come)
+
+
+class Recorder:
+    def __init__(
+        self,
+        settings: RecorderSettings,
+        labels: Sequence[str],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.labels = list(labels)
+        self.monotonic = monotonic
+        self.root = settings.dir
+        self.ext = ".parquet" if settings.format == "parquet" else ".csv.gz"
+        self.model_name = settings.model_name  # the model in force (a swap changes it)
+        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(QUEUE_ITEMS)
+        self._open: dict[str, _Open] = {}  # the prepare thread's
+        self._buffers: dict[str, _Buffer] = {}  # the writer's
+        self._buffered = 0
+        self._bytes = 0
+        self._error: str | None = None
+        self._counts = {"sessions": 0, "parts": 0, "samples": 0, "decisions": 0}
+        self._dropped = 0  # samples the hand-off had no room for (prepare thread)
+        self._labels = 0
+        self._thread = threading.Thread(target=self._run, name="harstream-recorder", daemon=True)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the folder (fails the start if it cannot), apply retention, start."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"recording.dir: {self.root}: cannot write there: {exc}") from exc
+        self._expire()
+        self._bytes = _folder_bytes(self.root)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Write every buffer, then end the writer thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "dir": str(self.root),
+            "format": self.settings.format,
+            "state": "stopped" if self._error else "recording",
+            "error": self._error,
+            "bytes": self._bytes,
+            "dropped_samples": self._dropped,
+            "labels": self._labels,
+            **self._counts,
+        }
+
+    # --- the prepare thread ----------------------------------------------------------
+
+    def samples(
+        self,
+        device: str,
+        start: int,
+        new_stream: bool,
+        samples: np.ndarray,
+        t: np.ndarray,
+        vertical: np.ndarray | None,
+        vertical_source: str | None,
+    ) -> str:
+        """A device's admitted samples (n, 6) with stream index ``start`` and device
+        times ``t`` (n,); ``new_stream``: the engine starts the device's stream here (a
+        new device or a seq gap). Returns the session key they belong to."""
+        now = self._open.get(device)
+        if (
+            now is None
+            or new_stream
+            or start != now.next_seq
+            or (vertical is not now.vertical and not _same(vertical, now.vertical))
+        ):
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(float(t[0])))
+            session = f"{stamp}-{start}"
+            key = f"{device}/{session}"
+            meta = {
+                "device": device,
+                "session": session,
+                "rate_hz": self.settings.rate_hz,
+                "model": self.model_name,
+                "vertical": None if vertical is None else [float(v) for v in vertical],
+                "vertical_source": vertical_source if vertical is not None else None,
+            }
+            self._put(("session", key, meta))
+            now = self._open[device] = _Open(key, start, vertical, float(t[0]), float(t[0]))
+        n = len(samples)
+        now.next_seq = start + n
+        now.t_last = float(t[-1])
+        if not self._put(("samples", now.key, start, t, samples)):
+            self._dropped += n
+            del self._open[device]  # a hole: the next message starts a new session
+        return now.key
+
+    def end(self, devices: Sequence[str]) -> None:
+        """Devices gone silent (evicted): their sessions end."""
+        for device in devices:
+            if self._open.pop(device, None) is not None:
+                self._put(("end", device))
+
+    def label(self, device: str, payload: bytes) -> str:
+        """A live label from ``{prefix}/{device}/label``: stored at once; raises
+        PayloadError ``bad_label`` naming what is wrong. Returns what was stored."""
+        activity, start, end = decode_label(payload, self.labels)
+        stored = read_labels(self.root, device)
+        opened = [lab for lab in stored if lab.end is None]
+        if start is not None:
+            now = self._open.get(device)
+            live = now is not None and now.t_start <= start <= now.t_last + LIVE_LABEL_AHEAD_S
+            if not live and not any(
+                s.covers(start, end) for s in read_sessions(self.root, device)[0]
+            ):
+                raise PayloadError("bad_label", f"{device}: {start:.3f} is outside every recording")
+            # an open label ends where the next one starts
+            closed = [Label(device, o.start, start, o.activity, o.source) for o in opened]
+            stored = [lab for lab in stored if lab.end is not None] + closed
+            new = Label(device, start, end, activity, "live")
+        else:
+            match = [o for o in opened if o.activity == activity]
+            if not match:
+                raise PayloadError("bad_label", f"{device}: no open {activity} label to end")
+            stored = [lab for lab in stored if lab is not match[0]]
+            new = Label(device, match[0].start, end, activity, match[0].source)
+        problems = check_labels([*stored, new], self.labels)
+        if problems:
+            raise PayloadError("bad_label", "; ".join(problems))
+        try:
+            write_labels(self.root, device, [*stored, new])
+        except OSError as exc:
+            raise PayloadError("bad_label", f"cannot store it: {exc}") from None
+        self._labels += 1
+        return new.describe()
+
+    def import_labels(self, labels: Sequence[Label]) -> int:
+        return add_labels(self.root, labels, self.labels)
+
+    # --- the infer thread ------------------------------------------------------------
+
+    def decisions(self, sessions: Mapping[str, str], decisions: Sequence[Decision]) -> None:
+        """A batch's decisions; ``sessions``: device -> the session key its samples went
+        to in that batch."""
+        if not self.settings.decisions:
+            return
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        for d in decisions:
+            key = sessions.get(d.device)
+            if key is not None:
+                rows.setdefault(key, []).append(
+                    (
+                        d.seq,
+                        d.t,
+                        d.received,
+                        d.activity,
+                        d.confidence,
+                        d.raw_activity,
+                        *d.probabilities.values(),
+                    )
+                )
+        for key, got in rows.items():
+            self._put(("decisions", key, got))
+
+    # --- any thread ------------------------------------------------------------------
+
+    def forget(self, device: str) -> None:
+        """Erase a device's recordings (and what is buffered of it)."""
+        self._put(("forget", device), block=True)
+
+    def _put(self, item: tuple[Any, ...], block: bool = False) -> bool:
+        if self._error is not None and item[0] != "forget":
+            return True  # stopped: nothing more is kept (not a loss to count)
+        try:
+            self._queue.put(item, block=block, timeout=5.0 if block else None)
+        except queue.Full:
+            return False
+        return True
+
+    # --- the writer thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        next_expire = self.monotonic() + EXPIRE_EVERY_S
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                item = ()
+            if item is None:
+                break
+            try:
+                if item:
+                    self._handle(item)
+                self._rotate()
+                if self.monotonic() >= next_expire:
+                    self._expire()
+                    next_expire = self.monotonic() + EXPIRE_EVERY_S
+            except OSError as exc:  # a full or failing disk: stop recording, go on serving
+                self._fail(f"cannot write to {self.root}: {exc}")
+        for key in list(self._buffers):
+            self._write(key)
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if self._error is not None and kind != "forget":
+            return
+        if kind == "session":
+            _, key, meta = item
+            self._end(meta["device"])  # a device's new session ends its old one
+            self._buffers[key] = _Buffer(meta["device"], meta["session"], meta)
+            self._counts["sessions"] += 1
+        elif kind == "samples":
+            _, key, start, t, samples = item
+            buf = self._buffers.get(key)
+            if buf is None:
+                return
+            if not (buf.chunks or buf.decisions):
+                buf.since = self.monotonic()
+            buf.chunks.append((start, t, samples))
+            size = samples.nbytes + t.nbytes + 8 * len(t)
+            buf.bytes += size
+            self._buffered += size
+        elif kind == "decisions":
+            _, key, rows = item
+            buf = self._buffers.get(key)
+            if buf is not None:
+                if not (buf.chunks or buf.decisions):
+                    buf.since = self.monotonic()
+                buf.decisions.extend(rows)
+                size = 64 * len(rows)
+                buf.bytes += size
+                self._buffered += size
+        elif kind == "end":
+            self._end(item[1])
+        elif kind == "forget":
+            device = item[1]
+            for k in [k for k, b in self._buffers.items() if b.device == device]:
+                self._buffered -= self._buffers.pop(k).bytes
+            folder = self.root / device
+            if folder.exists():
+                shutil.rmtree(folder)
+            self._bytes = _folder_bytes(self.root)
+            log.info("recordings of %s erased", device)
+
+    def _end(self, device: str) -> None:
+        for key, buf in self._buffers.items():
+            if buf.device == device and buf.ended is None:
+                self._write(key)
+                buf.ended = self.monotonic()
+
+    def _rotate(self) -> None:
+        s = self.settings
+        now = self.monotonic()
+        for key, buf in list(self._buffers.items()):
+            waiting = buf.chunks or buf.decisions
+            if buf.bytes >= s.rotate_bytes or (waiting and now - buf.since >= s.rotate_s):
+                self._write(key)
+            elif buf.ended is not None and now - buf.ended >= 1.0:
+                self._write(key)  # the decisions that came after its end
+                del self._buffers[key]
+        if self._buffered > s.max_buffer_bytes:
+            for key in sorted(self._buffers, key=lambda k: -self._buffers[k].bytes):
+                self._write(key)
+                if self._buffered <= s.max_buffer_bytes // 2:
+                    break
+
+    def _write(self, key: str) -> None:
+        """Write a session's buffer as its next part files (and its session.json)."""
+        buf = self._buffers[key]
+        if self._error is not None or not (buf.chunks or buf.decisions):
+            return
+        folder = self.root / buf.device / buf.session
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = buf.meta
+        written = 0
+        if buf.chunks:
+            seq = np.concatenate([np.arange(s, s + len(x)) for s, _, x in buf.chunks])
+            t = np.concatenate([t for _, t, _ in buf.chunks])
+            x = np.concatenate([x for _, _, x in buf.chunks]).astype(np.float32)
+            name = f"samples-{int(seq[0]):012d}{self.ext}"
+            columns: dict[str, Any] = {"seq": seq, "t": t}
+            columns |= {c: x[:, i] for i, c in enumerate(SAMPLE_COLUMNS)}
+            written += self._write_table(folder / name, columns)
+            meta.setdefault("first_seq", int(seq[0]))
+            meta.setdefault("t_start", float(t[0]))
+            meta["last_seq"], meta["t_end"] = int(seq[-1]), float(t[-1])
+            meta["samples"] = meta.get("samples", 0) + len(seq)
+            meta.setdefault("parts", []).append(name)
+            self._counts["samples"] += len(seq)
+        if buf.decisions:
+            rows = buf.decisions
+            name = f"decisions-{int(rows[0][0]):012d}{self.ext}"
+            names = ["seq", "t", "received", "activity", "confidence", "raw_activity"]
+            names += [f"p_{label}" for label in self.labels]
+            columns = {n: [r[i] for r in rows] for i, n in enumerate(names)}
+            written += self._write_table(folder / name, columns)
+            meta.setdefault("decision_parts", []).append(name)
+            self._counts["decisions"] += len(rows)
+        if "first_seq" in meta:
+            meta.setdefault("decision_parts", [])
+            _atomic_write(folder / SESSION_FILE, session_json(meta).encode())
+        self._counts["parts"] += 1
+        self._buffered -= buf.bytes
+        buf.chunks, buf.decisions, buf.bytes = [], [], 0
+        self._bytes += written
+        if self._bytes >= self.settings.max_bytes:
+            self._fail(
+                f"{self.root} holds {self._bytes} bytes: recording.max_bytes "
+                f"({self.settings.max_bytes}) reached"
+            )
+
+    def _write_table(self, path: Path, columns: dict[str, Any]) -> int:
+        if self.settings.format == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            sink = io.BytesIO()
+            pq.write_table(pa.table(columns), sink, compression="zstd")
+            data = sink.getvalue()
+        else:
+            data = gzip.compress(_csv_bytes(columns), compresslevel=6)
+        _atomic_write(path, data)
+        return len(data)
+
+    def _fail(self, error: str) -> None:
+        if self._error is None:
+            log.error("recording stopped: %s", error)
+        self._error = error
+        self._buffers.clear()
+        self._buffered = 0
+
+    def _expire(self) -> None:
+        """Delete sessions last written more than ``keep_days`` ago."""
+        limit = time.time() - self.settings.keep_days * 86_400
+        for info in read_sessions(self.root)[0]:
+            marker = info.path / SESSION_FILE
+            if marker.stat().st_mtime < limit:
+                shutil.rmtree(info.path)
+                log.info("recording %s/%s expired (keep_days)", info.device, info.session)
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return bool(np.array_equal(a, b))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def _csv_bytes(columns: dict[str, Any]) -> bytes:
+    """Columns as CSV: numbers with all their digits, text as it is."""
+    cells = [_formatted(np.asarray(c)) for c in columns.values()]
+    lines = [",".join(columns), *(",".join(row) for row in zip(*cells, strict=True))]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _formatted(column: np.ndarray) -> np.ndarray:
+    if column.dtype.kind == "f":  # float32 needs 9 significant digits, float64 17
+        return np.char.mod("%.9g" if column.dtype.itemsize == 4 else "%.17g", column)
+    if column.dtype.kind in "iu":
+        return np.char.mod("%d", column)
+    return column.astype(str)
+
+
+def _folder_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())

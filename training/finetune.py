@@ -1,0 +1,219 @@
+"""Fine-tune a bundle on labelled field recordings. Reads top to bottom.
+
+1. Load the base bundle's network from ``model.pt`` (a state_dict, ``weights_only``):
+   one that does not match the bundle's ``arch`` is refused here, naming the file.
+2. Load the labelled recordings (``training.fielddata``) for the base bundle's inputs,
+   with the vertical each device had. Hold out the latest sessions (``holdout``, by
+   session: never part of one) for the report; refuse a fine-tune set with fewer than
+   two activities.
+3. Train every weight from the base ones with a small learning rate for a fixed number
+   of steps (no selection on the held-out sessions: they only report), on random crops
+   of the fine-tune stretches, with the base bundle's standardisation kept (the
+   gateway's preprocessing does not change).
+4. Score the held-out sessions before and after (protocol windows and raw online
+   accuracy, as in training's validation), and write a normal bundle whose bundle.json
+   carries its lineage: the base bundle, the recordings, sessions, seconds of labels,
+   the settings and the scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harstream.config import TrainConfig
+from harstream.core.bundle import Bundle, load_bundle
+from harstream.core.torchnet import HarNet
+from harstream.errors import HarstreamError, ModelError
+from training.export import write_bundle
+from training.fielddata import FieldSet, load_field
+from training.train import _fit, _make_sampler, evaluate_torch
+
+__all__ = ["FinetuneResult", "finetune", "load_net"]
+
+
+@dataclass
+class FinetuneResult:
+    bundle: Bundle
+    before: dict[str, float]
+    after: dict[str, float]
+    fit_sessions: list[str]
+    holdout_sessions: list[str]
+    labelled_s: float
+    seconds: float
+
+
+def load_net(bundle: Bundle) -> HarNet:
+    """The bundle's torch network; a model.pt of another architecture is refused."""
+    net = HarNet.from_arch(bundle.arch, len(bundle.labels), len(bundle.channels))
+    try:
+        weights = torch.load(bundle.weights_path, map_location="cpu", weights_only=True)
+        net.load_state_dict(weights)
+    except Exception as exc:  # missing file, unpickling refused, other shapes or keys
+        raise ModelError(
+            f"{bundle.weights_path}: not a {bundle.arch.type} {bundle.arch.hidden}x"
+            f"{bundle.arch.layers} (stride {bundle.arch.stride}) with {len(bundle.channels)} "
+            f"inputs as bundle.json says: {exc}"
+        ) from exc
+    return net
+
+
+def finetune(
+    base: str | Path | None,
+    recordings: str | Path,
+    out_dir: str | Path,
+    *,
+    steps: int = 300,
+    lr: float = 1e-3,
+    holdout: float = 0.25,
+    devices: Sequence[str] | None = None,
+    seed: int = 0,
+    threads: int = 2,
+    log: Callable[[str], None] = lambda line: print(line, flush=True),
+) -> FinetuneResult:
+    started = time.monotonic()
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+
+    # 1. the base network
+    bundle = load_bundle(base)
+    if bundle.mode != "stateful":
+        raise ModelError(f"{bundle.path}: fine-tuning takes a stateful bundle")
+    net = load_net(bundle)
+
+    # 2. the data, split by session
+    field = load_field(recordings, bundle, devices=devices)
+    for problem in field.problems:
+        log(f"warning: {problem}")
+    if not field.recordings:
+        raise HarstreamError(
+            f"{recordings}: no labelled recordings (label them with `harstream data labels "
+            "import` or on {prefix}/{device}/label)"
+        )
+    order = [f"{s.device}/{s.session}" for s in field.sessions]  # oldest first
+    held = math.ceil(holdout * len(order)) if len(order) > 1 and holdout > 0 else 0
+    holdout_sessions = order[len(order) - held :] if held else []
+    fit = [r for r in field.recordings if _key(r) not in holdout_sessions]
+    hold = [r for r in field.recordings if _key(r) in holdout_sessions]
+    classes = sorted({int(c) for r in fit for c in np.unique(r.labels) if c > 0})
+    if len(classes) < 2:
+        named = [bundle.labels[c - 1] for c in classes]
+        raise HarstreamError(
+            f"the fine-tune set holds {named or 'no activity'} only: at least two activities "
+            "are needed (a network shown one class learns to say only that)"
+        )
+    labelled_s = FieldSet(fit, field.sessions).labelled_s
+    names = ", ".join(bundle.labels[c - 1] for c in classes)
+    log(
+        f"fine-tune on {len(fit)} stretches of {len(order) - held} sessions "
+        f"({labelled_s / 60:.1f} min labelled: {names}); held out {held} sessions"
+    )
+
+    # 3. training from the base weights
+    cfg = _settings(bundle, steps, lr, seed, fit)
+    mean, std = np.asarray(bundle.mean), np.asarray(bundle.std)
+    before = _scores(net, hold, mean, std, cfg)
+    _fit(net, _make_sampler(cfg, fit, mean, std, rng), cfg, steps, lambda *a: None)
+    after = _scores(net, hold, mean, std, cfg)
+    if hold:
+        log(f"held-out sessions before: {_fmt(before)}")
+        log(f"held-out sessions after:  {_fmt(after)}")
+
+    # 4. the bundle, with its lineage
+    seconds = time.monotonic() - started
+    base_name = bundle.name
+    record = {
+        "name": f"{base_name}-ft",
+        "finetune": {
+            "base": {"name": base_name, "path": str(bundle.path), "sha256": _sha(bundle)},
+            "recordings": str(Path(recordings).resolve()),
+            "devices": sorted({str(r.subject) for r in fit}),
+            "fit_sessions": order[: len(order) - held],
+            "holdout_sessions": holdout_sessions,
+            "labelled_s": round(labelled_s, 1),
+            "steps": steps,
+            "lr": lr,
+            "seed": seed,
+            "seconds": round(seconds, 1),
+        },
+        "base_training": {k: v for k, v in bundle.training.items() if k != "history"},
+    }
+    metrics: dict[str, Any] = {f"holdout_before_{k}": v for k, v in before.items()}
+    metrics |= {f"holdout_after_{k}": v for k, v in after.items()}
+    out = write_bundle(
+        net.eval(),
+        out_dir,
+        arch=bundle.arch,
+        labels=bundle.labels,
+        mode=bundle.mode,
+        window=bundle.window,
+        hop=bundle.hop,
+        filters=bundle.preprocessing,
+        mean=mean,
+        std=std,
+        training=record,
+        metrics=metrics,
+        channels=bundle.channels,
+        calibration=bundle.calibration,
+        activity_stats=bundle.activity_stats,
+    )
+    log(f"wrote {out.path} in {seconds:.0f} s")
+    return FinetuneResult(
+        out, before, after, order[: len(order) - held], holdout_sessions, labelled_s, seconds
+    )
+
+
+def _key(recording: Any) -> str:
+    return f"{recording.subject}/{recording.experiment.split('.')[0]}"
+
+
+def _settings(bundle: Bundle, steps: int, lr: float, seed: int, fit: list[Any]) -> TrainConfig:
+    """The base bundle's training settings, for small data: crops no longer than the
+    shortest stretch, the inputs as recorded (no uncalibrated copies: a device's
+    calibration state is part of what it teaches)."""
+    stride = bundle.arch.stride
+    shortest = min(len(r.labels) for r in fit)
+    seq_len = max(stride, min(512, shortest) // stride * stride)
+    base = bundle.training.get("config") or {}
+    known = set(TrainConfig.model_fields)
+    cfg = TrainConfig.model_validate({k: v for k, v in base.items() if k in known})
+    return cfg.model_copy(
+        update={
+            "lr": lr,
+            "iterations": steps,
+            "seed": seed,
+            "seq_len": seq_len,
+            "short_seq_len": min(cfg.short_seq_len, seq_len),
+            "uncalibrated_p": 0.0,
+            "mode": "stateful",
+            "stride": stride,
+            "inputs": "aligned" if bundle.calibration is not None else "device",
+        }
+    )
+
+
+def _scores(
+    net: HarNet, hold: list[Any], mean: np.ndarray, std: np.ndarray, cfg: TrainConfig
+) -> dict[str, float]:
+    if not hold:
+        return {}
+    scores = evaluate_torch(net, hold, mean, std, cfg)
+    names = {"val_accuracy": "window_accuracy", "val_online_accuracy": "online_accuracy"}
+    return {new: round(scores[old], 4) for old, new in names.items() if old in scores}
+
+
+def _fmt(scores: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+
+
+def _sha(bundle: Bundle) -> str:
+    return hashlib.sha256(bundle.weights_path.read_bytes()).hexdigest()
