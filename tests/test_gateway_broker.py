@@ -23,7 +23,7 @@ from harstream.config import Config, load_config
 from harstream.core.bundle import Bundle
 from harstream.evaluation.metrics import score_stream
 from harstream.gateway.service import Gateway
-from harstream.runtime import build_engine, gateway_settings, mqtt_transport
+from harstream.runtime import build_engine, engine_loader, gateway_settings, mqtt_transport
 from replay import Recording, iter_hapt
 from tests.certs import make_ca
 from tests.gateway_helpers import BAD_INPUTS, MINI, WALK, imu
@@ -48,9 +48,14 @@ def config_for(server: Mosquitto, prefix: str, bundle: Bundle, *more: str) -> Co
 
 
 @asynccontextmanager
-async def gateway_running(config: Config, bundle: Bundle) -> AsyncIterator[Gateway]:
+async def gateway_running(
+    config: Config, bundle: Bundle, *, reloadable: bool = False
+) -> AsyncIterator[Gateway]:
     gateway = Gateway(
-        build_engine(config, bundle), mqtt_transport(config), gateway_settings(config, bundle)
+        build_engine(config, bundle),
+        mqtt_transport(config),
+        gateway_settings(config, bundle),
+        load_engine=engine_loader(config) if reloadable else None,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(gateway.run(stop))

@@ -3,7 +3,9 @@ rotation, bounds, erasure, live labels, and the model hot swap."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import json
 import os
 import time
 from collections.abc import Callable
@@ -12,12 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harstream.cli import main
+from harstream.cli.control import control
 from harstream.core.bundle import Bundle
 from harstream.core.engine import Engine
 from harstream.errors import ModelError
 from harstream.gateway import recorder as recorder_module
 from harstream.recordings import read_labels, read_sessions
 from tests.gateway_helpers import WALK, engine_for, imu
+from tests.mosquitto import Mosquitto
+from tests.test_gateway_broker import Listener, config_for, gateway_running
 from tests.test_service import Harness
 from training.fielddata import read_session
 
@@ -224,3 +230,49 @@ async def test_a_model_swap_keeps_serving_and_says_so(
     assert snapshot["model"]["name"] == new.name and snapshot["model"]["swaps"] == 1
     assert snapshot["resets"] == 0  # the seq checks carried over
     assert {s.model for s in read_sessions(tmp_path)[0]} == {old.name, new.name}
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_recording_labels_reload_and_forget_through_mosquitto(
+    broker: Mosquitto, prefix: str, bundle_factory: Callable[..., Bundle], tmp_path: Path
+) -> None:
+    """What a user does, over the broker: a device streams and is recorded, a live label
+    comes from a button, a fine-tuned bundle replaces the model with `harstream reload`
+    (model.path a symlink switched to it), `harstream data forget` erases the device."""
+    old, new = bundle_factory("gru", "stateful"), bundle_factory("lstm", "stateful")
+    current = tmp_path / "current"
+    current.symlink_to(old.path)
+    folder = tmp_path / "rec"
+    config = config_for(
+        broker, prefix, old, f"model.path={current}", *record(folder, "recording.rotate_s=0.5")
+    )
+    sets = [f"--set=broker.port={broker.port}", f"--set=topics.prefix={prefix}"]
+    topic = f"{prefix}/d/imu"
+    async with (
+        Listener(broker, f"{prefix}/d/activity", f"{prefix}/d/error") as listener,
+        gateway_running(config, old, reloadable=True) as gateway,
+    ):
+        for s in range(0, 640, 64):
+            payload = imu(WALK[s : s + 64], seq=s, t=T0 + s / 50)
+            await listener.client.publish(topic, payload, qos=1)
+        await listener.until(lambda: len(listener.json("/activity")) == 10)
+        label = {"activity": "WALKING", "start": T0 + 1, "end": T0 + 9}
+        await listener.client.publish(f"{prefix}/d/label", json.dumps(label), qos=1)
+        await listener.until(lambda: len(read_labels(folder, "d")) == 1)
+        current.unlink()
+        current.symlink_to(new.path)
+        result = await control(config, {"command": "reload"}, 20)
+        assert result["ok"] and new.name in str(result["detail"])
+        for s in range(640, 1280, 64):
+            payload = imu(WALK[s : s + 64], seq=s, t=T0 + s / 50)
+            await listener.client.publish(topic, payload, qos=1)
+        await listener.until(lambda: len(listener.json("/activity")) == 20)
+        assert gateway.snapshot()["model"] == {"name": new.name, "swaps": 1, "error": None}
+        await listener.until(lambda: len(read_sessions(folder)[0]) == 2, timeout=15)
+        code = await asyncio.to_thread(main, ["data", "forget", "d", "--dir", str(folder), *sets])
+        assert code == 0 and not (folder / "d").exists()
+    models = [a["model"] for a in listener.json("/activity")]
+    assert models == [old.name] * 10 + [new.name] * 10
+    assert listener.json("/error") == []
+    assert not (folder / "d").exists()  # the gateway held nothing back to write later

@@ -410,10 +410,10 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--recordings", type=Path, metavar="DIR", help="with --finetune: a recording.dir"
     )
     train.add_argument(
-        "--steps", type=int, default=300, help="with --finetune: training steps (default 300)"
+        "--steps", type=int, default=100, help="with --finetune: training steps (default 100)"
     )
     train.add_argument(
-        "--lr", type=float, default=1e-3, help="with --finetune: learning rate (default 1e-3)"
+        "--lr", type=float, default=3e-4, help="with --finetune: learning rate (default 3e-4)"
     )
     train.add_argument(
         "--holdout",
