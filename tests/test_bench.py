@@ -22,7 +22,7 @@ def test_bench_quick_runs_every_scenario(
             "bench",
             "--quick",
             "--scenarios",
-            "engine,stages,e2e,capacity,transport,field,replay,page",
+            "engine,stages,e2e,capacity,transport,field,replay,page,recording",
             "--model",
             str(bundle.path),
             "--modes",
@@ -57,6 +57,9 @@ def test_bench_quick_runs_every_scenario(
     assert page["without"]["lost"] == page["with page"]["lost"] == 0
     assert all(page[m]["p99_ms"] > 0 for m in ("without", "with page"))
     assert 10_000 < page["history"]["bytes_per_device_hour"] < 200_000
+    recording = results["recording"]  # the gateway without recording and with it
+    assert recording["without"]["lost"] == recording["recording"]["lost"] == 0
+    assert recording["recording"]["bytes_per_device_hour"] > 1_000_000  # 180,000 samples
     (replay,) = results["replay"]
     assert replay["stream_s"] > 600 and replay["real_time_factor"] > 1
     out = capsys.readouterr().out

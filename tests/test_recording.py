@@ -7,6 +7,9 @@ import asyncio
 import errno
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +26,7 @@ from harstream.gateway import recorder as recorder_module
 from harstream.recordings import read_labels, read_sessions
 from tests.gateway_helpers import WALK, engine_for, imu
 from tests.mosquitto import Mosquitto
-from tests.test_gateway_broker import Listener, config_for, gateway_running
+from tests.test_gateway_broker import Listener, config_for, gateway_running, write_config
 from tests.test_service import Harness
 from training.fielddata import read_session
 
@@ -276,3 +279,42 @@ async def test_recording_labels_reload_and_forget_through_mosquitto(
     assert models == [old.name] * 10 + [new.name] * 10
     assert listener.json("/error") == []
     assert not (folder / "d").exists()  # the gateway held nothing back to write later
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_serve_reloads_its_model_on_sighup(
+    broker: Mosquitto, prefix: str, bundle_factory: Callable[..., Bundle], tmp_path: Path
+) -> None:
+    old, new = bundle_factory("gru", "stateful"), bundle_factory("lstm", "stateful")
+    current = tmp_path / "current"
+    current.symlink_to(old.path)
+    config = write_config(tmp_path / "c.yaml", broker, prefix, old)
+    config.write_text(config.read_text().replace(str(old.path), str(current)))
+    topic = f"{prefix}/d/imu"
+    filters = (f"{prefix}/d/activity", f"{prefix}/control/result", f"{prefix}/status")
+    async with Listener(broker, *filters) as sub:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "harstream", "serve", "--config", str(config)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            await sub.until(lambda: (f"{prefix}/status", b"online") in [g[:2] for g in sub.got])
+            await sub.client.publish(topic, imu(WALK[:64], seq=0), qos=1)
+            await sub.until(lambda: len(sub.json("/activity")) == 1, timeout=30)
+            current.unlink()
+            current.symlink_to(new.path)
+            process.send_signal(signal.SIGHUP)
+            await sub.until(lambda: len(sub.json("/control/result")) == 1, timeout=30)
+            await sub.client.publish(topic, imu(WALK[64:128], seq=64), qos=1)
+            await sub.until(lambda: len(sub.json("/activity")) == 2)
+            process.send_signal(signal.SIGTERM)
+            _, log = await asyncio.to_thread(process.communicate, None, 20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0
+    assert sub.json("/control/result")[0]["ok"] and f"now serving {new.name}" in log
+    assert [a["model"] for a in sub.json("/activity")] == [old.name, new.name]

@@ -11,17 +11,19 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from harstream.core.bundle import Bundle
 from harstream.testing.localbroker import Mosquitto, wait_for_port
 
-__all__ = ["e2e_run"]
+__all__ = ["alternating", "e2e_run"]
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -166,3 +168,53 @@ def e2e_run(
         }
     )
     return result
+
+
+#: A mode of :func:`alternating`: called before its run, returns the run's config
+#: overrides and what to call after it (which may return numbers to add to the run).
+Mode = Callable[[], tuple[tuple[str, ...], Callable[[], dict[str, Any]]]]
+
+
+def alternating(
+    bundle: Bundle,
+    modes: Mapping[str, Mode],
+    *,
+    devices: int,
+    seconds: float,
+    message_samples: int,
+    rounds: int,
+) -> dict[str, dict[str, Any]]:
+    """``rounds`` e2e points of each mode, in turn (so that a noisy machine's drift hits
+    them alike); per mode the medians of p50, p99 and gateway CPU, the total lost, each
+    run's numbers, and the medians of what the mode's after-call returned."""
+    points: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for _ in range(rounds):
+        for mode, setup in modes.items():
+            overrides, after = setup()
+            extra: dict[str, Any] = {}
+            try:
+                r = e2e_run(
+                    bundle,
+                    devices=devices,
+                    seconds=seconds,
+                    message_samples=message_samples,
+                    overrides=overrides,
+                )
+            finally:
+                extra = after()
+            points[mode].append({**r, "extra": extra})
+    out = {}
+    for mode, runs in points.items():
+        keys = sorted({k for r in runs for k in r["extra"]})
+        out[mode] = {
+            "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in runs),
+            "p99_ms": statistics.median(r["latency_ms"]["p99"] for r in runs),
+            "gateway_cpu_share": statistics.median(r["gateway_cpu_share"] for r in runs),
+            "lost": sum(r["lost"] for r in runs),
+            "runs": [
+                (r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["gateway_cpu_share"])
+                for r in runs
+            ],
+            **{k: statistics.median(r["extra"][k] for r in runs) for k in keys},
+        }
+    return out

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
-import statistics
 import threading
 import tracemalloc
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
-from harstream.benchmarks.e2e import e2e_run
+from harstream.benchmarks.e2e import alternating
 from harstream.core.bundle import Bundle
 from harstream.gateway.dashboard import History
 
@@ -94,36 +94,25 @@ def page_cost(
     bundle: Bundle, *, devices: int, seconds: float, message_samples: int, rounds: int
 ) -> dict[str, Any]:
     """``rounds`` e2e points without the page and with it, in turn; the medians."""
-    points: dict[str, list[dict[str, Any]]] = {"without": [], "with page": []}
-    for _ in range(rounds):
-        for mode, runs in points.items():
-            overrides: tuple[str, ...] = ()
-            stop = threading.Event()
-            if mode == "with page":
-                port = _free_port()
-                overrides = (f"ingest.http.port={port}", f"dashboard.token={TOKEN}")
-                threading.Thread(target=_browse, args=(port, stop), daemon=True).start()
-            try:
-                r = e2e_run(
-                    bundle,
-                    devices=devices,
-                    seconds=seconds,
-                    message_samples=message_samples,
-                    overrides=overrides,
-                )
-            finally:
-                stop.set()
-            runs.append(r)
-    return {
-        mode: {
-            "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in runs),
-            "p99_ms": statistics.median(r["latency_ms"]["p99"] for r in runs),
-            "gateway_cpu_share": statistics.median(r["gateway_cpu_share"] for r in runs),
-            "lost": sum(r["lost"] for r in runs),
-            "runs": [
-                (r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["gateway_cpu_share"])
-                for r in runs
-            ],
-        }
-        for mode, runs in points.items()
-    }
+
+    def without() -> tuple[tuple[str, ...], Callable[[], dict[str, Any]]]:
+        return (), dict
+
+    def with_page() -> tuple[tuple[str, ...], Callable[[], dict[str, Any]]]:
+        port, stop = _free_port(), threading.Event()
+        threading.Thread(target=_browse, args=(port, stop), daemon=True).start()
+
+        def after() -> dict[str, Any]:
+            stop.set()
+            return {}
+
+        return (f"ingest.http.port={port}", f"dashboard.token={TOKEN}"), after
+
+    return alternating(
+        bundle,
+        {"without": without, "with page": with_page},
+        devices=devices,
+        seconds=seconds,
+        message_samples=message_samples,
+        rounds=rounds,
+    )

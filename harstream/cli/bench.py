@@ -333,6 +333,36 @@ def _page(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
     return result
 
 
+def _recording(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
+    from harstream.benchmarks.recording import recording_cost
+
+    devices = 10 if args.quick else max(int(d) for d in args.devices.split(","))
+    seconds = 4.0 if args.quick else args.seconds
+    rounds = 1 if args.quick else 3
+    print(
+        f"recording: {devices} devices through mosquitto, {seconds:g} s per point, without "
+        f"recording.dir and with it (parquet), in turn, {rounds} each (medians)"
+    )
+    result: dict[str, Any] = recording_cost(
+        bundle,
+        devices=devices,
+        seconds=seconds,
+        message_samples=args.message_samples,
+        rounds=rounds,
+    )
+    for mode in ("without", "recording"):
+        r = result[mode]
+        written = r.get("bytes_per_device_hour")
+        print(
+            f"{mode:>10}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, gateway CPU "
+            f"{r['gateway_cpu_share']}, lost {r['lost']}"
+            + (f", {written:,} bytes per device-hour" if written else "")
+            + f"  (each run: {r['runs']})",
+            flush=True,
+        )
+    return result
+
+
 SCENARIOS = {
     "engine": _engine,
     "field": _field,
@@ -342,6 +372,7 @@ SCENARIOS = {
     "transport": _transport,
     "replay": _replay,
     "page": _page,
+    "recording": _recording,
 }
 
 
