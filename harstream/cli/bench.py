@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -300,30 +301,41 @@ def _field(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
     return results
 
 
-def _page(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
-    from harstream.benchmarks.page import history_bytes_per_device_hour, page_cost
-
+def _alternating(
+    args: argparse.Namespace, what: str, run: Callable[..., dict[str, Any]], bundle: Bundle
+) -> dict[str, Any]:
+    """A scenario of alternating e2e points (harstream.benchmarks.e2e.alternating): runs
+    ``run`` at the largest device count and prints each mode's medians."""
     devices = 10 if args.quick else max(int(d) for d in args.devices.split(","))
     seconds = 4.0 if args.quick else args.seconds
     rounds = 1 if args.quick else 3
     print(
-        f"the live page: {devices} devices through mosquitto, {seconds:g} s per point, "
-        f"without the page and with one open, in turn, {rounds} each (medians)"
+        f"{what}: {devices} devices through mosquitto, {seconds:g} s per point, the modes "
+        f"in turn, {rounds} each (medians)"
     )
-    result: dict[str, Any] = page_cost(
+    result: dict[str, Any] = run(
         bundle,
         devices=devices,
         seconds=seconds,
         message_samples=args.message_samples,
         rounds=rounds,
     )
-    for mode in ("without", "with page"):
-        r = result[mode]
+    for mode, r in result.items():
+        written = r.get("bytes_per_device_hour")
         print(
             f"{mode:>10}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, gateway CPU "
-            f"{r['gateway_cpu_share']}, lost {r['lost']}  (each run: {r['runs']})",
+            f"{r['gateway_cpu_share']}, lost {r['lost']}"
+            + (f", {written:,} bytes per device-hour" if written else "")
+            + f"  (each run: {r['runs']})",
             flush=True,
         )
+    return result
+
+
+def _page(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
+    from harstream.benchmarks.page import history_bytes_per_device_hour, page_cost
+
+    result = _alternating(args, "the live page (without, with one open)", page_cost, bundle)
     memory = history_bytes_per_device_hour(devices=20 if args.quick else 200)
     result["history"] = memory
     print(
@@ -336,31 +348,8 @@ def _page(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
 def _recording(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
     from harstream.benchmarks.recording import recording_cost
 
-    devices = 10 if args.quick else max(int(d) for d in args.devices.split(","))
-    seconds = 4.0 if args.quick else args.seconds
-    rounds = 1 if args.quick else 3
-    print(
-        f"recording: {devices} devices through mosquitto, {seconds:g} s per point, without "
-        f"recording.dir and with it (parquet), in turn, {rounds} each (medians)"
-    )
-    result: dict[str, Any] = recording_cost(
-        bundle,
-        devices=devices,
-        seconds=seconds,
-        message_samples=args.message_samples,
-        rounds=rounds,
-    )
-    for mode in ("without", "recording"):
-        r = result[mode]
-        written = r.get("bytes_per_device_hour")
-        print(
-            f"{mode:>10}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, gateway CPU "
-            f"{r['gateway_cpu_share']}, lost {r['lost']}"
-            + (f", {written:,} bytes per device-hour" if written else "")
-            + f"  (each run: {r['runs']})",
-            flush=True,
-        )
-    return result
+    what = "recording (without recording.dir, with it: parquet)"
+    return _alternating(args, what, recording_cost, bundle)
 
 
 SCENARIOS = {

@@ -45,7 +45,6 @@ from harstream.errors import ConfigError, PayloadError
 from harstream.recordings import (
     SESSION_FILE,
     Label,
-    add_labels,
     check_labels,
     parse_time,
     read_labels,
@@ -61,6 +60,7 @@ log = logging.getLogger("harstream.gateway")
 SAMPLE_COLUMNS = ("ax", "ay", "az", "gx", "gy", "gz")
 EXPIRE_EVERY_S = 3600.0
 QUEUE_ITEMS = 10_000
+TICK_S = 0.5  # how often the writer looks for sessions to rotate
 LIVE_LABEL_AHEAD_S = 60.0  # a live label may start this far past the device's latest sample
 
 
@@ -170,6 +170,7 @@ class Recorder:
         self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(QUEUE_ITEMS)
         self._open: dict[str, _Open] = {}  # the prepare thread's
         self._buffers: dict[str, _Buffer] = {}  # the writer's
+        self._current: dict[str, str] = {}  # device -> its open session's key (the writer's)
         self._buffered = 0
         self._bytes = 0
         self._error: str | None = None
@@ -293,9 +294,6 @@ class Recorder:
         self._labels += 1
         return new.describe()
 
-    def import_labels(self, labels: Sequence[Label]) -> int:
-        return add_labels(self.root, labels, self.labels)
-
     # --- the infer thread ------------------------------------------------------------
 
     def decisions(self, sessions: Mapping[str, str], decisions: Sequence[Decision]) -> None:
@@ -323,15 +321,18 @@ class Recorder:
 
     # --- any thread ------------------------------------------------------------------
 
-    def forget(self, device: str) -> None:
-        """Erase a device's recordings (and what is buffered of it)."""
-        self._put(("forget", device), block=True)
+    def forget(self, device: str) -> bool:
+        """Erase a device's recordings and what is buffered of it (False: the hand-off
+        is full, try again). A device still streaming is recorded again from its next
+        message, in a new session."""
+        self._open.pop(device, None)  # one dict operation: safe beside the prepare thread
+        return self._put(("forget", device))
 
-    def _put(self, item: tuple[Any, ...], block: bool = False) -> bool:
+    def _put(self, item: tuple[Any, ...]) -> bool:
         if self._error is not None and item[0] != "forget":
             return True  # stopped: nothing more is kept (not a loss to count)
         try:
-            self._queue.put(item, block=block, timeout=5.0 if block else None)
+            self._queue.put_nowait(item)
         except queue.Full:
             return False
         return True
@@ -340,9 +341,10 @@ class Recorder:
 
     def _run(self) -> None:
         next_expire = self.monotonic() + EXPIRE_EVERY_S
+        next_tick = self.monotonic() + TICK_S
         while True:
             try:
-                item = self._queue.get(timeout=1.0)
+                item = self._queue.get(timeout=TICK_S)
             except queue.Empty:
                 item = ()
             if item is None:
@@ -350,7 +352,11 @@ class Recorder:
             try:
                 if item:
                     self._handle(item)
-                self._rotate()
+                # the sweep over every session is paced, not run per item: at 1,000
+                # devices per item it was the recorder's main cost
+                if self.monotonic() >= next_tick:
+                    self._tick()
+                    next_tick = self.monotonic() + TICK_S
                 if self.monotonic() >= next_expire:
                     self._expire()
                     next_expire = self.monotonic() + EXPIRE_EVERY_S
@@ -367,6 +373,7 @@ class Recorder:
             _, key, meta = item
             self._end(meta["device"])  # a device's new session ends its old one
             self._buffers[key] = _Buffer(meta["device"], meta["session"], meta)
+            self._current[meta["device"]] = key
             self._counts["sessions"] += 1
         elif kind == "samples":
             _, key, start, t, samples = item
@@ -379,6 +386,10 @@ class Recorder:
             size = samples.nbytes + t.nbytes + 8 * len(t)
             buf.bytes += size
             self._buffered += size
+            if buf.bytes >= self.settings.rotate_bytes:
+                self._write(key)
+            if self._buffered > self.settings.max_buffer_bytes:
+                self._shed()
         elif kind == "decisions":
             _, key, rows = item
             buf = self._buffers.get(key)
@@ -395,6 +406,7 @@ class Recorder:
             device = item[1]
             for k in [k for k, b in self._buffers.items() if b.device == device]:
                 self._buffered -= self._buffers.pop(k).bytes
+            self._current.pop(device, None)
             folder = self.root / device
             if folder.exists():
                 shutil.rmtree(folder)
@@ -402,26 +414,28 @@ class Recorder:
             log.info("recordings of %s erased", device)
 
     def _end(self, device: str) -> None:
-        for key, buf in self._buffers.items():
-            if buf.device == device and buf.ended is None:
-                self._write(key)
-                buf.ended = self.monotonic()
+        key = self._current.pop(device, None)
+        if key is not None and key in self._buffers:
+            self._write(key)
+            self._buffers[key].ended = self.monotonic()
 
-    def _rotate(self) -> None:
-        s = self.settings
+    def _tick(self) -> None:
+        """Write the sessions whose oldest row is ``rotate_s`` old; drop ended ones once
+        their late decisions had a second to come."""
         now = self.monotonic()
         for key, buf in list(self._buffers.items()):
-            waiting = buf.chunks or buf.decisions
-            if buf.bytes >= s.rotate_bytes or (waiting and now - buf.since >= s.rotate_s):
+            if (buf.chunks or buf.decisions) and now - buf.since >= self.settings.rotate_s:
                 self._write(key)
-            elif buf.ended is not None and now - buf.ended >= 1.0:
-                self._write(key)  # the decisions that came after its end
+            if buf.ended is not None and now - buf.ended >= 1.0:
+                self._write(key)
                 del self._buffers[key]
-        if self._buffered > s.max_buffer_bytes:
-            for key in sorted(self._buffers, key=lambda k: -self._buffers[k].bytes):
-                self._write(key)
-                if self._buffered <= s.max_buffer_bytes // 2:
-                    break
+
+    def _shed(self) -> None:
+        """All buffers past ``max_buffer_bytes``: write the largest down to half of it."""
+        for key in sorted(self._buffers, key=lambda k: -self._buffers[k].bytes):
+            self._write(key)
+            if self._buffered <= self.settings.max_buffer_bytes // 2:
+                break
 
     def _write(self, key: str) -> None:
         """Write a session's buffer as its next part files (and its session.json)."""

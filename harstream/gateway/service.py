@@ -273,8 +273,10 @@ class Gateway:
             if self.recorder is None or not isinstance(device, str) or not valid_device_id(device):
                 self._result("forget", False, "no recording here, or not a device id")
                 return
-            self.recorder.forget(device)
-            self._result("forget", True, f"{device}: recordings erased")
+            if self.recorder.forget(device):
+                self._result("forget", True, f"{device}: recordings erased")
+            else:
+                self._result("forget", False, "the recorder is busy: try again")
         else:
             usage = 'send {"command": "reload"} or {"command": "forget", "device": D}'
             self._result(str(command), False, usage)
