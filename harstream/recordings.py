@@ -17,8 +17,9 @@ gateway restart) or when its calibration changes: inside one, the samples run on
 model's grid without a gap and the model saw them with one vertical. ``session.json``:
 ``{"format": 1, "device", "session", "rate_hz", "model", "vertical" (or null),
 "vertical_source" ("calibration" | "reference" | null), "first_seq", "last_seq",
-"t_start", "t_end", "samples", "parts": [...], "decision_parts": [...]}``; ``t`` is the
-device's clock (epoch s) as the engine reads it.
+"t_start", "t_end", "samples"}``, written at the first part, at most every minute
+after and at the session's end (after a crash its end may lag; the parts, found by
+name, are all there); ``t`` is the device's clock (epoch s) as the engine reads it.
 
 This module knows the layout and the labels (reading, checking, writing them); writing
 samples is the gateway's recorder (``harstream.gateway.recorder``) and reading them into
@@ -182,9 +183,19 @@ def _session_info(path: Path) -> SessionInfo:
         t_start=float(data["t_start"]),
         t_end=float(data["t_end"]),
         samples=int(data["samples"]),
-        parts=tuple(data["parts"]),
-        decision_parts=tuple(data.get("decision_parts", ())),
+        parts=_parts(path.parent, "samples-"),
+        decision_parts=_parts(path.parent, "decisions-"),
     )
+
+
+def _parts(folder: Path, prefix: str) -> tuple[str, ...]:
+    """A session's part files of one kind, in seq order (their names hold it)."""
+    names = [
+        p.name
+        for p in folder.iterdir()
+        if p.name.startswith(prefix) and p.name.endswith((".parquet", ".csv.gz"))
+    ]
+    return tuple(sorted(names))
 
 
 def forget_device(root: Path, device: str) -> int:

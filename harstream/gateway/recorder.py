@@ -61,6 +61,7 @@ SAMPLE_COLUMNS = ("ax", "ay", "az", "gx", "gy", "gz")
 EXPIRE_EVERY_S = 3600.0
 QUEUE_ITEMS = 10_000
 TICK_S = 0.5  # how often the writer looks for sessions to rotate
+META_EVERY_S = 60.0  # a session's session.json is rewritten at most this often (and at its end)
 LIVE_LABEL_AHEAD_S = 60.0  # a live label may start this far past the device's latest sample
 
 
@@ -151,6 +152,9 @@ class _Buffer:
     bytes: int = 0
     since: float = 0.0  # monotonic time of the oldest unwritten row
     ended: float | None = None  # monotonic time the session ended (late decisions may come)
+    folder_made: bool = False
+    meta_written: float | None = None  # monotonic time session.json was last written
+    meta_dirty: bool = False  # samples written since
 
 
 class Recorder:
@@ -190,6 +194,8 @@ class Recorder:
             probe.unlink()
         except OSError as exc:
             raise ConfigError(f"recording.dir: {self.root}: cannot write there: {exc}") from exc
+        if self.settings.format == "parquet":  # its import takes ~0.6 s: not at a first write
+            import pyarrow.parquet  # noqa: F401
         self._expire()
         self._bytes = _folder_bytes(self.root)
         self._thread.start()
@@ -363,7 +369,7 @@ class Recorder:
             except OSError as exc:  # a full or failing disk: stop recording, go on serving
                 self._fail(f"cannot write to {self.root}: {exc}")
         for key in list(self._buffers):
-            self._write(key)
+            self._write(key, final=True)
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
@@ -416,7 +422,7 @@ class Recorder:
     def _end(self, device: str) -> None:
         key = self._current.pop(device, None)
         if key is not None and key in self._buffers:
-            self._write(key)
+            self._write(key, final=True)
             self._buffers[key].ended = self.monotonic()
 
     def _tick(self) -> None:
@@ -427,7 +433,7 @@ class Recorder:
             if (buf.chunks or buf.decisions) and now - buf.since >= self.settings.rotate_s:
                 self._write(key)
             if buf.ended is not None and now - buf.ended >= 1.0:
-                self._write(key)
+                self._write(key, final=True)
                 del self._buffers[key]
 
     def _shed(self) -> None:
@@ -437,13 +443,17 @@ class Recorder:
             if self._buffered <= self.settings.max_buffer_bytes // 2:
                 break
 
-    def _write(self, key: str) -> None:
-        """Write a session's buffer as its next part files (and its session.json)."""
+    def _write(self, key: str, final: bool = False) -> None:
+        """Write a session's buffer as its next part files; its session.json at the first
+        part, at most every ``META_EVERY_S`` after, and when the session ends
+        (``final``). Parts are found by their names, so a stale session.json loses none."""
         buf = self._buffers[key]
-        if self._error is not None or not (buf.chunks or buf.decisions):
+        if self._error is not None:
             return
         folder = self.root / buf.device / buf.session
-        folder.mkdir(parents=True, exist_ok=True)
+        if not buf.folder_made:  # file system calls cost (0.1-0.5 ms each): once
+            folder.mkdir(parents=True, exist_ok=True)
+            buf.folder_made = True
         meta = buf.meta
         written = 0
         if buf.chunks:
@@ -458,8 +468,9 @@ class Recorder:
             meta.setdefault("t_start", float(t[0]))
             meta["last_seq"], meta["t_end"] = int(seq[-1]), float(t[-1])
             meta["samples"] = meta.get("samples", 0) + len(seq)
-            meta.setdefault("parts", []).append(name)
             self._counts["samples"] += len(seq)
+            self._counts["parts"] += 1
+            buf.meta_dirty = True
         if buf.decisions:
             rows = buf.decisions
             name = f"decisions-{int(rows[0][0]):012d}{self.ext}"
@@ -467,12 +478,15 @@ class Recorder:
             names += [f"p_{label}" for label in self.labels]
             columns = {n: [r[i] for r in rows] for i, n in enumerate(names)}
             written += self._write_table(folder / name, columns)
-            meta.setdefault("decision_parts", []).append(name)
             self._counts["decisions"] += len(rows)
-        if "first_seq" in meta:
-            meta.setdefault("decision_parts", [])
+        now = self.monotonic()
+        if (
+            buf.meta_dirty
+            and "first_seq" in meta
+            and (final or buf.meta_written is None or now - buf.meta_written >= META_EVERY_S)
+        ):
             _atomic_write(folder / SESSION_FILE, session_json(meta).encode())
-        self._counts["parts"] += 1
+            buf.meta_written, buf.meta_dirty = now, False
         self._buffered -= buf.bytes
         buf.chunks, buf.decisions, buf.bytes = [], [], 0
         self._bytes += written
