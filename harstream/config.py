@@ -58,6 +58,7 @@ __all__ = [
     "LoggingConfig",
     "ModelConfig",
     "RecordingConfig",
+    "ScaleConfig",
     "SensorLoggerConfig",
     "ServiceConfig",
     "SmoothingConfig",
@@ -226,6 +227,24 @@ class RecordingConfig(_Section):
     decisions: bool = True  # record the published decisions too
 
 
+class ScaleConfig(_Section):
+    """Worker mode on a partitioning broker (NATS with its MQTT listener; docs/scaling.md):
+    this gateway serves the devices of its partitions only. Off without ``partitions``."""
+
+    partitions: Annotated[int, Field(ge=1, le=4096)] | None = None  # P of `deploy nats`
+    owned: str = "all"  # all, or a, a-b, a-b/k items: "0-63", "0-127/2"
+    worker: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+    probe_s: PositiveFloat = 5.0  # at start: how long to wait for the broker's mapping
+
+    @model_validator(mode="after")
+    def _owned_parses(self) -> ScaleConfig:
+        if self.partitions is not None:
+            from harstream.core.partitions import parse_owned
+
+            parse_owned(self.owned, self.partitions)  # ValueError names the item
+        return self
+
+
 class BatchingConfig(_Section):
     max_batch: PositiveInt = 1024
     max_linger_ms: Annotated[float, Field(ge=0.0)] = 5.0
@@ -361,6 +380,7 @@ class Config(_Section):
     smoothing: SmoothingConfig = SmoothingConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     recording: RecordingConfig = RecordingConfig()
+    scale: ScaleConfig = ScaleConfig()
     dashboard: DashboardConfig = DashboardConfig()
     batching: BatchingConfig = BatchingConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()

@@ -18,6 +18,7 @@ from harstream.config import Config
 from harstream.core.bundle import Bundle, load_bundle
 from harstream.core.engine import Engine
 from harstream.core.inference import Model, load_model
+from harstream.core.partitions import format_owned, parse_owned
 from harstream.core.smoothing import hmm_transition, smoother_factory
 from harstream.errors import ConfigError
 from harstream.gateway.dashboard import DashboardSettings
@@ -25,6 +26,7 @@ from harstream.gateway.http import HttpSettings
 from harstream.gateway.ingest import DeviceSettings, IngestSettings
 from harstream.gateway.pipeline import PipelineSettings
 from harstream.gateway.recorder import RecorderSettings, resolve_format
+from harstream.gateway.scale import ScaleSettings
 from harstream.gateway.service import GatewaySettings
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ __all__ = [
     "limit_threads",
     "mqtt_transport",
     "recorder_settings",
+    "scale_settings",
 ]
 
 
@@ -138,6 +141,17 @@ def engine_loader(config: Config) -> Callable[[], tuple[Engine, str]]:
     return load
 
 
+def scale_settings(config: Config) -> ScaleSettings | None:
+    """Worker mode's settings; None for a gateway that takes every device."""
+    scale = config.scale
+    if scale.partitions is None:
+        return None
+    owned = parse_owned(scale.owned, scale.partitions)
+    worker = scale.worker or f"{socket.gethostname()}-{format_owned(owned)}"
+    worker = re.sub(r"[^A-Za-z0-9_-]", "_", worker)[:64]
+    return ScaleSettings(scale.partitions, owned, worker)
+
+
 def recorder_settings(config: Config, bundle: Bundle) -> RecorderSettings | None:
     """The recorder's settings; None when ``recording.dir`` is not set."""
     rec = config.recording
@@ -197,6 +211,8 @@ def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:
         http=http_settings(config),
         dashboard=dashboard_settings(config),
         recording=recorder_settings(config, bundle),
+        scale=scale_settings(config),
+        probe_s=config.scale.probe_s,
     )
 
 
@@ -263,6 +279,9 @@ def default_client_id(config: Config, role: str = "gateway") -> str:
     """
     if config.broker.client_id:
         return config.broker.client_id
+    scale = scale_settings(config)
+    if scale is not None and role == "gateway":  # a worker's session is its partitions'
+        return f"harstream-worker-{config.topics.prefix}-{scale.worker}"[:128].replace("/", "_")
     raw = f"harstream-{role}-{config.topics.prefix}-{socket.gethostname()}"
     return re.sub(r"[^A-Za-z0-9_-]", "_", raw)[:128]
 

@@ -59,8 +59,13 @@ async def gateway_running(
     )
     stop = asyncio.Event()
     task = asyncio.create_task(gateway.run(stop))
+    connected = asyncio.create_task(gateway.connected.wait())
     try:
-        await asyncio.wait_for(gateway.connected.wait(), 10)
+        await asyncio.wait({task, connected}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():  # it failed to start: its error is the test's
+            connected.cancel()
+            task.result()
+        assert connected.done(), "the gateway did not connect within 10 s"
         yield gateway
     finally:
         stop.set()

@@ -1,4 +1,4 @@
-"""``harstream deploy systemd | mosquitto``: deployment files for this installation."""
+"""``harstream deploy systemd | mosquitto | nats``: deployment files for this installation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["mosquitto_config", "register", "systemd_unit"]
+__all__ = ["mosquitto_config", "nats_config", "register", "systemd_unit"]
 
 
 def mosquitto_config(
@@ -50,6 +50,105 @@ def mosquitto_config(
         auth=auth,
         autosave_s=autosave_s,
     )
+
+
+def nats_config(
+    *,
+    partitions: int = 128,
+    prefix: str = "harstream",
+    sensor_logger: str | None = "sensor-logger",
+    bind: str = "0.0.0.0",
+    port: int = 4222,
+    mqtt_port: int = 1883,
+    ws_port: int = 8080,
+    http_port: int = 8222,
+    store_dir: Path = Path("/var/lib/nats"),
+    server_name: str = "harstream-nats-1",
+    cluster_port: int = 0,
+    routes: tuple[str, ...] = (),
+) -> str:
+    """A nats-server config for harstream workers (docs/scaling.md): the MQTT listener
+    (and MQTT over websockets at ``/mqtt``), the JetStream store MQTT keeps its state in,
+    and the mappings that put each device on one of ``partitions`` partitions."""
+    subject = prefix.replace("/", ".")
+    part = f"{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}"
+    mappings = [
+        f'  "{subject}.*.{kind}": "{subject}.{kind}.{part}"'
+        for kind in ("imu", "calibrate", "label")
+    ]
+    if sensor_logger:
+        mappings.append(f'  "{sensor_logger.replace("/", ".")}.*": "{subject}.slog.{part}"')
+    cluster = ""
+    if cluster_port:
+        route_lines = "\n".join(f"    {r}" for r in routes)
+        cluster = (
+            f"cluster {{\n  name: harstream\n  listen: {bind}:{cluster_port}\n"
+            f"  routes: [\n{route_lines}\n  ]\n}}\n"
+        )
+    websocket = (
+        f"# MQTT over websockets for phone apps: ws://HOST:{ws_port}/mqtt\n"
+        f"websocket {{\n  listen: {bind}:{ws_port}\n  no_tls: true\n}}\n"
+        if ws_port
+        else ""
+    )
+    return f"""# nats-server configuration for harstream workers, written by
+#   harstream deploy nats --partitions {partitions}
+# (docs/scaling.md; needs nats-server >= 2.9 for MQTT with subject mappings). Devices
+# and subscribers speak plain MQTT 3.1.1; every device gets a fixed partition by a hash
+# of its id, and each worker (scale.partitions: {partitions}, scale.owned: its range)
+# subscribes to its partitions. P is fixed for the life of the deployment: partitions,
+# not devices, move between workers.
+server_name: {server_name}
+listen: {bind}:{port}              # NATS clients (nats CLI, nats-py)
+{f"http: 127.0.0.1:{http_port}        # monitoring (/varz, /connz, /jsz)" if http_port else ""}
+max_payload: 1MB
+max_connections: 100000
+
+# MQTT keeps sessions, unacknowledged QoS 1 messages and retained ones in JetStream
+jetstream {{
+  store_dir: "{store_dir}"
+  max_memory_store: 256MB
+  max_file_store: 8GB
+}}
+
+mqtt {{
+  listen: {bind}:{mqtt_port}
+  ack_wait: "30s"          # a QoS 1 message not acknowledged in 30 s is sent again
+  # unacknowledged QoS 1 messages per subscription; nats-server caps a session's total
+  # at 65,535, and a worker owning all 128 partitions subscribes 4 x 128 times
+  max_ack_pending: 100
+}}
+
+{websocket}{cluster}
+# {{prefix}}/{{device}}/imu -> {{prefix}}/imu/{{p}}/{{device}}, p = fnv1a32(device) % {partitions}
+# (also /calibrate and /label, and the Sensor Logger app's per-phone topics)
+mappings = {{
+{chr(10).join(mappings)}
+}}
+"""
+
+
+def cmd_deploy_nats(args: argparse.Namespace) -> int:
+    from harstream.cli.common import config_from_args
+
+    config = config_from_args(args)
+    sys.stdout.write(
+        nats_config(
+            partitions=args.partitions,
+            prefix=config.topics.prefix,
+            bind=args.bind,
+            http_port=args.http_port,
+            sensor_logger=config.ingest.sensor_logger.topic,
+            port=args.port,
+            mqtt_port=args.mqtt_port,
+            ws_port=args.ws_port,
+            store_dir=args.store_dir,
+            server_name=args.server_name,
+            cluster_port=args.cluster_port,
+            routes=tuple(r for r in (args.routes or "").split(",") if r),
+        )
+    )
+    return 0
 
 
 def cmd_deploy_mosquitto(args: argparse.Namespace) -> int:
@@ -122,3 +221,27 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     mosquitto.add_argument("--password-file", type=Path, help="mosquitto_passwd file")
     mosquitto.set_defaults(func=cmd_deploy_mosquitto)
+
+    nats = actions.add_parser(
+        "nats",
+        help="print a nats-server config for gateway workers: MQTT listener, JetStream, "
+        "device partitions (docs/scaling.md)",
+    )
+    nats.add_argument(
+        "--partitions", type=int, default=128, help="P: fixed for the deployment's life"
+    )
+    nats.add_argument("--bind", default="0.0.0.0", help="the address every listener binds")
+    nats.add_argument("--port", type=int, default=4222, help="the NATS client port")
+    nats.add_argument("--http-port", type=int, default=8222, help="monitoring; 0: none")
+    nats.add_argument("--mqtt-port", type=int, default=1883, help="the MQTT port")
+    nats.add_argument("--ws-port", type=int, default=8080, help="MQTT over websockets; 0: none")
+    nats.add_argument("--store-dir", type=Path, default=Path("/var/lib/nats"), help="JetStream")
+    nats.add_argument("--server-name", default="harstream-nats-1", help="unique per server")
+    nats.add_argument("--cluster-port", type=int, default=0, help="cluster routes; 0: alone")
+    nats.add_argument(
+        "--routes", help="comma-separated nats-route://HOST:PORT of the other cluster servers"
+    )
+    from harstream.cli.common import add_config_options
+
+    add_config_options(nats)
+    nats.set_defaults(func=cmd_deploy_nats)

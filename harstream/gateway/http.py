@@ -131,9 +131,9 @@ class HttpIngest:
         except PayloadError as exc:
             self.counters["http_rejected"] += 1
             return _error(400, exc.code, exc.detail)
-        device = request.query.get("device")
-        if device:
-            topic = f"{topic}/{device_id_from(device)}"
+        # the phone's own topic ({sensor_logger}/{name}, as over MQTT): a worker forwards
+        # it through the broker, which routes it by name to the device's owner
+        topic = f"{topic}/{device_id_from(request.query.get('device') or batch.device_id)}"
         if self.accept([Incoming(topic, body)]):
             self.counters["http_dropped"] += 1
             return _error(503, "overloaded", "the gateway's queue is full; try again")

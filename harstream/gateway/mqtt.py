@@ -467,7 +467,10 @@ class MqttTransport:
         rc, mid = self._client.subscribe(topic, qos)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise TransportError(f"cannot subscribe to {topic!r}: {paho.error_string(rc)}")
-        await self._until_acked(mid, f"subscription to {topic!r}")
+        try:
+            await self._until_acked(mid, f"subscription to {topic!r}")
+        except TransportError as exc:
+            raise TransportError(f"{topic!r}: {exc}") from exc
 
     async def _until_acked(self, mid: int, what: str) -> None:
         """Wait for paho's callback on ``mid`` (it cannot have come yet: paho reads and

@@ -71,6 +71,7 @@ from harstream.errors import PayloadError
 from harstream.gateway.calibrations import CalibrationFile
 from harstream.gateway.ingest import Ingest, IngestSettings
 from harstream.gateway.recorder import Recorder
+from harstream.gateway.scale import Router
 from harstream.gateway.transport import Incoming
 
 __all__ = ["Arrival", "Inbox", "InferStats", "Outgoing", "Output", "Pipeline", "PrepareStats"]
@@ -277,6 +278,7 @@ class Pipeline:
         deliver: Callable[[Output], None],
         *,
         recorder: Recorder | None = None,
+        router: Router | None = None,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -284,6 +286,7 @@ class Pipeline:
         self._completing = engine  # the infer thread's
         self.model_name = settings.model_name  # the infer thread's
         self.recorder = recorder
+        self.router = router  # worker mode: partitioned topics -> the gateway's own
         self._swap: _Swap | None = None
         self.settings = settings
         self.deliver = deliver
@@ -303,6 +306,7 @@ class Pipeline:
             for device, vertical in self.calibrations.load().items():
                 engine.set_vertical(device, vertical)
         self._last_error: OrderedDict[str, float] = OrderedDict()
+        self._partition_warned = -1e9
         self._threads = [
             threading.Thread(target=self._prepare_loop, name="harstream-prepare", daemon=True),
             threading.Thread(target=self._infer_loop, name="harstream-infer", daemon=True),
@@ -382,8 +386,19 @@ class Pipeline:
     ) -> _Batch | None:
         messages: list[Message] = []
         batch = _Batch(Prepared())
+        router = self.router
         for arrival in arrivals:
-            for incoming in arrival.messages:
+            for received in arrival.messages:
+                incoming = received
+                if router is not None:
+                    topic, refused = router.unmap(received.topic)
+                    if topic is None:
+                        if refused is not None:  # the broker and the workers disagree
+                            rejected["wrong_partition"] += 1
+                            self._warn_partition(refused)
+                        continue
+                    if topic != received.topic:
+                        incoming = Incoming(topic, received.payload)
                 if incoming.topic.endswith(self._calibrate_suffix):
                     self._calibration_request(incoming, batch, rejected)
                     continue
@@ -449,6 +464,12 @@ class Pipeline:
             return
         detail = f"stand still for {seconds:g} s"
         batch.calibrations.append((device, "started", self._vertical(device), detail))
+
+    def _warn_partition(self, reason: str) -> None:
+        now = self.monotonic()
+        if now - self._partition_warned >= 10.0:  # a misconfiguration, not a flood of logs
+            log.error("a message for another worker: %s (workers and broker disagree)", reason)
+            self._partition_warned = now
 
     def _record(self, batch: _Batch) -> None:
         """Hand the samples the engine admitted to the recorder, with their times."""

@@ -41,17 +41,22 @@ from typing import Any
 import numpy as np
 
 from harstream.core.engine import Engine
+from harstream.core.partitions import coverage, format_owned, parse_owned, partition_of
 from harstream.core.payload import encode, valid_device_id
-from harstream.errors import HarstreamError, PublishError
+from harstream.errors import ConfigError, HarstreamError, PublishError
 from harstream.gateway.dashboard import Dashboard, DashboardSettings
 from harstream.gateway.http import HttpIngest, HttpSettings
 from harstream.gateway.pipeline import Arrival, Output, Pipeline, PipelineSettings
 from harstream.gateway.recorder import Recorder, RecorderSettings
+from harstream.gateway.scale import PROBE_PREFIX, Router, ScaleSettings
 from harstream.gateway.transport import Incoming, Session, Transport, TransportError, Will
 
 __all__ = ["Backoff", "Gateway", "GatewaySettings"]
 
 log = logging.getLogger("harstream.gateway")
+
+PROBES = 8  # start-up probe devices of a worker
+COVERAGE_GRACE_S = 5.0  # a new worker waits this long for the others' announcements
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class GatewaySettings:
     http: HttpSettings | None = None  # the HTTP server (ingest), when a port is set
     dashboard: DashboardSettings | None = None  # the live page, on the HTTP server
     recording: RecorderSettings | None = None  # what devices send, kept on disk
+    scale: ScaleSettings | None = None  # worker mode: the devices of some partitions only
+    probe_s: float = 5.0  # worker mode: how long the start-up probe waits
 
 
 class Backoff:
@@ -113,11 +120,18 @@ class Gateway:
             if settings.recording is not None
             else None
         )
+        prefix = settings.pipeline.prefix
+        self.router = (
+            Router(settings.scale, prefix, settings.pipeline.ingest.sensor_logger_topic)
+            if settings.scale is not None
+            else None
+        )
         self.pipeline = Pipeline(
             engine,
             settings.pipeline,
             self._deliver,
             recorder=self.recorder,
+            router=self.router,
             wall_clock=wall_clock,
             monotonic=monotonic,
         )
@@ -132,15 +146,20 @@ class Gateway:
             self.dashboard = Dashboard(
                 settings.dashboard, self.live_numbers, self.connected.is_set, engine.labels
             )
-        self.http = (
-            HttpIngest(settings.http, self.accept, self.dashboard) if settings.http else None
-        )
+        # a worker forwards what comes over HTTP through the broker, to the device's owner
+        take = self.accept if self.router is None else self._forward
+        self.http = HttpIngest(settings.http, take, self.dashboard) if settings.http else None
         self.last_stats: dict[str, Any] = {}  # rates and latency of the last interval
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: Session | None = None  # the latest: QoS 1 still queues on it offline
         self._latencies_ms: list[float] = []
-        prefix = settings.pipeline.prefix
         self.status_topic = f"{prefix}/status"
+        self.workers_topic = f"{prefix}/workers"
+        self.workers: dict[str, frozenset[int]] = {}  # live workers' partitions (worker mode)
+        self._coverage: dict[str, str] | None = None  # what was last logged
+        self._coverage_from = 0.0  # monotonic: when a worker first judges the coverage
+        if settings.scale is not None:  # each worker its own status, beside its partitions
+            self.status_topic = f"{self.workers_topic}/{settings.scale.worker}/status"
         self.imu_filter = f"{prefix}/+/imu"
         self.calibrate_filter = f"{prefix}/+/calibrate"
         self.label_filter = f"{prefix}/+/label"
@@ -161,6 +180,11 @@ class Gateway:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._connection(stop), name="connection")
                 tasks.create_task(self._stats(stop), name="stats")
+        except ExceptionGroup as group:  # a start that cannot work (a worker's probe)
+            errors = [e for e in group.exceptions if isinstance(e, HarstreamError)]
+            if errors:
+                raise errors[0] from None
+            raise
         finally:
             if self.http is not None:
                 await self.http.stop()
@@ -203,21 +227,91 @@ class Gateway:
 
     async def _start_session(self, session: Session) -> None:
         await session.publish(self.status_topic, b"online", qos=1, retain=True)
-        await session.subscribe(self.imu_filter, qos=self.settings.qos_in)
-        sensor_logger = self.settings.pipeline.ingest.sensor_logger_topic
-        if sensor_logger:  # the app's topic, and one level more: a topic per phone
-            await session.subscribe(sensor_logger, qos=self.settings.qos_in)
-            await session.subscribe(f"{sensor_logger}/+", qos=self.settings.qos_in)
-        if self.engine.preprocessor.aligned:  # the model takes calibrations
-            await session.subscribe(self.calibrate_filter, qos=1)
-        if self.recorder is not None:
-            await session.subscribe(self.label_filter, qos=1)
+        calibrate = self.engine.preprocessor.aligned  # the model takes calibrations
+        if self.router is not None:
+            await self._start_worker(session, calibrate)
+        else:
+            await session.subscribe(self.imu_filter, qos=self.settings.qos_in)
+            sensor_logger = self.settings.pipeline.ingest.sensor_logger_topic
+            if sensor_logger:  # the app's topic, and one level more: a topic per phone
+                await session.subscribe(sensor_logger, qos=self.settings.qos_in)
+                await session.subscribe(f"{sensor_logger}/+", qos=self.settings.qos_in)
+            if calibrate:
+                await session.subscribe(self.calibrate_filter, qos=1)
+            if self.recorder is not None:
+                await session.subscribe(self.label_filter, qos=1)
         await session.subscribe(self.control_topic, qos=1)
         if self.settings.pipeline.homeassistant:
             await session.subscribe(self.ha_status_topic, qos=1)
         self.backoff.reset()
         self.connected.set()
-        log.info("connected; listening on %s", self.imu_filter)
+        if self.router is None:
+            log.info("connected; listening on %s", self.imu_filter)
+
+    async def _start_worker(self, session: Session, calibrate: bool) -> None:
+        """Worker mode: subscribe to the owned partitions, check the broker's P with a
+        probe, announce the partitions (retained) and follow the other workers'."""
+        router, scale = self.router, self.settings.scale
+        assert router is not None and scale is not None
+        for topic in router.filters(calibrate, self.recorder is not None):
+            await session.subscribe(topic, qos=self.settings.qos_in)
+        await self._probe(session, router, scale)
+        announcement = {
+            "worker": scale.worker,
+            "partitions": scale.partitions,
+            "owned": format_owned(scale.owned),
+        }
+        await session.publish(
+            f"{self.workers_topic}/{scale.worker}", encode(announcement), qos=1, retain=True
+        )
+        self._coverage_from = self.monotonic() + COVERAGE_GRACE_S
+        asyncio.get_running_loop().call_later(COVERAGE_GRACE_S + 0.1, self._check_coverage)
+        await session.subscribe(f"{self.workers_topic}/#", qos=1)
+        log.info(
+            "worker %s: partitions %s of %d", scale.worker, announcement["owned"], scale.partitions
+        )
+
+    async def _probe(self, session: Session, router: Router, scale: ScaleSettings) -> None:
+        """Publish messages of probe devices and see where the broker puts them: no
+        mapping, or partitions that say the broker's P differs, fail the start. Eight
+        probes: a P and another can agree on one device (8 and 16 do on half of them),
+        not on eight but by a chance of 1 in 256; a device message the broker put on
+        a partition this P would not is also counted and logged while serving."""
+        prefix = self.settings.pipeline.prefix
+        probes = {f"{PROBE_PREFIX}{scale.worker[:40]}-{k}": -1 for k in range(PROBES)}
+        for probe in probes:
+            await session.subscribe(f"{prefix}/imu/+/{probe}", qos=1)
+        for probe in probes:
+            await session.publish(f"{prefix}/{probe}/imu", b"", qos=1, retain=False)
+        early: list[Incoming] = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.probe_s):
+                async for batch in session.batches():
+                    for m in batch:
+                        parts = m.topic.split("/")
+                        if m.topic.startswith(prefix + "/imu/") and parts[-1] in probes:
+                            probes[parts[-1]] = int(parts[-2])
+                        elif not parts[-1].startswith(PROBE_PREFIX):
+                            early.append(m)  # devices' messages: not lost, served below
+                    if min(probes.values()) >= 0:
+                        break
+        if early:
+            self._dispatch(early)
+        log.debug("probes on partitions %s", probes)
+        if max(probes.values()) < 0:
+            raise ConfigError(
+                f"scale.partitions: the broker does not partition {prefix}/DEVICE/imu "
+                f"(nothing on {prefix}/imu/P/DEVICE within {self.settings.probe_s:g} s): "
+                "serve workers on a NATS broker configured by `harstream deploy nats`"
+            )
+        for probe, got in probes.items():
+            want = partition_of(probe, scale.partitions)
+            if got >= 0 and got != want:
+                raise ConfigError(
+                    f"scale.partitions: {scale.partitions}, but the broker maps with another "
+                    f"count ({probe} came on partition {got}, not {want}): use the P of "
+                    "`harstream deploy nats --partitions P`"
+                )
 
     async def _receive_until(self, stop: asyncio.Event, session: Session) -> None:
         """Receive until ``stop`` is set; raise the TransportError if the connection is
@@ -234,20 +328,74 @@ class Gateway:
             raise ended
 
     async def _receive(self, session: Session) -> None:
-        inbox = self.pipeline.inbox
-        ha_status = self.ha_status_topic if self.settings.pipeline.homeassistant else None
         async for batch in session.batches():
-            for message in [m for m in batch if m.topic == self.control_topic]:
-                batch.remove(message)
+            self._dispatch(batch)
+
+    def _dispatch(self, batch: list[Incoming]) -> None:
+        """Commands, Home Assistant's and the workers' status here; the rest to the
+        pipeline."""
+        ha_status = self.ha_status_topic if self.settings.pipeline.homeassistant else None
+        workers = self.workers_topic + "/" if self.router is not None else None
+        rest = []
+        for message in batch:
+            if message.topic == self.control_topic:
                 self._control(message.payload)
-            if ha_status is not None:
-                for message in [m for m in batch if m.topic == ha_status]:
-                    batch.remove(message)
-                    if message.payload == b"online":
-                        inbox.request_announce()  # the pipeline knows the devices
-                if not batch:
-                    continue
-            self.accept(batch)
+            elif message.topic == ha_status:
+                if message.payload == b"online":
+                    self.pipeline.inbox.request_announce()  # the pipeline knows the devices
+            elif workers is not None and message.topic.startswith(workers):
+                self._worker_news(message)
+            else:
+                rest.append(message)
+        if rest:
+            self.accept(rest)
+
+    def _worker_news(self, message: Incoming) -> None:
+        """A worker's announcement (its partitions) or status (online/offline)."""
+        scale = self.settings.scale
+        assert scale is not None
+        name = message.topic[len(self.workers_topic) + 1 :]
+        if name.endswith("/status"):
+            worker = name[: -len("/status")]
+            if message.payload != b"online":
+                self.workers.pop(worker, None)
+                self._check_coverage()
+            return
+        try:
+            news = json.loads(message.payload)
+            owned = parse_owned(news["owned"], scale.partitions)
+            if news["partitions"] != scale.partitions:
+                raise ValueError(f"P {news['partitions']}, not {scale.partitions}")
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("worker %s announces what this worker cannot take: %s", name, exc)
+            return
+        self.workers[name] = owned
+        self._check_coverage()
+
+    def _check_coverage(self) -> None:
+        """Log partitions no one owns or two own, once the workers had a moment to
+        announce themselves (a worker starting first is alone for a while)."""
+        scale = self.settings.scale
+        assert scale is not None
+        found = coverage(scale.partitions, {scale.worker: scale.owned, **self.workers})
+        if self.monotonic() < self._coverage_from:
+            return
+        if found != self._coverage:
+            if found["unowned"] or found["overlapping"]:
+                log.error(
+                    "workers %s: partitions no one owns: %s; owned twice: %s",
+                    sorted({scale.worker, *self.workers}),
+                    found["unowned"] or "none",
+                    found["overlapping"] or "none",
+                )
+            self._coverage = found
+
+    def _forward(self, batch: list[Incoming]) -> int:
+        """Worker mode: what came over HTTP goes into the broker, which routes it to the
+        device's owner (maybe this worker)."""
+        for message in batch:
+            self._send(message.topic, message.payload, 1, False)
+        return 0
 
     def accept(self, batch: list[Incoming]) -> int:
         """Messages into the pipeline (from MQTT or HTTP); returns how many were dropped
@@ -414,7 +562,21 @@ class Gateway:
             },
             "http": dict(self.http.counters) if self.http is not None else {},
             "model": dict(self.model),
+            "scale": self._scale_numbers(),
             "recording": self.recorder.status() if self.recorder is not None else None,
+        }
+
+    def _scale_numbers(self) -> dict[str, Any] | None:
+        scale = self.settings.scale
+        if scale is None or self.router is None:
+            return None
+        return {
+            "worker": scale.worker,
+            "partitions": scale.partitions,
+            "owned": format_owned(scale.owned),
+            "workers": sorted({scale.worker, *self.workers}),
+            **coverage(scale.partitions, {scale.worker: scale.owned, **self.workers}),
+            **self.router.counters,
         }
 
     def live_numbers(self) -> dict[str, Any]:

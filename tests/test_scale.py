@@ -1,0 +1,135 @@
+"""Worker mode against a real nats-server (MQTT listener, JetStream, the partition
+mappings of `harstream deploy nats`): devices split between workers by partition, the
+same decisions as one gateway, the broker's P checked at start, partitions no one owns
+or two own reported, a killed worker's devices resuming after its restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from harstream.config import Config
+from harstream.core.bundle import Bundle
+from harstream.core.partitions import coverage, format_owned, parse_owned, partition_of
+from harstream.errors import ConfigError
+from harstream.testing.localnats import Endpoint, Nats
+from tests.gateway_helpers import WALK, engine_for, imu
+from tests.mosquitto import Mosquitto
+from tests.test_gateway_broker import Listener, config_for, gateway_running
+
+P = 8
+PREFIX = "harstream"
+DEVICES = [f"dev{k}" for k in range(12)]
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[Nats]:
+    server = Nats(tmp_path / "nats", partitions=P, prefix=PREFIX).start()
+    yield server
+    server.stop()
+
+
+def worker_config(
+    server: Endpoint | Mosquitto, bundle: Bundle, owned: str, name: str, *more: str
+) -> Config:
+    return config_for(
+        server,  # type: ignore[arg-type]  # a Nats endpoint has the host and port it reads
+        PREFIX,
+        bundle,
+        f"scale.partitions={P}",
+        f"scale.owned={owned}",
+        f"scale.worker={name}",
+        *more,
+    )
+
+
+def test_partitions_as_nats_computes_them(nats: Nats) -> None:
+    """The hash the workers check against is the one the broker applies."""
+    assert sorted(parse_owned("0-127/2", 128))[:3] == [0, 2, 4]
+    assert format_owned(parse_owned("1-127/2", 128)).startswith("1,3,5")
+    assert coverage(4, {"a": frozenset({0, 1}), "b": frozenset({1})}) == {
+        "unowned": "2-3",
+        "overlapping": "1",
+    }
+    with pytest.raises(ValueError, match=r"partitions are 0\.\.7"):
+        parse_owned("4-9", 8)
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_two_workers_split_the_devices_and_decide_as_one_gateway(
+    nats: Nats, bundle_factory: Callable[..., Bundle]
+) -> None:
+    bundle = bundle_factory("gru", "stateful")
+    first = worker_config(nats.mqtt, bundle, "0-3", "w1")
+    second = worker_config(nats.mqtt, bundle, "4-7", "w2")
+    async with (
+        Listener(nats.mqtt, f"{PREFIX}/+/activity") as listener,  # type: ignore[arg-type]
+        gateway_running(first, bundle) as w1,
+        gateway_running(second, bundle) as w2,
+    ):
+        for s in range(0, 640, 64):
+            for device in DEVICES:
+                payload = imu(WALK[s : s + 64], seq=s, t=1_790_000_000 + s / 50)
+                await listener.client.publish(f"{PREFIX}/{device}/imu", payload, qos=1)
+        await listener.until(lambda: len(listener.json("/activity")) == 10 * len(DEVICES), 30)
+        for worker, owned in ((w1, range(4)), (w2, range(4, 8))):
+            devices = set(worker.engine.devices)
+            assert devices == {d for d in DEVICES if partition_of(d, P) in owned}
+            assert worker.snapshot()["scale"]["unowned"] == ""
+            assert worker.snapshot()["scale"]["overlapping"] == ""
+        assert set(w1.engine.devices) | set(w2.engine.devices) == set(DEVICES)
+    alone = engine_for(bundle).feed("x", WALK[:640], seq=0)
+    for device in DEVICES:
+        got = [a for a in listener.json(f"/{device}/activity")]
+        assert [a["seq"] for a in got] == [d.seq for d in alone]
+        assert [a["raw_activity"] for a in got] == [d.raw_activity for d in alone]
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_a_broker_with_another_p_or_no_mapping_fails_the_start(
+    nats: Nats, broker: Mosquitto, bundle_factory: Callable[..., Bundle]
+) -> None:
+    bundle = bundle_factory("gru", "stateful")
+    wrong = config_for(
+        nats.mqtt,  # type: ignore[arg-type]
+        PREFIX,
+        bundle,
+        "scale.partitions=16",  # the broker's is 8
+        "scale.worker=w1",
+    )
+    with pytest.raises(ConfigError, match="maps with another count"):
+        async with gateway_running(wrong, bundle):
+            pass
+    plain = worker_config(broker, bundle, "all", "w1", "scale.probe_s=1")
+    with pytest.raises(ConfigError, match="does not partition"):
+        async with gateway_running(plain, bundle):
+            pass
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_unowned_and_overlapping_partitions_are_reported(
+    nats: Nats, bundle_factory: Callable[..., Bundle]
+) -> None:
+    bundle = bundle_factory("gru", "stateful")
+    async with (
+        gateway_running(worker_config(nats.mqtt, bundle, "0-3", "w1"), bundle) as w1,
+        gateway_running(worker_config(nats.mqtt, bundle, "2-5", "w2"), bundle) as w2,
+    ):
+        for _ in range(200):
+            if (
+                len(w1.snapshot()["scale"]["workers"])
+                == 2
+                == len(w2.snapshot()["scale"]["workers"])
+            ):
+                break
+            await asyncio.sleep(0.05)
+        for worker in (w1, w2):
+            scale = worker.snapshot()["scale"]
+            assert scale["unowned"] == "6-7" and scale["overlapping"] == "2-3", scale
+            assert scale["workers"] == ["w1", "w2"]
