@@ -1,6 +1,6 @@
 # One-line entry points. `make test` is what CI runs (.ci/run); it works on a fresh
 # machine: it makes the virtual environment, installs harstream with the dev and train
-# extras, installs the system programs the tests drive (mosquitto, systemd-analyze,
+# extras, installs the system programs the tests drive (mosquitto, nats-server, systemd-analyze,
 # chromium and its driver for the page's browser test) when
 # they are missing (as root, via apt), then runs the checks.
 
@@ -21,7 +21,7 @@ install: $(BIN)/.installed
 # loopback ports): command -> Debian package. Installed with apt when missing and we are
 # root; otherwise the missing ones are named with the command that installs them.
 SYSTEM_TOOLS := mosquitto:mosquitto systemd-analyze:systemd chromium:chromium \
-	chromedriver:chromium-driver
+	chromedriver:chromium-driver nats-server:nats-server
 
 tools:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
@@ -33,6 +33,7 @@ tools:
 		echo "installing with apt-get:$$missing" >&2; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		(systemctl stop mosquitto || service mosquitto stop || true) >/dev/null 2>&1; \
+		(systemctl stop nats-server || service nats-server stop || true) >/dev/null 2>&1; \
 	else \
 		echo "missing system packages:$$missing (Debian/Ubuntu: sudo apt-get install -y$$missing)" >&2; \
 		exit 1; \

@@ -22,7 +22,7 @@ def test_bench_quick_runs_every_scenario(
             "bench",
             "--quick",
             "--scenarios",
-            "engine,stages,e2e,capacity,transport,field,replay,page,recording",
+            "engine,stages,e2e,capacity,transport,field,replay,page,recording,scale",
             "--model",
             str(bundle.path),
             "--modes",
@@ -60,6 +60,11 @@ def test_bench_quick_runs_every_scenario(
     recording = results["recording"]  # the gateway without recording and with it
     assert recording["without"]["lost"] == recording["recording"]["lost"] == 0
     assert recording["recording"]["bytes_per_device_hour"] > 1_000_000  # 180,000 samples
+    scale = results["scale"]  # one gateway on mosquitto, 1 and 2 workers on NATS
+    assert [len(scale[k]) for k in ("mosquitto-1", "nats-1", "nats-2")] == [1, 1, 1]
+    (two,) = scale["nats-2"]
+    assert two["workers"] == 2 and len(two["worker_cpu_share"]) == 2
+    assert two["decisions_received"] > 0 and two["broker_cpu_us_per_message"] > 0
     (replay,) = results["replay"]
     assert replay["stream_s"] > 600 and replay["real_time_factor"] > 1
     out = capsys.readouterr().out

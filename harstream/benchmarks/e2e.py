@@ -39,8 +39,9 @@ def _proc_rss_mb(pid: int, key: str = "VmRSS") -> float:
     return float("nan")
 
 
-def _wait_online(port: int, prefix: str, timeout_s: float = 30.0) -> None:
-    """Block until the gateway's retained status says online."""
+def _wait_online(port: int, prefix: str, timeout_s: float = 30.0, topic: str | None = None) -> None:
+    """Block until the gateway's retained status (``topic``, default ``{prefix}/status``)
+    says online."""
     import asyncio
 
     from harstream.gateway.mqtt import MqttTransport
@@ -50,7 +51,7 @@ def _wait_online(port: int, prefix: str, timeout_s: float = 30.0) -> None:
             "127.0.0.1", port, client_id=f"{prefix}-probe", clean_session=True
         )
         async with transport.session() as session:
-            await session.subscribe(f"{prefix}/status")
+            await session.subscribe(topic or f"{prefix}/status")
             async with asyncio.timeout(timeout_s):
                 async for batch in session.batches():
                     if any(message.payload == b"online" for message in batch):

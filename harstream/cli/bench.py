@@ -352,6 +352,42 @@ def _recording(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
     return _alternating(args, what, recording_cost, bundle)
 
 
+def _scale(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
+    """One gateway on mosquitto, 1 and 2 workers on NATS, in turn, at each device count."""
+    from harstream.benchmarks.scale import scale_run
+
+    counts = [10] if args.quick else [int(d) for d in args.devices.split(",")]
+    seconds = 4.0 if args.quick else args.seconds
+    rounds = 1 if args.quick else 3
+    setups = [("mosquitto", 1), ("nats", 1), ("nats", 2)]
+    print(
+        f"scale-out: {', '.join(f'{b} x{w}' for b, w in setups)} in turn, {seconds:g} s per "
+        f"point, {rounds} rounds (each run listed)"
+    )
+    out: dict[str, list[dict[str, Any]]] = {f"{b}-{w}": [] for b, w in setups}
+    for devices in counts:
+        for _ in range(rounds):
+            for broker, workers in setups:
+                r = scale_run(
+                    bundle,
+                    devices=devices,
+                    seconds=seconds,
+                    workers=workers,
+                    broker=broker,
+                    message_samples=args.message_samples,
+                )
+                out[f"{broker}-{workers}"].append(r)
+                print(
+                    f"{devices:>6} devices, {broker} x{workers}: p50 {r['latency_ms']['p50']} "
+                    f"ms p99 {r['latency_ms']['p99']} ms, lost {r['lost']}, workers' CPU "
+                    f"{r['worker_cpu_share']} ({r['cpu_ms_per_device_s']} ms per device-s), "
+                    f"broker CPU {r['broker_cpu_share']} ({r['broker_cpu_us_per_message']} us "
+                    "per message)",
+                    flush=True,
+                )
+    return out
+
+
 SCENARIOS = {
     "engine": _engine,
     "field": _field,
@@ -362,6 +398,7 @@ SCENARIOS = {
     "replay": _replay,
     "page": _page,
     "recording": _recording,
+    "scale": _scale,
 }
 
 

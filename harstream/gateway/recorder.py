@@ -32,6 +32,7 @@ import queue
 import shutil
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +156,7 @@ class _Buffer:
     folder_made: bool = False
     meta_written: float | None = None  # monotonic time session.json was last written
     meta_dirty: bool = False  # samples written since
+    rotate_s: float = 60.0  # this session's: rotate_s spread by +-25% (see Recorder._handle)
 
 
 class Recorder:
@@ -378,7 +380,13 @@ class Recorder:
         if kind == "session":
             _, key, meta = item
             self._end(meta["device"])  # a device's new session ends its old one
-            self._buffers[key] = _Buffer(meta["device"], meta["session"], meta)
+            # devices that started together would all rotate in the same tick: each
+            # session gets its own period (rotate_s +-25%, fixed by its key), so that parts
+            # are written evenly over time rather than in bursts that stall the pipeline
+            spread = 0.75 + 0.5 * (zlib.crc32(key.encode()) % 1000) / 1000
+            self._buffers[key] = _Buffer(
+                meta["device"], meta["session"], meta, rotate_s=self.settings.rotate_s * spread
+            )
             self._current[meta["device"]] = key
             self._counts["sessions"] += 1
         elif kind == "samples":
@@ -430,7 +438,7 @@ class Recorder:
         their late decisions had a second to come."""
         now = self.monotonic()
         for key, buf in list(self._buffers.items()):
-            if (buf.chunks or buf.decisions) and now - buf.since >= self.settings.rotate_s:
+            if (buf.chunks or buf.decisions) and now - buf.since >= buf.rotate_s:
                 self._write(key)
             if buf.ended is not None and now - buf.ended >= 1.0:
                 self._write(key, final=True)
