@@ -47,10 +47,13 @@ def test_unit_runs_this_installation(tmp_path: Path, capsys) -> None:
     assert "HARSTREAM_CONFIG=/etc/har/c.yaml" in unit["Service"]["Environment"]
 
 
-def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
-    text = systemd_unit("root", Path(sys.prefix), Path("/etc/harstream/config.yaml"))
-    path = tmp_path / "harstream.service"
+@pytest.mark.parametrize("worker", [False, True], ids=["gateway", "worker template"])
+def test_systemd_accepts_the_unit(tmp_path: Path, worker: bool) -> None:
+    text = systemd_unit("root", Path(sys.prefix), Path("/etc/harstream/config.yaml"), worker)
+    path = tmp_path / ("harstream@0-63.service" if worker else "harstream.service")
     path.write_text(text)
+    if worker:  # systemd fills %i from the instance name
+        assert "--set scale.owned=%i --set scale.worker=%H-%i" in text
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed (`make test` installs it as root)")
     result = subprocess.run(

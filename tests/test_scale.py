@@ -6,6 +6,9 @@ or two own reported, a killed worker's devices resuming after its restart."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -133,3 +136,64 @@ async def test_unowned_and_overlapping_partitions_are_reported(
             scale = worker.snapshot()["scale"]
             assert scale["unowned"] == "6-7" and scale["overlapping"] == "2-3", scale
             assert scale["workers"] == ["w1", "w2"]
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_a_killed_worker_is_reported_and_its_devices_resume_after_its_restart(
+    nats: Nats, bundle_factory: Callable[..., Bundle], tmp_path: Path
+) -> None:
+    """Static ownership: `kill -9` of a worker; the other reports its partitions unowned
+    (the broker publishes the dead one's will); its persistent session keeps what its
+    devices send meanwhile, and after its restart their decisions resume without a gap."""
+    bundle = bundle_factory("gru", "stateful")
+    config = tmp_path / "w2.yaml"
+    config.write_text(
+        f"broker:\n  host: 127.0.0.1\n  port: {nats.mqtt_port}\n  reconnect_min_s: 0.05\n"
+        f"topics:\n  prefix: {PREFIX}\nmodel:\n  path: {bundle.path}\n"
+        f"scale:\n  partitions: {P}\n  owned: 4-7\n  worker: w2\n"
+    )
+    theirs = [d for d in DEVICES if partition_of(d, P) >= 4]
+
+    def start() -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "harstream", "serve", "--config", str(config)]
+        return subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+
+    async with (
+        Listener(nats.mqtt, f"{PREFIX}/+/activity", f"{PREFIX}/workers/+/status") as sub,  # type: ignore[arg-type]
+        gateway_running(worker_config(nats.mqtt, bundle, "0-3", "w1"), bundle) as w1,
+    ):
+        w2 = start()
+        try:
+            online = (f"{PREFIX}/workers/w2/status", b"online")
+            await sub.until(lambda: online in [g[:2] for g in sub.got], 30)
+
+            async def send(s: int) -> None:
+                for device in DEVICES:
+                    payload = imu(WALK[s : s + 64], seq=s, t=1_790_000_000 + s / 50)
+                    await sub.client.publish(f"{PREFIX}/{device}/imu", payload, qos=1)
+
+            for s in range(0, 320, 64):
+                await send(s)
+            await sub.until(lambda: len(sub.json("/activity")) == 5 * len(DEVICES))
+            w2.kill()  # SIGKILL: no goodbye; the broker publishes its will
+            w2.communicate()
+            killed = time.monotonic()
+            await sub.until(lambda: w1.snapshot()["scale"]["unowned"] == "4-7", 10)
+            reported_s = time.monotonic() - killed
+            for s in range(320, 640, 64):  # while it is down
+                await send(s)
+            restarted = time.monotonic()
+            w2 = start()
+            await sub.until(lambda: len(sub.json("/activity")) == 10 * len(DEVICES), 60)
+            resumed_s = time.monotonic() - restarted
+            await sub.until(lambda: w1.snapshot()["scale"]["unowned"] == "", 10)
+        finally:
+            w2.kill()
+            w2.communicate()
+    print(
+        f"killed worker reported after {reported_s:.2f} s; resumed {resumed_s:.1f} s after restart"
+    )
+    for device in theirs:
+        seqs = [a["seq"] for a in sub.json(f"/{device}/activity")]
+        assert seqs == [64 * k - 1 for k in range(1, 11)], device  # nothing lost, no reset

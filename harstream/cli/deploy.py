@@ -166,14 +166,29 @@ def cmd_deploy_mosquitto(args: argparse.Namespace) -> int:
     return 0
 
 
-def systemd_unit(user: str, venv: Path, config: Path) -> str:
+def systemd_unit(user: str, venv: Path, config: Path, worker: bool = False) -> str:
+    """The gateway's unit; ``worker``: the template ``harstream@.service`` whose instance
+    is the partitions it owns (``harstream@0-63``, ``harstream@64-127``)."""
     template = resources.files("harstream").joinpath("deploy/harstream.service").read_text()
-    return template.format(user=user, venv=venv, config=config)
+    unit = template.format(user=user, venv=venv, config=config)
+    if worker:
+        unit = unit.replace(
+            f"ExecStart={venv}/bin/harstream serve",
+            "# one instance per worker: %i = the partitions it owns (scale.owned), its name\n"
+            "# the host's and the range (a worker restarted keeps its name, so its session)\n"
+            f"ExecStart={venv}/bin/harstream serve --set scale.owned=%i --set scale.worker=%H-%i",
+        )
+        unit = unit.replace(
+            "Description=harstream activity recognition gateway",
+            "Description=harstream gateway worker (partitions %i)",
+        )
+        unit = unit.replace("StateDirectory=harstream\n", "StateDirectory=harstream/%i\n")
+    return unit
 
 
 def cmd_deploy_systemd(args: argparse.Namespace) -> int:
     venv = args.venv or Path(sys.prefix)
-    sys.stdout.write(systemd_unit(args.user, venv, args.config))
+    sys.stdout.write(systemd_unit(args.user, venv, args.config, worker=args.worker))
     return 0
 
 
@@ -199,6 +214,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         type=Path,
         default=Path("/etc/harstream/config.yaml"),
         help="the config file the service reads (HARSTREAM_CONFIG)",
+    )
+    systemd.add_argument(
+        "--worker",
+        action="store_true",
+        help="the template harstream@.service: one instance per worker, named by the "
+        "partitions it owns (systemctl start harstream@0-63 harstream@64-127)",
     )
     systemd.set_defaults(func=cmd_deploy_systemd)
 

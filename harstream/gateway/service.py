@@ -226,7 +226,6 @@ class Gateway:
             await self._drain()
 
     async def _start_session(self, session: Session) -> None:
-        await session.publish(self.status_topic, b"online", qos=1, retain=True)
         calibrate = self.engine.preprocessor.aligned  # the model takes calibrations
         if self.router is not None:
             await self._start_worker(session, calibrate)
@@ -243,6 +242,9 @@ class Gateway:
         await session.subscribe(self.control_topic, qos=1)
         if self.settings.pipeline.homeassistant:
             await session.subscribe(self.ha_status_topic, qos=1)
+        # online once subscribed: a device that waits for it loses nothing, even the
+        # first time (a new session holds nothing for the gateway before it subscribes)
+        await session.publish(self.status_topic, b"online", qos=1, retain=True)
         self.backoff.reset()
         self.connected.set()
         if self.router is None:
