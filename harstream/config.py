@@ -221,7 +221,9 @@ class RecordingConfig(_Section):
     format: Literal["auto", "parquet", "csv"] = "auto"
     rotate_s: PositiveFloat = 60.0  # a part file holds at most this much of a session
     rotate_bytes: PositiveInt = 4 << 20  # ... and at most this many bytes in memory
-    max_buffer_bytes: PositiveInt = 64 << 20  # all devices' unwritten samples, at most
+    max_buffer_bytes: PositiveInt = (
+        128 << 20
+    )  # all devices' unwritten samples (~72 KB a device-minute)
     keep_days: PositiveFloat = 30.0  # sessions older than this are deleted
     max_bytes: PositiveInt = 10 << 30  # the recording folder at most; beyond, recording stops
     decisions: bool = True  # record the published decisions too

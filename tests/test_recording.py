@@ -81,7 +81,7 @@ async def test_a_gap_or_a_calibration_starts_a_new_session_and_parts_rotate(
     bundle_factory: Callable[..., Bundle], tmp_path: Path
 ) -> None:
     bundle = bundle_factory("gru", "stateful", aligned=True)
-    async with Harness(bundle, *record(tmp_path), "recording.rotate_bytes=20000") as h:
+    async with Harness(bundle, *record(tmp_path), "recording.rotate_bytes=8000") as h:
         await stream(h, "d", WALK[:600])
         still = np.tile(WALK[:1], (600, 1))  # a device lying still
         await stream(h, "d", still[:400], seq0=1000, t0=T0 + 20)  # a gap of 400 samples
@@ -93,7 +93,7 @@ async def test_a_gap_or_a_calibration_starts_a_new_session_and_parts_rotate(
     assert [(s.first_seq, s.last_seq) for s in sessions] == [(0, 599), (1000, 1399), (1400, 1599)]
     assert [s.vertical_source for s in sessions] == [None, None, "calibration"]
     assert sessions[-1].vertical is not None
-    assert len(sessions[0].parts) > 1  # 600 samples > 20 kB of buffer: rotated
+    assert len(sessions[0].parts) > 1  # 600 samples > 8 kB of buffer: rotated
     ((_, samples),) = read_session(sessions[0])[0]
     assert np.array_equal(samples, WALK[:600].astype(np.float32))
 

@@ -18,7 +18,7 @@ from harstream.config import Config
 from harstream.core.bundle import Bundle
 from harstream.core.partitions import coverage, format_owned, parse_owned, partition_of
 from harstream.errors import ConfigError
-from harstream.testing.localnats import Endpoint, Nats
+from harstream.testing.localnats import Endpoint, Nats, nats_cluster
 from tests.gateway_helpers import WALK, engine_for, imu
 from tests.mosquitto import Mosquitto
 from tests.test_gateway_broker import Listener, config_for, gateway_running
@@ -197,3 +197,46 @@ async def test_a_killed_worker_is_reported_and_its_devices_resume_after_its_rest
     for device in theirs:
         seqs = [a["seq"] for a in sub.json(f"/{device}/activity")]
         assert seqs == [64 * k - 1 for k in range(1, 11)], device  # nothing lost, no reset
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_a_three_node_cluster_routes_devices_to_workers_on_other_nodes(
+    tmp_path: Path, bundle_factory: Callable[..., Bundle]
+) -> None:
+    """Three nats-servers routed to each other (`deploy nats --cluster-port --routes`):
+    devices connect to the third, the workers to the first and second, and a late
+    subscriber on any node gets each device's retained activity."""
+    import aiomqtt
+
+    servers = nats_cluster(tmp_path, 3, partitions=P, prefix=PREFIX)
+    try:
+        bundle = bundle_factory("gru", "stateful")
+        ready = time.monotonic() + 60
+        while True:  # JetStream elects its leaders first; MQTT waits for it
+            try:
+                async with aiomqtt.Client("127.0.0.1", servers[2].mqtt_port, identifier="ping"):
+                    break
+            except aiomqtt.MqttError:
+                if time.monotonic() > ready:
+                    raise
+                await asyncio.sleep(0.5)
+        async with (
+            gateway_running(worker_config(servers[0].mqtt, bundle, "0-3", "w1"), bundle) as w1,
+            gateway_running(worker_config(servers[1].mqtt, bundle, "4-7", "w2"), bundle) as w2,
+            Listener(servers[2].mqtt, f"{PREFIX}/+/activity") as devices,  # type: ignore[arg-type]
+        ):
+            for s in range(0, 320, 64):
+                for device in DEVICES:
+                    payload = imu(WALK[s : s + 64], seq=s, t=1_790_000_000 + s / 50)
+                    await devices.client.publish(f"{PREFIX}/{device}/imu", payload, qos=1)
+            await devices.until(lambda: len(devices.json("/activity")) == 5 * len(DEVICES), 60)
+            assert set(w1.engine.devices) | set(w2.engine.devices) == set(DEVICES)
+            assert not set(w1.engine.devices) & set(w2.engine.devices)
+        for server in servers:  # retained: every node has every device's last activity
+            async with Listener(server.mqtt, f"{PREFIX}/+/activity") as late:  # type: ignore[arg-type]
+                await late.until(lambda: len(late.json("/activity")) == len(DEVICES), 20)
+                assert all(retained for _, _, retained in late.got)
+    finally:
+        for server in servers:
+            server.stop()

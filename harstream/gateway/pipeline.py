@@ -54,8 +54,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from harstream.core.engine import Decision, Engine, Message, Prepared
 from harstream.core.payload import (
     decode_calibrate,
@@ -480,10 +478,8 @@ class Pipeline:
         for r in batch.prepared.rounds:
             for work in r.work:
                 msg = work.msg
-                n = len(msg.samples)
-                offsets = np.arange(n) / rate
                 # as the engine times decisions: without t, the last sample came at receipt
-                t = msg.t + offsets if msg.t is not None else msg.received - offsets[::-1]
+                t0 = msg.t if msg.t is not None else msg.received - (len(msg.samples) - 1) / rate
                 vertical = engine.vertical_of(msg.device)
                 source = "calibration" if msg.device in engine.verticals else "reference"
                 batch.sessions[msg.device] = recorder.samples(
@@ -491,7 +487,7 @@ class Pipeline:
                     work.start,
                     work.reset or msg.device in fresh,
                     msg.samples,
-                    t,
+                    t0,
                     vertical,
                     source,
                 )

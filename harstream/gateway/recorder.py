@@ -148,7 +148,7 @@ class _Buffer:
     device: str
     session: str
     meta: dict[str, Any]
-    chunks: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    chunks: list[tuple[int, float, np.ndarray]] = field(default_factory=list)  # seq, t, float32
     decisions: list[tuple[Any, ...]] = field(default_factory=list)
     bytes: int = 0
     since: float = 0.0  # monotonic time of the oldest unwritten row
@@ -196,8 +196,8 @@ class Recorder:
             probe.unlink()
         except OSError as exc:
             raise ConfigError(f"recording.dir: {self.root}: cannot write there: {exc}") from exc
-        if self.settings.format == "parquet":  # its import takes ~0.6 s: not at a first write
-            import pyarrow.parquet  # noqa: F401
+        if self.settings.format == "parquet":  # imports take ~0.6 s: not at a first write
+            self._encode({"seq": np.arange(2)})
         self._expire()
         self._bytes = _folder_bytes(self.root)
         self._thread.start()
@@ -228,13 +228,14 @@ class Recorder:
         start: int,
         new_stream: bool,
         samples: np.ndarray,
-        t: np.ndarray,
+        t0: float,
         vertical: np.ndarray | None,
         vertical_source: str | None,
     ) -> str:
-        """A device's admitted samples (n, 6) with stream index ``start`` and device
-        times ``t`` (n,); ``new_stream``: the engine starts the device's stream here (a
-        new device or a seq gap). Returns the session key they belong to."""
+        """A device's admitted samples (n, 6) with stream index ``start``, the first at
+        device time ``t0`` (the rest on the grid after it); ``new_stream``: the engine
+        starts the device's stream here (a new device or a seq gap). Returns the session
+        key they belong to."""
         now = self._open.get(device)
         if (
             now is None
@@ -242,7 +243,7 @@ class Recorder:
             or start != now.next_seq
             or (vertical is not now.vertical and not _same(vertical, now.vertical))
         ):
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(float(t[0])))
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t0))
             session = f"{stamp}-{start}"
             key = f"{device}/{session}"
             meta = {
@@ -254,11 +255,11 @@ class Recorder:
                 "vertical_source": vertical_source if vertical is not None else None,
             }
             self._put(("session", key, meta))
-            now = self._open[device] = _Open(key, start, vertical, float(t[0]), float(t[0]))
+            now = self._open[device] = _Open(key, start, vertical, t0, t0)
         n = len(samples)
         now.next_seq = start + n
-        now.t_last = float(t[-1])
-        if not self._put(("samples", now.key, start, t, samples)):
+        now.t_last = t0 + (n - 1) / self.settings.rate_hz
+        if not self._put(("samples", now.key, start, t0, samples)):
             self._dropped += n
             del self._open[device]  # a hole: the next message starts a new session
         return now.key
@@ -390,14 +391,15 @@ class Recorder:
             self._current[meta["device"]] = key
             self._counts["sessions"] += 1
         elif kind == "samples":
-            _, key, start, t, samples = item
+            _, key, start, t0, samples = item
             buf = self._buffers.get(key)
             if buf is None:
                 return
             if not (buf.chunks or buf.decisions):
                 buf.since = self.monotonic()
-            buf.chunks.append((start, t, samples))
-            size = samples.nbytes + t.nbytes + 8 * len(t)
+            kept = samples.astype(np.float32)  # what is written: half the memory
+            buf.chunks.append((start, t0, kept))
+            size = kept.nbytes + 64
             buf.bytes += size
             self._buffered += size
             if buf.bytes >= self.settings.rotate_bytes:
@@ -466,8 +468,9 @@ class Recorder:
         written = 0
         if buf.chunks:
             seq = np.concatenate([np.arange(s, s + len(x)) for s, _, x in buf.chunks])
-            t = np.concatenate([t for _, t, _ in buf.chunks])
-            x = np.concatenate([x for _, _, x in buf.chunks]).astype(np.float32)
+            step = 1.0 / self.settings.rate_hz  # samples on the grid: t0 + i / rate
+            t = np.concatenate([t0 + step * np.arange(len(x)) for _, t0, x in buf.chunks])
+            x = np.concatenate([x for _, _, x in buf.chunks])
             name = f"samples-{int(seq[0]):012d}{self.ext}"
             columns: dict[str, Any] = {"seq": seq, "t": t}
             columns |= {c: x[:, i] for i, c in enumerate(SAMPLE_COLUMNS)}
@@ -505,6 +508,12 @@ class Recorder:
             )
 
     def _write_table(self, path: Path, columns: dict[str, Any], samples: bool = False) -> int:
+        data = self._encode(columns, samples)
+        _atomic_write(path, data)
+        return len(data)
+
+    def _encode(self, columns: dict[str, Any], samples: bool = False) -> bytes:
+        """A table as the file's bytes (parquet or gzip'd CSV)."""
         if self.settings.format == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -521,11 +530,8 @@ class Recorder:
                 )
             else:
                 pq.write_table(pa.table(columns), sink, compression="zstd")
-            data = sink.getvalue()
-        else:
-            data = gzip.compress(_csv_bytes(columns), compresslevel=6)
-        _atomic_write(path, data)
-        return len(data)
+            return sink.getvalue()
+        return gzip.compress(_csv_bytes(columns), compresslevel=6)
 
     def _fail(self, error: str) -> None:
         if self._error is None:
