@@ -240,3 +240,42 @@ async def test_a_three_node_cluster_routes_devices_to_workers_on_other_nodes(
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_what_a_worker_takes_over_http_reaches_the_devices_owner(
+    nats: Nats, bundle_factory: Callable[..., Bundle]
+) -> None:
+    """A phone pushing to any worker's HTTP port is served by the worker that owns it:
+    the HTTP ingest publishes into the broker, which routes by the phone's name."""
+    import aiohttp
+    import orjson
+
+    from harstream.core.bundle import load_bundle
+    from harstream.testing.localbroker import free_port
+    from replay import iter_hapt
+    from replay.phone import phone_batches
+    from tests.gateway_helpers import MINI
+
+    bundle = load_bundle()  # a phone's readings need the aligned inputs' filters only
+    phone = next(d for d in (f"phone{k}" for k in range(50)) if partition_of(d, P) >= 4)
+    port = free_port()
+    first = worker_config(nats.mqtt, bundle, "0-3", "w1", f"ingest.http.port={port}")
+    second = worker_config(nats.mqtt, bundle, "4-7", "w2")
+    (recording,) = iter_hapt(MINI, subjects=[9])
+    async with (
+        Listener(nats.mqtt, f"{PREFIX}/{phone}/activity") as sub,  # type: ignore[arg-type]
+        gateway_running(first, bundle) as w1,
+        gateway_running(second, bundle) as w2,
+        aiohttp.ClientSession() as http,
+    ):
+        url = f"http://127.0.0.1:{port}/ingest/sensor-logger?device={phone}"
+        for k, batch in enumerate(phone_batches(recording, start_epoch_s=1.79e9)):
+            async with http.post(url, data=orjson.dumps(batch)) as reply:
+                assert reply.status == 200, await reply.text()
+            if k == 20:
+                break
+        await sub.until(lambda: len(sub.json("/activity")) >= 10, 30)
+        assert phone in w2.engine.devices and phone not in w1.engine.devices
+        assert w1.snapshot()["http"]["http_accepted"] == 21

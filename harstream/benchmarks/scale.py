@@ -44,9 +44,10 @@ def scale_run(
     broker: str = "nats",
     partitions: int = 128,
     message_samples: int = 50,
+    overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One point: ``devices`` at 50 Hz for ``seconds`` through ``broker`` (nats:
-    ``workers`` workers; mosquitto: one gateway)."""
+    ``workers`` workers; mosquitto: one gateway); ``overrides``: config for every one."""
     prefix = f"bench{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="harstream-scale-") as tmp:
         server: Nats | Mosquitto
@@ -64,6 +65,7 @@ def scale_run(
             "model.backend=onnx",
             f"stream.max_devices={max(devices, 1) * 2}",
             "logging.level=WARNING",
+            *overrides,
         ]
         plans: list[tuple[list[str], str]] = []
         if broker == "nats":
