@@ -237,6 +237,9 @@ class ScaleConfig(_Section):
     owned: str = "all"  # all, or a, a-b, a-b/k items: "0-63", "0-127/2"
     worker: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
     probe_s: PositiveFloat = 5.0  # at start: how long to wait for the broker's mapping
+    #: dynamic ownership: the live workers share a dead worker's partitions until it is
+    #: back (its session then starts clean: the others served what it missed)
+    takeover: bool = False
 
     @model_validator(mode="after")
     def _owned_parses(self) -> ScaleConfig:

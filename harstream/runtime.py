@@ -149,7 +149,7 @@ def scale_settings(config: Config) -> ScaleSettings | None:
     owned = parse_owned(scale.owned, scale.partitions)
     worker = scale.worker or f"{socket.gethostname()}-{format_owned(owned)}"
     worker = re.sub(r"[^A-Za-z0-9_-]", "_", worker)[:64]
-    return ScaleSettings(scale.partitions, owned, worker)
+    return ScaleSettings(scale.partitions, owned, worker, scale.takeover)
 
 
 def recorder_settings(config: Config, bundle: Bundle) -> RecorderSettings | None:
@@ -307,7 +307,8 @@ def mqtt_transport(config: Config, client_id: str | None = None) -> MqttTranspor
         transport=broker.transport,
         ws_path=broker.ws_path,
         protocol=broker.protocol,
-        clean_session=broker.clean_session,
+        # a worker that takes over others' partitions returns clean: they served its own
+        clean_session=broker.clean_session or config.scale.takeover,
         session_expiry_s=broker.session_expiry_s,
         max_queued=broker.max_queued,
         max_inflight=broker.max_inflight,

@@ -49,7 +49,7 @@ def config_for(server: Mosquitto, prefix: str, bundle: Bundle, *more: str) -> Co
 
 @asynccontextmanager
 async def gateway_running(
-    config: Config, bundle: Bundle, *, reloadable: bool = False
+    config: Config, bundle: Bundle, *, reloadable: bool = False, timeout: float = 10.0
 ) -> AsyncIterator[Gateway]:
     gateway = Gateway(
         build_engine(config, bundle),
@@ -61,11 +61,11 @@ async def gateway_running(
     task = asyncio.create_task(gateway.run(stop))
     connected = asyncio.create_task(gateway.connected.wait())
     try:
-        await asyncio.wait({task, connected}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, connected}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if task.done():  # it failed to start: its error is the test's
             connected.cancel()
             task.result()
-        assert connected.done(), "the gateway did not connect within 10 s"
+        assert connected.done(), f"the gateway did not connect within {timeout:g} s"
         yield gateway
     finally:
         stop.set()

@@ -213,17 +213,26 @@ async def test_a_three_node_cluster_routes_devices_to_workers_on_other_nodes(
     try:
         bundle = bundle_factory("gru", "stateful")
         ready = time.monotonic() + 60
-        while True:  # JetStream elects its leaders first; MQTT waits for it
-            try:
-                async with aiomqtt.Client("127.0.0.1", servers[2].mqtt_port, identifier="ping"):
-                    break
-            except aiomqtt.MqttError:
-                if time.monotonic() > ready:
-                    raise
-                await asyncio.sleep(0.5)
+        for k, server in enumerate(servers):  # JetStream elects its leaders first
+            while True:  # and MQTT sessions wait for it, on every node
+                try:
+                    async with aiomqtt.Client(
+                        "127.0.0.1", server.mqtt_port, identifier=f"ping{k}", clean_session=False
+                    ) as ping:
+                        await ping.subscribe(f"{PREFIX}/ping/{k}", qos=1)
+                        break
+                except aiomqtt.MqttError:
+                    if time.monotonic() > ready:
+                        raise
+                    await asyncio.sleep(0.5)
         async with (
-            gateway_running(worker_config(servers[0].mqtt, bundle, "0-3", "w1"), bundle) as w1,
-            gateway_running(worker_config(servers[1].mqtt, bundle, "4-7", "w2"), bundle) as w2,
+            # a QoS 1 subscription is a replicated JetStream consumer here: slower to make
+            gateway_running(
+                worker_config(servers[0].mqtt, bundle, "0-3", "w1"), bundle, timeout=60
+            ) as w1,
+            gateway_running(
+                worker_config(servers[1].mqtt, bundle, "4-7", "w2"), bundle, timeout=60
+            ) as w2,
             Listener(servers[2].mqtt, f"{PREFIX}/+/activity") as devices,  # type: ignore[arg-type]
         ):
             for s in range(0, 320, 64):
@@ -279,3 +288,64 @@ async def test_what_a_worker_takes_over_http_reaches_the_devices_owner(
         await sub.until(lambda: len(sub.json("/activity")) >= 10, 30)
         assert phone in w2.engine.devices and phone not in w1.engine.devices
         assert w1.snapshot()["http"]["http_accepted"] == 21
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_with_takeover_the_live_workers_serve_a_dead_ones_devices_until_it_returns(
+    nats: Nats, bundle_factory: Callable[..., Bundle], tmp_path: Path
+) -> None:
+    """Dynamic ownership (`scale.takeover`): `kill -9` of a worker; the other takes over
+    its partitions at once (its will), its devices' decisions come from there (their
+    streams start again: one hop), and when it is back the partitions are handed back;
+    no device is ever decided twice for the same samples."""
+    bundle = bundle_factory("gru", "stateful")
+    config = tmp_path / "w2.yaml"
+    config.write_text(
+        f"broker:\n  host: 127.0.0.1\n  port: {nats.mqtt_port}\n  reconnect_min_s: 0.05\n"
+        f"topics:\n  prefix: {PREFIX}\nmodel:\n  path: {bundle.path}\n"
+        f"scale:\n  partitions: {P}\n  owned: 4-7\n  worker: w2\n  takeover: true\n"
+    )
+    theirs = [d for d in DEVICES if partition_of(d, P) >= 4]
+
+    def start() -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "harstream", "serve", "--config", str(config)]
+        return subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+
+    first = worker_config(nats.mqtt, bundle, "0-3", "w1", "scale.takeover=true")
+    async with (
+        Listener(nats.mqtt, f"{PREFIX}/+/activity", f"{PREFIX}/workers/+/status") as sub,  # type: ignore[arg-type]
+        gateway_running(first, bundle) as w1,
+    ):
+
+        async def send(rounds: range) -> None:
+            for s in (64 * k for k in rounds):
+                for device in DEVICES:
+                    payload = imu(WALK[s % 1280 : s % 1280 + 64], seq=s, t=1.79e9 + s / 50)
+                    await sub.client.publish(f"{PREFIX}/{device}/imu", payload, qos=1)
+
+        w2 = start()
+        try:
+            online = (f"{PREFIX}/workers/w2/status", b"online")
+            await sub.until(lambda: online in [g[:2] for g in sub.got], 30)
+            await send(range(0, 5))
+            await sub.until(lambda: len(sub.json("/activity")) == 5 * len(DEVICES))
+            w2.kill()
+            w2.communicate()
+            killed = time.monotonic()
+            await sub.until(lambda: w1.snapshot()["scale"]["serving"] == "0-7", 10)
+            taken_s = time.monotonic() - killed
+            await send(range(5, 10))
+            await sub.until(lambda: len(sub.json("/activity")) == 10 * len(DEVICES), 30)
+            w2 = start()
+            await sub.until(lambda: w1.snapshot()["scale"]["serving"] == "0-3", 30)
+            await send(range(10, 15))
+            await sub.until(lambda: len(sub.json("/activity")) == 15 * len(DEVICES), 30)
+        finally:
+            w2.kill()
+            w2.communicate()
+    print(f"takeover {taken_s:.2f} s after the kill")
+    assert taken_s < 5
+    for device in theirs:
+        seqs = [a["seq"] for a in sub.json(f"/{device}/activity")]
+        assert seqs == [64 * k - 1 for k in range(1, 16)], device  # each hop once, in order

@@ -59,6 +59,10 @@ class MemorySession:
             if topic_matches(topic, name):
                 self.queue.put_nowait(Incoming(name, payload))
 
+    async def unsubscribe(self, topic: str) -> None:
+        if topic in self.filters:
+            self.filters.remove(topic)
+
     async def batches(self) -> AsyncIterator[list[Incoming]]:
         """Everything queued when the reader wakes, as one batch."""
         while True:

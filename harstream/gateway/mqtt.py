@@ -141,6 +141,9 @@ class MqttSession:
     async def subscribe(self, topic: str, qos: int = 0) -> None:
         await self._t._subscribe(topic, qos)
 
+    async def unsubscribe(self, topic: str) -> None:
+        await self._t._unsubscribe(topic)
+
     async def batches(self) -> AsyncIterator[list[Incoming]]:
         async for batch in self._t._batches():
             yield batch
@@ -208,6 +211,7 @@ class MqttTransport:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
@@ -444,6 +448,18 @@ class MqttTransport:
         else:
             future.set_result(None)
 
+    def _on_unsubscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        future = self._waiting.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)  # an unsubscription the broker answers is done
+
     # --- the session's verbs ---------------------------------------------------------
 
     def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
@@ -471,6 +487,12 @@ class MqttTransport:
             await self._until_acked(mid, f"subscription to {topic!r}")
         except TransportError as exc:
             raise TransportError(f"{topic!r}: {exc}") from exc
+
+    async def _unsubscribe(self, topic: str) -> None:
+        rc, mid = self._client.unsubscribe(topic)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise TransportError(f"cannot unsubscribe from {topic!r}: {paho.error_string(rc)}")
+        await self._until_acked(mid, f"unsubscription from {topic!r}")
 
     async def _until_acked(self, mid: int, what: str) -> None:
         """Wait for paho's callback on ``mid`` (it cannot have come yet: paho reads and

@@ -22,12 +22,13 @@ Pure: no I/O; the gateway (``harstream.gateway.service``) does the subscribing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from harstream.core.partitions import partition_of
 from harstream.core.payload import valid_device_id
 
-__all__ = ["KINDS", "PROBE_PREFIX", "Router", "ScaleSettings"]
+__all__ = ["KINDS", "PROBE_PREFIX", "Router", "ScaleSettings", "takeover_share"]
 
 #: what a device publishes on {prefix}/{device}/{kind}, partitioned by the broker
 KINDS = ("imu", "calibrate", "label")
@@ -39,8 +40,28 @@ PROBE_PREFIX = "_harstream-probe-"
 @dataclass(frozen=True, slots=True)
 class ScaleSettings:
     partitions: int
-    owned: frozenset[int]
+    owned: frozenset[int]  # its own ("home") partitions
     worker: str  # this worker's name (its announcement topic)
+    takeover: bool = False  # also serve dead workers' partitions (shared by the live ones)
+
+
+def takeover_share(
+    me: str, live: Mapping[str, frozenset[int]], dead: Mapping[str, frozenset[int]]
+) -> frozenset[int]:
+    """The partitions of dead workers that ``me`` serves besides its own: each such
+    partition no live worker owns goes to the live workers in turn (sorted by name, by
+    the partition's number), so every live worker computes the same split alone.
+
+    >>> sorted(takeover_share("a", {"a": frozenset({0}), "b": frozenset({1})},
+    ...                       {"c": frozenset({2, 3, 4})}))
+    [2, 4]
+    """
+    names = sorted(live)
+    if me not in names:
+        return frozenset()
+    owned = set().union(*live.values()) if live else set()
+    orphans = sorted(set().union(*dead.values()) - owned) if dead else []
+    return frozenset(p for p in orphans if names[p % len(names)] == me)
 
 
 class Router:
@@ -50,19 +71,21 @@ class Router:
         self, settings: ScaleSettings, prefix: str, sensor_logger_topic: str | None
     ) -> None:
         self.settings = settings
+        self.owned = settings.owned  # its own and, with takeover, dead workers' (rebound whole)
         self.prefix = prefix
         self.sensor_logger_topic = sensor_logger_topic
         self.counters = {"messages_unowned": 0, "messages_mismatched": 0, "probes": 0}
 
-    def filters(self, calibrate: bool, label: bool) -> list[str]:
-        """The topic filters this worker subscribes to: per owned partition, the kinds
-        it serves."""
+    def filters(
+        self, calibrate: bool, label: bool, partitions: frozenset[int] | None = None
+    ) -> list[str]:
+        """The topic filters this worker subscribes to: per partition (default: its
+        own), the kinds it serves."""
         kinds = ["imu"] + (["calibrate"] if calibrate else []) + (["label"] if label else [])
         if self.sensor_logger_topic is not None:
             kinds.append(SENSOR_LOGGER_KIND)
-        return [
-            f"{self.prefix}/{kind}/{p}/+" for p in sorted(self.settings.owned) for kind in kinds
-        ]
+        chosen = self.settings.owned if partitions is None else partitions
+        return [f"{self.prefix}/{kind}/{p}/+" for p in sorted(chosen) for kind in kinds]
 
     def is_partitioned(self, topic: str) -> bool:
         return topic.startswith(self.prefix + "/") and topic.count("/") == (
@@ -81,7 +104,7 @@ class Router:
             self.counters["probes"] += 1
             return None, None
         p, partitions = int(part), self.settings.partitions
-        if p not in self.settings.owned:
+        if p not in self.owned:
             self.counters["messages_unowned"] += 1
             return None, f"partition {p} is not one of this worker's"
         if valid_device_id(device) and partition_of(device, partitions) != p:

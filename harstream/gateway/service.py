@@ -48,7 +48,7 @@ from harstream.gateway.dashboard import Dashboard, DashboardSettings
 from harstream.gateway.http import HttpIngest, HttpSettings
 from harstream.gateway.pipeline import Arrival, Output, Pipeline, PipelineSettings
 from harstream.gateway.recorder import Recorder, RecorderSettings
-from harstream.gateway.scale import PROBE_PREFIX, Router, ScaleSettings
+from harstream.gateway.scale import PROBE_PREFIX, Router, ScaleSettings, takeover_share
 from harstream.gateway.transport import Incoming, Session, Transport, TransportError, Will
 
 __all__ = ["Backoff", "Gateway", "GatewaySettings"]
@@ -156,6 +156,9 @@ class Gateway:
         self.status_topic = f"{prefix}/status"
         self.workers_topic = f"{prefix}/workers"
         self.workers: dict[str, frozenset[int]] = {}  # live workers' partitions (worker mode)
+        self.homes: dict[str, frozenset[int]] = {}  # every announced worker's own partitions
+        self.alive: dict[str, bool] = {}  # by their status topics
+        self._rebalancing = asyncio.Lock()
         self._coverage: dict[str, str] | None = None  # what was last logged
         self._coverage_from = 0.0  # monotonic: when a worker first judges the coverage
         if settings.scale is not None:  # each worker its own status, beside its partitions
@@ -358,21 +361,54 @@ class Gateway:
         assert scale is not None
         name = message.topic[len(self.workers_topic) + 1 :]
         if name.endswith("/status"):
-            worker = name[: -len("/status")]
-            if message.payload != b"online":
-                self.workers.pop(worker, None)
-                self._check_coverage()
-            return
-        try:
-            news = json.loads(message.payload)
-            owned = parse_owned(news["owned"], scale.partitions)
-            if news["partitions"] != scale.partitions:
-                raise ValueError(f"P {news['partitions']}, not {scale.partitions}")
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("worker %s announces what this worker cannot take: %s", name, exc)
-            return
-        self.workers[name] = owned
+            self.alive[name[: -len("/status")]] = message.payload == b"online"
+        else:
+            try:
+                news = json.loads(message.payload)
+                owned = parse_owned(news["owned"], scale.partitions)
+                if news["partitions"] != scale.partitions:
+                    raise ValueError(f"P {news['partitions']}, not {scale.partitions}")
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("worker %s announces what this worker cannot take: %s", name, exc)
+                return
+            self.homes[name] = owned
+        # a worker is dead once its status says so (its will); one that announced itself
+        # and is still subscribing has no status yet: alive, not to be taken over
+        self.workers = {
+            w: home
+            for w, home in self.homes.items()
+            if self.alive.get(w, True) or w == scale.worker
+        }
         self._check_coverage()
+        if scale.takeover:
+            asyncio.get_running_loop().create_task(self._rebalance(), name="rebalance")
+
+    async def _rebalance(self) -> None:
+        """Takeover: serve this worker's partitions plus its share of dead workers'
+        (``takeover_share``); subscribe to what it gains before taking its messages,
+        stop taking what it hands back before unsubscribing."""
+        scale, router, session = self.settings.scale, self.router, self._session
+        assert scale is not None and router is not None
+        if session is None:
+            return
+        async with self._rebalancing:
+            dead = {w: home for w, home in self.homes.items() if w not in self.workers}
+            target = scale.owned | takeover_share(scale.worker, self.workers, dead)
+            gained, released = target - router.owned, router.owned - target
+            calibrate, label = self.engine.preprocessor.aligned, self.recorder is not None
+            try:
+                if gained:
+                    router.owned = router.owned | gained
+                    for topic in router.filters(calibrate, label, gained):
+                        await session.subscribe(topic, qos=self.settings.qos_in)
+                    log.warning("taking over partitions %s of dead workers", format_owned(gained))
+                if released:
+                    router.owned = target
+                    for topic in router.filters(calibrate, label, released):
+                        await session.unsubscribe(topic)
+                    log.info("handing back partitions %s", format_owned(released))
+            except TransportError as exc:  # the connection's own task reconnects
+                log.warning("rebalancing stopped by the connection: %s", exc)
 
     def _check_coverage(self) -> None:
         """Log partitions no one owns or two own, once the workers had a moment to
@@ -577,6 +613,7 @@ class Gateway:
             "partitions": scale.partitions,
             "owned": format_owned(scale.owned),
             "workers": sorted({scale.worker, *self.workers}),
+            "serving": format_owned(self.router.owned),
             **coverage(scale.partitions, {scale.worker: scale.owned, **self.workers}),
             **self.router.counters,
         }

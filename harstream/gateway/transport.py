@@ -57,6 +57,8 @@ class Session(Protocol):
 
     async def subscribe(self, topic: str, qos: int = 0) -> None: ...
 
+    async def unsubscribe(self, topic: str) -> None: ...
+
     def batches(self) -> AsyncIterator[list[Incoming]]:
         """What each read of the connection brought, in order; raises TransportError
         when the connection is lost."""
