@@ -49,6 +49,24 @@ def worker_config(
     )
 
 
+def serve_worker(
+    config: Path, server: Nats, bundle: Bundle, scale_more: str = ""
+) -> Callable[[], subprocess.Popen[str]]:
+    """What starts `harstream serve` as worker w2 (partitions 4-7) in its own process,
+    so that a test can `kill -9` it and start it again under the same name."""
+    config.write_text(
+        f"broker:\n  host: 127.0.0.1\n  port: {server.mqtt_port}\n  reconnect_min_s: 0.05\n"
+        f"topics:\n  prefix: {PREFIX}\nmodel:\n  path: {bundle.path}\n"
+        f"scale:\n  partitions: {P}\n  owned: 4-7\n  worker: w2\n{scale_more}"
+    )
+
+    def start() -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "harstream", "serve", "--config", str(config)]
+        return subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+
+    return start
+
+
 def test_partitions_as_nats_computes_them(nats: Nats) -> None:
     """The hash the workers check against is the one the broker applies."""
     assert sorted(parse_owned("0-127/2", 128))[:3] == [0, 2, 4]
@@ -147,17 +165,8 @@ async def test_a_killed_worker_is_reported_and_its_devices_resume_after_its_rest
     (the broker publishes the dead one's will); its persistent session keeps what its
     devices send meanwhile, and after its restart their decisions resume without a gap."""
     bundle = bundle_factory("gru", "stateful")
-    config = tmp_path / "w2.yaml"
-    config.write_text(
-        f"broker:\n  host: 127.0.0.1\n  port: {nats.mqtt_port}\n  reconnect_min_s: 0.05\n"
-        f"topics:\n  prefix: {PREFIX}\nmodel:\n  path: {bundle.path}\n"
-        f"scale:\n  partitions: {P}\n  owned: 4-7\n  worker: w2\n"
-    )
+    start = serve_worker(tmp_path / "w2.yaml", nats, bundle)
     theirs = [d for d in DEVICES if partition_of(d, P) >= 4]
-
-    def start() -> subprocess.Popen[str]:
-        command = [sys.executable, "-m", "harstream", "serve", "--config", str(config)]
-        return subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
 
     async with (
         Listener(nats.mqtt, f"{PREFIX}/+/activity", f"{PREFIX}/workers/+/status") as sub,  # type: ignore[arg-type]
@@ -300,17 +309,8 @@ async def test_with_takeover_the_live_workers_serve_a_dead_ones_devices_until_it
     streams start again: one hop), and when it is back the partitions are handed back;
     no device is ever decided twice for the same samples."""
     bundle = bundle_factory("gru", "stateful")
-    config = tmp_path / "w2.yaml"
-    config.write_text(
-        f"broker:\n  host: 127.0.0.1\n  port: {nats.mqtt_port}\n  reconnect_min_s: 0.05\n"
-        f"topics:\n  prefix: {PREFIX}\nmodel:\n  path: {bundle.path}\n"
-        f"scale:\n  partitions: {P}\n  owned: 4-7\n  worker: w2\n  takeover: true\n"
-    )
+    start = serve_worker(tmp_path / "w2.yaml", nats, bundle, "  takeover: true\n")
     theirs = [d for d in DEVICES if partition_of(d, P) >= 4]
-
-    def start() -> subprocess.Popen[str]:
-        command = [sys.executable, "-m", "harstream", "serve", "--config", str(config)]
-        return subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
 
     first = worker_config(nats.mqtt, bundle, "0-3", "w1", "scale.takeover=true")
     async with (

@@ -16,14 +16,41 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from harstream.core.bundle import Bundle
 from harstream.testing.localbroker import Mosquitto, wait_for_port
 
-__all__ = ["alternating", "e2e_run"]
+__all__ = ["alternating", "e2e_run", "load_result", "run_load", "serve_command"]
+
+
+def serve_command(settings: Iterable[str]) -> list[str]:
+    """``harstream serve`` in a process of its own, each setting a ``--set``."""
+    command = [sys.executable, "-m", "harstream", "serve"]
+    for item in settings:
+        command += ["--set", item]
+    return command
+
+
+def run_load(spec: Mapping[str, Any], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """The load generator (harstream.benchmarks.loadgen) in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "harstream.benchmarks.loadgen", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def load_result(load: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The load generator's JSON line; its error if it failed."""
+    if load.returncode != 0:
+        raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(load.stdout.strip().splitlines()[-1])
+    return result
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -91,9 +118,7 @@ def e2e_run(
             "logging.level=INFO",  # start-up and the last line (messages, batches)
             *overrides,
         ]
-        command = [sys.executable, "-m", "harstream", "serve"]
-        for item in settings:
-            command += ["--set", item]
+        command = serve_command(settings)
         if baseline_model is not None:
             hop = 64
             spec = {"port": broker.port, "prefix": prefix, "model": str(baseline_model)}
@@ -127,13 +152,7 @@ def e2e_run(
                 "hop": hop,
                 "first_decision": first,
             }
-            load = subprocess.run(
-                [sys.executable, "-m", "harstream.benchmarks.loadgen", json.dumps(load_spec)],
-                capture_output=True,
-                text=True,
-                timeout=seconds + 120,
-                check=False,
-            )
+            load = run_load(load_spec, seconds + 120)
             cpu = _proc_cpu_s(gateway.pid) - cpu_before
             wall = time.monotonic() - wall_before
             broker_cpu = _proc_cpu_s(broker_pid) - broker_before
@@ -146,9 +165,7 @@ def e2e_run(
             except subprocess.TimeoutExpired:
                 gateway.kill()
             broker.stop()
-        if load.returncode != 0:
-            raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
-        result: dict[str, Any] = json.loads(load.stdout.strip().splitlines()[-1])
+        result = load_result(load)
         batching = re.search(
             r"\((\d+) messages in (\d+) batches\)", (Path(tmp) / "gateway.log").read_text()
         )

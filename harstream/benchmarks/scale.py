@@ -10,16 +10,14 @@ messages plus the activities published back).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from harstream.benchmarks.e2e import _proc_cpu_s, _wait_online
+from harstream.benchmarks.e2e import _proc_cpu_s, _wait_online, load_result, run_load, serve_command
 from harstream.core.bundle import Bundle
 from harstream.testing.localbroker import Mosquitto
 from harstream.testing.localnats import Nats
@@ -82,9 +80,7 @@ def scale_run(
         logs: list[Any] = []
         try:
             for more, _ in plans:
-                command = [sys.executable, "-m", "harstream", "serve"]
-                for item in [*common, *more]:
-                    command += ["--set", item]
+                command = serve_command([*common, *more])
                 log = (Path(tmp) / f"gateway{len(processes)}.log").open("w")
                 logs.append(log)
                 processes.append(subprocess.Popen(command, stderr=log))
@@ -102,13 +98,7 @@ def scale_run(
                 "hop": bundle.hop,
                 "first_decision": bundle.hop,
             }
-            load = subprocess.run(
-                [sys.executable, "-m", "harstream.benchmarks.loadgen", json.dumps(spec)],
-                capture_output=True,
-                text=True,
-                timeout=seconds + 180,
-                check=False,
-            )
+            load = run_load(spec, seconds + 180)
             wall = time.monotonic() - wall_before
             cpu = [_proc_cpu_s(p.pid) - b for p, b in zip(processes, before, strict=True)]
             broker_cpu = _proc_cpu_s(server.process.pid) - broker_before
@@ -123,9 +113,7 @@ def scale_run(
             for log in logs:
                 log.close()
             server.stop()
-        if load.returncode != 0:
-            raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(load.stdout.strip().splitlines()[-1])
+    result = load_result(load)
     messages = result["messages_sent"] + result.get("decisions_received", 0)
     result.update(
         {
