@@ -141,6 +141,25 @@ def test_idle_devices_are_evicted_and_capacity_enforced(
     assert engine.devices == []
 
 
+@pytest.mark.parametrize("mode", ["window", "stateful"])
+def test_a_slot_freed_by_eviction_serves_its_next_device_from_scratch(
+    bundle_factory: Callable[..., Bundle], mode: str
+) -> None:
+    """Device "b" takes the slot "a" left, in the same batch as "a"'s last message
+    reaches the complete stage: b decides as a new device alone would."""
+    bundle = bundle_factory("gru", mode)
+    engine = make_engine(bundle, "hysteresis", "stream.idle_timeout_s=10")
+    engine.feed("a", RECORDINGS[1][:300], now=0.0)
+    last_of_a = engine.prepare([Message("a", RECORDINGS[1][300:400], received=1.0)])
+    assert engine.evict_idle(now=20.0) == ["a"]
+    first_of_b = engine.prepare([Message("b", WALK[:300], received=20.0)])
+    engine.complete(last_of_a)
+    got = list(engine.complete(first_of_b))
+    alone = make_engine(bundle, "hysteresis").feed("b", WALK[:300], now=20.0)
+    assert got == alone and got[0].previous is None
+    assert engine.devices == ["b"]
+
+
 def test_decision_times(bundle_factory: Callable[..., Bundle]) -> None:
     engine = make_engine(bundle_factory("gru", "stateful"))
     # device time given: t of the decision's last sample = t0 + offset / rate

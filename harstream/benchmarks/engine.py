@@ -26,7 +26,7 @@ from harstream.config import Config, load_config
 from harstream.core.bundle import Bundle
 from harstream.core.engine import Engine, Message
 from harstream.core.inference import Model, State, load_model
-from harstream.core.payload import decode_imu, encode_activity, encode_frame, encode_imu
+from harstream.core.payload import decode_imu, encode_activities, encode_frame, encode_imu
 from harstream.runtime import build_engine, imu_limits
 
 __all__ = ["EngineResult", "engine_throughput", "gateway_stages", "synthetic_stream"]
@@ -179,8 +179,7 @@ def gateway_stages(
             t2 = time.perf_counter()
             decisions = engine.complete(prepared)
             t3 = time.perf_counter()
-            for d in decisions:
-                encode_activity(d, bundle.name)
+            encode_activities(decisions, bundle.name)
             t4 = time.perf_counter()
             for stage, took in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 seconds[stage] += took

@@ -1,23 +1,31 @@
 """The recognition engine: per-device state in, decisions out. Pure: no I/O, no clock.
 
 ``feed_many(messages)`` takes a batch of device messages and returns every decision
-they complete. The heavy steps run once per batch, not once per device: the filters
-of all devices that sent the same number of samples are run together, and a single
-inference call covers every device whose hop completed. ``feed`` is the one-message
-form. Time comes in with each message (``received``, and the device's own ``t``).
+they complete. A batch is a few numpy operations over the devices that sent data, not
+Python per device: every device's state lives in arrays indexed by the device's slot
+(:class:`~harstream.core.slots.SlotArrays`), the filters of all devices that sent the
+same number of samples run as one call, one inference call covers every device with
+the same number of recurrent steps (stateful) or every completed window, and the
+smoother updates all of a batch's decisions at once. The decisions come back column by
+column (:class:`Decisions`), for the gateway to encode in one pass. ``feed`` is the
+one-message form. Time comes in with each message (``received``, and the device's own
+``t``).
 
 ``feed_many`` is two stages, which a gateway may run in two threads, one batch apart:
 ``prepare`` (admission, filters, windows: the input side of each device) and
 ``complete`` (inference, smoothing, decisions: the output side). Each stage touches only
-its own side of a device's state, and each must see the batches in order.
+its own side of a device's state (its own arrays, which only it grows), and each must
+see the batches in order; a slot freed by eviction and given to a new device is
+restarted by each stage when that device's first message reaches it.
 
-Per device the engine keeps (:class:`_Device`): filter state, window buffer, recurrent
-state (stateful mode), smoother, the next expected ``seq``, when it was last seen, and
-the activity it last published. A ``seq`` ahead of the expected one is a gap: the
-device's stream state is reset, counted, and the message is processed as a new start.
-A ``seq`` behind it is a duplicate: dropped and counted. Devices idle for longer than
-``idle_timeout_s`` are evicted; at most ``max_devices`` are kept, new ones beyond are
-rejected.
+Per device the engine keeps: filter state, the samples a decision still needs (window
+mode: the last ``window``, in a ring; stateful mode: those short of a recurrent step),
+recurrent state (stateful mode), smoother state, the next expected ``seq``, when it was
+last seen, and the activity it last published. A ``seq`` ahead of the expected one is a
+gap: the device's stream state is reset, counted, and the message is processed as a new
+start. A ``seq`` behind it is a duplicate: dropped and counted. Devices idle for longer
+than ``idle_timeout_s`` are evicted (their slots reused); at most ``max_devices`` are
+kept, new ones beyond are rejected.
 
 Calibration (bundles with the gravity-aligned inputs): each device may have a
 calibrated vertical, the direction of gravity in its own frame while its wearer stood
@@ -38,22 +46,28 @@ same ``Preprocessor.preprocess``).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import numpy as np
 
 from harstream.core.bundle import UNKNOWN
-from harstream.core.inference import Model, State, stack_states, unstack_state
-from harstream.core.preprocessing import FilterState, Preprocessor, gravity_direction
+from harstream.core.inference import Model
+from harstream.core.preprocessing import (
+    RAW_CHANNELS,
+    FilterState,
+    Preprocessor,
+    gravity_direction,
+)
+from harstream.core.slots import SlotArrays, Spec
 from harstream.core.smoothing import Smoother
-from harstream.core.window import Emitted, WindowBuffer
 from harstream.errors import RejectedError
 
 __all__ = [
     "CALIBRATION_MAX_MOTION_G",
     "Decision",
+    "Decisions",
     "Engine",
     "EngineEvent",
     "FeedResult",
@@ -101,43 +115,169 @@ class EngineEvent:
     dropped: bool
 
 
+class Decisions(Sequence[Decision]):
+    """A batch's decisions, column by column: what the gateway encodes in one pass.
+    Indexing or iterating gives :class:`Decision` objects. ``activity`` and
+    ``previous`` index ``names`` (the labels, then ``UNKNOWN``); ``previous`` is -1
+    where nothing was published before."""
+
+    __slots__ = (
+        "activity",
+        "confidence",
+        "device",
+        "labels",
+        "names",
+        "previous",
+        "probs",
+        "received",
+        "seq",
+        "t",
+    )
+    labels: tuple[str, ...]
+    names: tuple[str, ...]
+    device: list[str]
+    seq: np.ndarray  # int64: stream index of the last sample each decision saw
+    t: np.ndarray
+    received: np.ndarray
+    activity: np.ndarray  # int64, into names
+    confidence: np.ndarray
+    probs: np.ndarray  # (D, classes) float32: the raw model output
+    previous: np.ndarray  # int64, into names; -1: none
+
+    def __init__(
+        self,
+        labels: tuple[str, ...],
+        device: list[str],
+        seq: np.ndarray,
+        t: np.ndarray,
+        received: np.ndarray,
+        activity: np.ndarray,
+        confidence: np.ndarray,
+        probs: np.ndarray,
+        previous: np.ndarray,
+    ) -> None:
+        self.labels = labels
+        self.names = (*labels, UNKNOWN)
+        self.device = device
+        self.seq, self.t, self.received = seq, t, received
+        self.activity, self.confidence, self.probs = activity, confidence, probs
+        self.previous = previous
+
+    @classmethod
+    def empty(cls, labels: tuple[str, ...]) -> Decisions:
+        none = np.zeros(0, np.int64)
+        return cls(
+            labels, [], none, np.zeros(0), np.zeros(0), none, np.zeros(0),
+            np.zeros((0, len(labels)), np.float32), none,
+        )  # fmt: skip
+
+    @classmethod
+    def concat(cls, labels: tuple[str, ...], parts: Sequence[Decisions]) -> Decisions:
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls.empty(labels)
+        return cls(
+            labels,
+            [d for p in parts for d in p.device],
+            *(np.concatenate([getattr(p, k) for p in parts]) for k in _COLUMNS),
+        )
+
+    @property
+    def raw(self) -> np.ndarray:
+        """Each decision's argmax of ``probs`` (an index into ``labels``)."""
+        raw: np.ndarray = np.argmax(self.probs, axis=1)
+        return raw
+
+    @property
+    def changed(self) -> np.ndarray:
+        """Whether each decision changed the published activity."""
+        changed: np.ndarray = (self.previous >= 0) & (self.previous != self.activity)
+        return changed
+
+    def __len__(self) -> int:
+        return len(self.device)
+
+    @overload
+    def __getitem__(self, i: int) -> Decision: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Decision]: ...
+
+    def __getitem__(self, i: int | slice) -> Decision | list[Decision]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        names, p = self.names, self.probs[i]
+        previous = int(self.previous[i])
+        activity = names[int(self.activity[i])]
+        return Decision(
+            device=self.device[i],
+            seq=int(self.seq[i]),
+            t=float(self.t[i]),
+            received=float(self.received[i]),
+            activity=activity,
+            confidence=float(self.confidence[i]),
+            probabilities={lab: float(v) for lab, v in zip(self.labels, p, strict=True)},
+            raw_activity=self.labels[int(np.argmax(p))],
+            changed=previous >= 0 and names[previous] != activity,
+            previous=names[previous] if previous >= 0 else None,
+        )
+
+
+_COLUMNS = ("seq", "t", "received", "activity", "confidence", "probs", "previous")
+
+
 @dataclass
 class FeedResult:
-    decisions: list[Decision] = field(default_factory=list)
+    decisions: Sequence[Decision] = field(default_factory=list)
     events: list[EngineEvent] = field(default_factory=list)
 
 
-class _Work(NamedTuple):
-    """One admitted message: its device, its stream index, whether it starts a new stream
-    (a seq gap: the reset happens when the message's turn comes, not at admission)."""
+class _Admitted(NamedTuple):
+    """One admitted message: its device's slot, its stream index, whether it starts a
+    new stream (a seq gap, or a device new to the engine: the reset happens when the
+    message's turn comes, not at admission) and whether the device is new."""
 
-    dev: _Device
     msg: Message
+    slot: int
     start: int
-    reset: bool
+    restart: bool
+    new: bool
 
 
-class _Input(NamedTuple):
-    """What ``prepare`` made of one message for the model. ``stops``: the device's sample
-    counts (since its stream began) at which decisions fall in this message. ``x``: in
-    window mode the completed windows (k, window, C); in stateful mode every new sample
-    (n, C), since the recurrent state steps through samples as they arrive, so that at a
-    decision only the message's own samples remain to run. ``at``: stateful mode, the
-    index in ``x`` of each stop's sample."""
+@dataclass(slots=True)
+class _Group:
+    """One inference call: ``x`` (B, T, C). ``slots``: stateful mode, the devices whose
+    recurrent states step through ``x``; None in window mode (each row a window, from
+    the initial state)."""
 
-    stops: np.ndarray
     x: np.ndarray
-    at: np.ndarray
+    slots: np.ndarray | None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Round:
-    """A round of work after ``prepare``: each message's model input, and the stream
-    index of the first sample the device counted (decision positions)."""
+    """A round of messages (at most one per device) after ``prepare``, column by column,
+    and its decisions (ordered by message, then position): which message, the device's
+    sample count there, the decision's place among its message's, and where its
+    probabilities come out of the groups' inference (group, row, step)."""
 
-    work: list[_Work]
-    inputs: list[_Input]
-    first_index: list[int]
+    messages: list[Message]
+    slots: np.ndarray
+    start: np.ndarray  # stream index of each message's first sample
+    restart: np.ndarray  # a new stream: the complete stage starts it afresh
+    new: np.ndarray  # a device new to the engine: nothing published before
+    first: np.ndarray  # stream index of the sample the device counted first
+    n: np.ndarray
+    t: np.ndarray  # NaN: the message had no t
+    received: np.ndarray
+    groups: list[_Group]
+    row: np.ndarray
+    stop: np.ndarray
+    rank: np.ndarray
+    group: np.ndarray
+    index: np.ndarray
+    step: np.ndarray
 
 
 @dataclass
@@ -147,22 +287,6 @@ class Prepared:
     rounds: list[_Round] = field(default_factory=list)
     events: list[EngineEvent] = field(default_factory=list)
     new_devices: list[str] = field(default_factory=list)  # first seen in this batch
-
-
-@dataclass(slots=True)
-class _Device:
-    """One device's state; ``prepare`` owns buffer, count, filters, next_seq and
-    last_seen, ``complete`` owns smoother, state and activity."""
-
-    buffer: WindowBuffer | None  # window mode only
-    smoother: Smoother
-    count: int = 0  # samples since the stream (re)started
-    filters: FilterState | None = None  # None until the stream's first sample
-    next_seq: int | None = None  # None: any seq starts the stream
-    last_seen: float = 0.0
-    state: State | None = None  # recurrent state; stateful mode only
-    activity: str | None = None  # last published
-    pending: np.ndarray | None = None  # stateful, stride > 1: samples short of a step
 
 
 @dataclass(slots=True)
@@ -180,12 +304,24 @@ class _Calibration:
 CALIBRATION_MAX_MOTION_G = 0.05
 
 
+def _positions(
+    before: np.ndarray, n: int, first_stop: np.ndarray, hop: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decisions of messages of ``n`` samples on counts ``before``: for each, the
+    message (``rows``), its place among the message's (``rank``) and the count
+    (``stop``); ``first_stop``: each device's first decision count after ``before``."""
+    k = np.maximum((before + n - first_stop) // hop + 1, 0)
+    rows = np.repeat(np.arange(len(before)), k)
+    rank = np.arange(len(rows)) - np.repeat(np.cumsum(k) - k, k)
+    return rows, rank, first_stop[rows] + rank * hop
+
+
 class Engine:
     def __init__(
         self,
         model: Model,
         preprocessor: Preprocessor,
-        smoother_factory: Callable[[], Smoother],
+        smoother_factory: Callable[[int], Smoother],
         *,
         mode: str,
         window: int,
@@ -211,7 +347,6 @@ class Engine:
         self.model = model
         self.labels = model.labels
         self.preprocessor = preprocessor
-        self.new_smoother = smoother_factory
         self.mode = mode
         self.window = window
         self.hop = hop
@@ -224,7 +359,15 @@ class Engine:
         # write the same object
         self.counters: Counter[str] = Counter()
         self.decisions = 0
-        self._devices: dict[str, _Device] = {}
+        # devices and their slots (the prepare stage's): a slot indexes every per-device
+        # array; an evicted device's slot is reused
+        self._slot: dict[str, int] = {}
+        self._device_of: list[str | None] = []
+        self._free: list[int] = []
+        self._next_seq: list[int | None] = []  # None: any seq starts the stream
+        self._in = self._input_arrays(len(preprocessor.channels))
+        self._out = self._output_arrays()
+        self.smoother = smoother_factory(len(self.labels))
         # calibration: verticals and calibrations in progress are the prepare stage's;
         # requests come from any thread (one dict store each)
         self.default_vertical = default_vertical
@@ -232,22 +375,86 @@ class Engine:
         self._calibrating: dict[str, _Calibration] = {}
         self._requests: dict[str, float] = {}
 
+    def _input_arrays(self, channels: int) -> SlotArrays:
+        """The prepare stage's per-device arrays: filter state (``started``: it holds the
+        stream's; else the next sample starts it), sample count since the stream began,
+        last seen, vertical (NaN: uncalibrated), and stateful mode's samples short of a
+        recurrent step (``pending``) or window mode's last ``window`` samples (``ring``:
+        count c at row (c - 1) % window)."""
+        probe = self.preprocessor.start(np.zeros((1, RAW_CHANNELS)))
+        spec: dict[str, Spec] = {
+            "history": (probe.history.shape[1:], np.float64, 0.0),
+            "lowpass": (probe.lowpass.shape[1:], np.float64, 0.0),
+            "gravity": (probe.gravity.shape[1:], np.float64, 0.0),
+            "started": ((), bool, False),
+            "count": ((), np.int64, 0),
+            "last_seen": ((), np.float64, np.inf),  # free slots are never idle
+            "vertical": ((3,), np.float64, np.nan),
+        }
+        if self.mode == "window":
+            spec["ring"] = ((self.window, channels), np.float32, 0.0)
+        else:
+            spec["pending"] = ((self.stride - 1, channels), np.float32, 0.0)
+            spec["pending_len"] = ((), np.int64, 0)
+        return SlotArrays(spec)
+
+    def _output_arrays(self) -> SlotArrays:
+        """The complete stage's per-device arrays: recurrent state (stateful mode; slot
+        first: (slots, layers, hidden) per state tensor) and the activity last published
+        (an index into the labels then UNKNOWN; -1: none yet)."""
+        spec: dict[str, Spec] = {"activity": ((), np.int64, -1)}
+        if self.mode == "stateful":
+            (*state,) = self.model.initial_state(1)
+            for i, tensor in enumerate(state):
+                spec[f"state{i}"] = ((tensor.shape[0], tensor.shape[2]), np.float32, 0.0)
+        return SlotArrays(spec)
+
+    @property
+    def _states(self) -> list[str]:
+        return [name for name in ("state0", "state1") if hasattr(self._out, name)]
+
     # --- devices ---------------------------------------------------------------------
 
     @property
     def devices(self) -> list[str]:
-        return list(self._devices)
+        return list(self._slot)
 
     @property
     def device_count(self) -> int:
-        return len(self._devices)
+        return len(self._slot)
+
+    def _allocate(self, device: str) -> int:
+        """A slot for a new device, its input side reset."""
+        if self._free:
+            slot = self._free.pop()
+        else:
+            slot = len(self._device_of)
+            self._device_of.append(None)
+            self._next_seq.append(None)
+            self._in.resize(slot + 1)
+        self._in.reset(slot)
+        self._slot[device] = slot
+        self._device_of[slot] = device
+        self._next_seq[slot] = None
+        vertical = self.vertical_of(device)
+        if vertical is not None:
+            self._in.vertical[slot] = vertical
+        return slot
 
     def evict_idle(self, now: float) -> list[str]:
-        """Forget devices not seen for ``idle_timeout_s``; return their ids."""
-        limit = now - self.idle_timeout_s
-        gone = [d for d, dev in self._devices.items() if dev.last_seen < limit]
-        for device in gone:
-            del self._devices[device]
+        """Forget devices not seen for ``idle_timeout_s``; return their ids, the longest
+        silent first."""
+        last_seen = self._in.last_seen[: len(self._device_of)]
+        idle = np.flatnonzero(last_seen < now - self.idle_timeout_s)
+        gone = []
+        for slot in idle[np.argsort(last_seen[idle], kind="stable")].tolist():
+            device = self._device_of[slot]
+            assert device is not None
+            gone.append(device)
+            del self._slot[device]
+            self._device_of[slot] = None
+            self._free.append(slot)
+            self._in.last_seen[slot] = np.inf
             self._calibrating.pop(device, None)  # a device gone silent stood for nothing
         self.counters["evicted"] += len(gone)
         return gone
@@ -257,23 +464,21 @@ class Engine:
         device stays known (its next ``seq``, last seen, last published activity), its
         stream restarts here on its next message (filters, window and recurrent state
         from scratch: one window of warm-up); calibrations, calibrations in progress and
-        the prepare stage's counters carry over. Called by the prepare stage; the
-        complete stage's ``decisions`` count is carried by whoever switches it."""
-        for device, dev in old._devices.items():
-            new = self._new_device()
-            new.next_seq, new.last_seen, new.activity = dev.next_seq, dev.last_seen, dev.activity
-            self._devices[device] = new
+        the prepare stage's counters carry over. Called by the prepare stage before this
+        engine's first batch; the complete stage's ``decisions`` count is carried by
+        whoever switches it."""
         self.verticals = dict(old.verticals)
+        for device, was in old._slot.items():
+            slot = self._allocate(device)
+            self._next_seq[slot] = old._next_seq[was]
+            self._in.last_seen[slot] = old._in.last_seen[was]
+            self._out.resize(slot + 1)
+            if was < old._out.capacity:
+                self._out.activity[slot] = old._out.activity[was]
         self._calibrating = dict(old._calibrating)
         self._requests = dict(old._requests)
         self.counters = old.counters
         self.counters["model_swaps"] += 1
-
-    def _new_device(self) -> _Device:
-        if self.mode == "window":
-            width = len(self.preprocessor.channels)
-            return _Device(WindowBuffer(self.window, self.hop, width), self.new_smoother())
-        return _Device(None, self.new_smoother())
 
     # --- calibration -----------------------------------------------------------------
 
@@ -292,12 +497,16 @@ class Engine:
         """Set (a unit 3-vector, device frame) or clear (None) a device's calibration."""
         if vertical is None:
             self.verticals.pop(device, None)
-            return
-        v = np.asarray(vertical, np.float64).reshape(3)
-        norm = float(np.linalg.norm(v))
-        if not np.isfinite(norm) or norm < 1e-6:
-            raise ValueError(f"a vertical must be a non-zero 3-vector, got {v.tolist()}")
-        self.verticals[device] = v / norm
+        else:
+            v = np.asarray(vertical, np.float64).reshape(3)
+            norm = float(np.linalg.norm(v))
+            if not np.isfinite(norm) or norm < 1e-6:
+                raise ValueError(f"a vertical must be a non-zero 3-vector, got {v.tolist()}")
+            self.verticals[device] = v / norm
+        slot = self._slot.get(device)
+        if slot is not None:
+            now = self.vertical_of(device)
+            self._in.vertical[slot] = np.nan if now is None else now
 
     def vertical_of(self, device: str) -> np.ndarray | None:
         return self.verticals.get(device, self.default_vertical)
@@ -358,7 +567,7 @@ class Engine:
         for event in result.events:
             if event.dropped:
                 raise RejectedError(event.code, event.detail)
-        return result.decisions
+        return list(result.decisions)
 
     def feed_many(self, messages: Iterable[Message]) -> FeedResult:
         """A batch of messages, from any devices, in arrival order."""
@@ -366,78 +575,35 @@ class Engine:
         return FeedResult(self.complete(prepared), prepared.events)
 
     def prepare(self, messages: Iterable[Message]) -> Prepared:
-        """Stage one: admit the messages, run the filters, fill the window buffers."""
+        """Stage one: admit the messages, run the filters, fill the windows or the
+        stateful steps' inputs."""
         prepared = Prepared()
         # A device's second message in one batch must see the state its first left:
         # messages go into rounds, the k-th message of each device into round k.
-        rounds: list[list[_Work]] = []
-        seen: Counter[str] = Counter()
+        rounds: list[list[_Admitted]] = []
+        seen: dict[str, int] = {}
         for message in messages:
-            work = self._admit(message, prepared)
-            if work is None:
+            admitted = self._admit(message, prepared)
+            if admitted is None:
                 continue
-            k = seen[message.device]
-            seen[message.device] += 1
+            k = seen.get(message.device, 0)
+            seen[message.device] = k + 1
             if k == len(rounds):
                 rounds.append([])
-            rounds[k].append(work)
+            rounds[k].append(admitted)
         for batch in rounds:
-            for work in batch:
-                if work.reset:
-                    work.dev.count = 0
-                    work.dev.filters = None
-                    work.dev.pending = None
-                    if work.dev.buffer is not None:
-                        work.dev.buffer.reset()
-            features = self._preprocess(batch, prepared.events)
-            inputs = [self._input(w.dev, x) for w, x in zip(batch, features, strict=True)]
-            # the count after a message belongs to the stream index of its last sample
-            first = [w.start + len(w.msg.samples) - w.dev.count for w in batch]
-            prepared.rounds.append(_Round(batch, inputs, first))
+            prepared.rounds.append(self._prepare_round(batch, prepared.events))
         return prepared
 
-    def _input(self, dev: _Device, x: np.ndarray) -> _Input:
-        before = dev.count
-        dev.count += len(x)
-        if dev.buffer is not None:  # window mode
-            emitted: Emitted = dev.buffer.push(x)
-            return _Input(emitted.stops, emitted.windows, emitted.stops)
-        first_stop = (before // self.hop + 1) * self.hop
-        stops = np.arange(first_stop, dev.count + 1, self.hop)
-        x = x.astype(np.float32, copy=False)
-        if self.stride == 1:
-            return _Input(stops, x, stops - before - 1)
-        # whole steps of stride samples go to the network; the rest waits for the next
-        # message (stops are multiples of the hop, so of the stride: never in the rest)
-        if dev.pending is not None:
-            before -= len(dev.pending)
-            x = np.concatenate([dev.pending, x])
-        whole = len(x) - len(x) % self.stride
-        dev.pending = x[whole:] if whole < len(x) else None
-        return _Input(stops, x[:whole], (stops - before) // self.stride - 1)
-
-    def complete(self, prepared: Prepared) -> list[Decision]:
-        """Stage two: inference over what ``prepare`` emitted, smoothing, decisions."""
-        out: list[Decision] = []
-        for r in prepared.rounds:
-            for work in r.work:
-                if work.reset:
-                    work.dev.state = None
-                    work.dev.smoother.reset()
-            probs = self._infer(r.work, r.inputs)
-            for work, got, first, p in zip(r.work, r.inputs, r.first_index, probs, strict=True):
-                if len(got.stops):
-                    self._decide(work, first, got.stops, p, out)
-        return out
-
-    def _admit(self, msg: Message, prepared: Prepared) -> _Work | None:
+    def _admit(self, msg: Message, prepared: Prepared) -> _Admitted | None:
         """Check capacity and seq; None when the message is dropped."""
         events = prepared.events
-        dev = self._devices.get(msg.device)
-        if dev is None:
-            if len(self._devices) >= self.max_devices:
+        slot = self._slot.get(msg.device)
+        new = slot is None
+        if slot is None:
+            if len(self._slot) >= self.max_devices:
                 self.evict_idle(msg.received)
-            if len(self._devices) >= self.max_devices:
+            if len(self._slot) >= self.max_devices:
                 self.counters["rejected_too_many_devices"] += 1
                 events.append(
                     EngineEvent(
@@ -448,30 +614,31 @@ class Engine:
                     )
                 )
                 return None
-            dev = self._devices[msg.device] = self._new_device()
+            slot = self._allocate(msg.device)
             prepared.new_devices.append(msg.device)
-        start = dev.next_seq if dev.next_seq is not None else 0
+        expected = self._next_seq[slot]
+        start = expected if expected is not None else 0
         reset = False
-        if msg.seq is not None and dev.next_seq is not None:
-            if msg.seq < dev.next_seq:
+        if msg.seq is not None and expected is not None:
+            if msg.seq < expected:
                 self.counters["dropped_seq_old"] += 1
                 events.append(
                     EngineEvent(
                         msg.device,
                         "seq_old",
-                        f"seq {msg.seq} < expected {dev.next_seq}: duplicate or late",
+                        f"seq {msg.seq} < expected {expected}: duplicate or late",
                         dropped=True,
                     )
                 )
                 return None
-            if msg.seq > dev.next_seq:
+            if msg.seq > expected:
                 self.counters["resets"] += 1
                 events.append(
                     EngineEvent(
                         msg.device,
                         "seq_gap",
                         f"seq {msg.seq} > expected "
-                        f"{dev.next_seq}: {msg.seq - dev.next_seq} samples "
+                        f"{expected}: {msg.seq - expected} samples "
                         "missing; stream state reset",
                         dropped=False,
                     )
@@ -479,121 +646,229 @@ class Engine:
                 reset = True
         if msg.seq is not None:
             start = msg.seq
-        n = len(msg.samples)
-        dev.next_seq = start + n
-        dev.last_seen = msg.received
-        self.counters["messages"] += 1
-        self.counters["samples"] += n
-        return _Work(dev, msg, start, reset)
+        self._next_seq[slot] = start + len(msg.samples)
+        self._in.last_seen[slot] = msg.received
+        return _Admitted(msg, slot, start, reset or new, new)
 
-    def _preprocess(self, batch: list[_Work], events: list[EngineEvent]) -> list[np.ndarray]:
-        """Run the filters of all messages with the same length as one batch."""
-        features: list[np.ndarray] = [np.empty(0)] * len(batch)
+    def _prepare_round(self, batch: list[_Admitted], events: list[EngineEvent]) -> _Round:
+        """Filters, inputs and decision positions of a round, over all its devices."""
+        messages = [a.msg for a in batch]
+        slots = np.array([a.slot for a in batch], np.int64)
+        restart = np.array([a.restart for a in batch], bool)
+        inp = self._in
+        if restart.any():
+            restarted = ("count", "started", *(("pending_len",) if self.mode == "stateful" else ()))
+            inp.reset(slots[restart], restarted)
+        lengths = [len(m.samples) for m in messages]
+        n = np.array(lengths, np.int64)
+        self.counters["messages"] += len(batch)
+        self.counters["samples"] += int(n.sum())
+        start = np.array([a.start for a in batch], np.int64)
+        # the count after a message belongs to the stream index of its last sample
+        first = start - inp.count[slots]
         by_length: dict[int, list[int]] = {}
-        for i, work in enumerate(batch):
-            by_length.setdefault(len(work.msg.samples), []).append(i)
-        for rows in by_length.values():
-            devs = [batch[i].dev for i in rows]
-            x = np.stack([batch[i].msg.samples for i in rows]).astype(np.float64, copy=False)
-            states = [
-                dev.filters if dev.filters is not None else self.preprocessor.start(x[j, 0])
-                for j, dev in enumerate(devs)
-            ]
-            state, filtered = self.preprocessor.filter(FilterState.stack(states), x)
-            vertical = None
-            if self.preprocessor.aligned and (
-                self.verticals
-                or self.default_vertical is not None
-                or self._calibrating
-                or self._requests
-            ):  # else every device is uncalibrated: nothing to look up
-                vertical = np.full((len(rows), 3), np.nan)
-                for j, i in enumerate(rows):
-                    device = batch[i].msg.device
-                    self._calibrate(device, filtered[j], events)
-                    v = self.vertical_of(device)
-                    if v is not None:
-                        vertical[j] = v
-            y = self.preprocessor.inputs(filtered, vertical)
-            for j, (dev, part) in enumerate(zip(devs, state.unstack(), strict=True)):
-                dev.filters = part
-                features[rows[j]] = y[j]
-        return features
-
-    def _infer(self, batch: list[_Work], inputs: list[_Input]) -> list[np.ndarray]:
-        """Probabilities (k, classes) at each message's k decisions."""
-        out: list[np.ndarray] = [np.empty((0, len(self.labels)))] * len(batch)
-        if self.mode == "window":
-            which = [i for i, e in enumerate(inputs) if len(e.stops)]
-            if not which:
-                return out
-            windows = np.concatenate([inputs[i].x for i in which])
-            _, probs = self.model.step(self.model.initial_state(len(windows)), windows)
-            last = probs[:, -1]
-            offset = 0
-            for i in which:
-                k = len(inputs[i].stops)
-                out[i] = last[offset : offset + k]
-                offset += k
-            return out
-        # stateful: every message's samples step its device's state now; messages of the
-        # same length run together, their states stacked along the batch axis
-        by_length: dict[int, list[int]] = {}
-        for i, e in enumerate(inputs):
-            if len(e.x):  # a message shorter than the model's stride may leave none
-                by_length.setdefault(len(e.x), []).append(i)
-        for which in by_length.values():
-            devs = [batch[i].dev for i in which]
-            x = np.stack([inputs[i].x for i in which])
-            states = [d.state if d.state is not None else self.model.initial_state(1) for d in devs]
-            state, probs = self.model.step(stack_states(states), x)
-            for dev, part in zip(devs, unstack_state(state), strict=True):
-                dev.state = part
-            for j, i in enumerate(which):
-                if len(inputs[i].at):
-                    out[i] = probs[j, inputs[i].at]
-        return out
-
-    def _decide(
-        self,
-        work: _Work,
-        first_index: int,
-        stops: np.ndarray,
-        probs: np.ndarray,
-        out: list[Decision],
-    ) -> None:
-        dev, msg, start, _ = work
-        smoother = dev.smoother
-        n = len(msg.samples)
-        # stops count samples since the stream (re)started, from stream index first_index
-        for stop, p in zip(stops.tolist(), probs, strict=True):
-            seq = first_index + stop - 1
-            offset = seq - start  # position of the decision's last sample in this message
-            if msg.t is not None:
-                t = msg.t + offset / self.rate_hz
+        for i, length in enumerate(lengths):
+            by_length.setdefault(length, []).append(i)
+        groups: list[_Group] = []
+        parts: list[tuple[np.ndarray, ...]] = []  # decisions: row, rank, stop, group, index, step
+        windows: list[np.ndarray] = []
+        for length, rows in by_length.items():
+            which = np.arange(len(batch)) if len(by_length) == 1 else np.array(rows)
+            s = slots[which]
+            x = np.stack([messages[i].samples for i in rows]).astype(np.float64, copy=False)
+            y = self._features(x, s, [messages[i].device for i in rows], events)
+            before = inp.count[s]
+            inp.count[s] = before + length
+            if self.mode == "window":
+                parts.append(self._windows(s, y, before, which, windows))
             else:
-                t = msg.received - (n - 1 - offset) / self.rate_hz
-            smoother.update(p)
-            label, confidence = smoother.get()
-            activity = self.labels[label] if confidence >= self.unknown_threshold else UNKNOWN
-            raw = self.labels[int(np.argmax(p))]
-            previous = dev.activity
-            dev.activity = activity
-            self.decisions += 1
-            out.append(
-                Decision(
-                    device=msg.device,
-                    seq=seq,
-                    t=t,
-                    received=msg.received,
-                    activity=activity,
-                    confidence=confidence,
-                    probabilities={lab: float(v) for lab, v in zip(self.labels, p, strict=True)},
-                    raw_activity=raw,
-                    changed=previous is not None and previous != activity,
-                    previous=previous,
-                )
+                parts.append(self._steps(s, y, before, which, groups))
+        if windows:
+            groups = [_Group(np.concatenate(windows), None)]
+        row, rank, stop, group, index, step = (
+            parts[0] if len(parts) == 1 else [np.concatenate(c) for c in zip(*parts, strict=True)]
+        )
+        if len(parts) > 1:  # back to message order (a device's decisions stay in order)
+            order = np.argsort(row, kind="stable")
+            row, rank, stop, group, index, step = (
+                c[order] for c in (row, rank, stop, group, index, step)
             )
+        return _Round(
+            messages=messages,
+            slots=slots,
+            start=start,
+            restart=restart,
+            new=np.array([a.new for a in batch], bool),
+            first=first,
+            n=n,
+            t=np.array([np.nan if m.t is None else m.t for m in messages], np.float64),
+            received=np.array([m.received for m in messages], np.float64),
+            groups=groups,
+            row=row,
+            stop=stop,
+            rank=rank,
+            group=group,
+            index=index,
+            step=step,
+        )
+
+    def _features(
+        self, x: np.ndarray, slots: np.ndarray, devices: list[str], events: list[EngineEvent]
+    ) -> np.ndarray:
+        """Raw (B, n, 6) of devices in ``slots`` through their filters -> model inputs."""
+        inp = self._in
+        state = FilterState(inp.history[slots], inp.lowpass[slots], inp.gravity[slots])
+        fresh = ~inp.started[slots]
+        if fresh.any():  # a new stream's filters start at its first sample
+            for part, value in zip(state, self.preprocessor.start(x[fresh, 0]), strict=True):
+                part[fresh] = value
+        state, filtered = self.preprocessor.filter(state, x)
+        inp.history[slots], inp.lowpass[slots], inp.gravity[slots] = state
+        inp.started[slots] = True
+        vertical = None
+        if self.preprocessor.aligned:
+            if self._calibrating or self._requests:
+                for j, device in enumerate(devices):
+                    if device in self._calibrating or device in self._requests:
+                        self._calibrate(device, filtered[j], events)
+            vertical = inp.vertical[slots]
+            if np.isnan(vertical[:, 0]).all():
+                vertical = None  # every device uncalibrated: nothing to compute
+        return self.preprocessor.inputs(filtered, vertical)
+
+    def _steps(
+        self,
+        slots: np.ndarray,
+        y: np.ndarray,
+        before: np.ndarray,
+        which: np.ndarray,
+        groups: list[_Group],
+    ) -> tuple[np.ndarray, ...]:
+        """Stateful mode: each device's new samples, after those left short of a whole
+        step by its last message, go to the network in whole steps of ``stride``
+        samples (the rest waits for the next message); devices with the same number of
+        steps share one inference group. Returns the decisions (rows of ``which``)."""
+        inp, stride, n = self._in, self.stride, y.shape[1]
+        pending = inp.pending_len[slots]
+        group_of = np.zeros(len(slots), np.int64)
+        index_of = np.zeros(len(slots), np.int64)
+        by_steps: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        values = np.unique(pending).tolist()
+        for p in values:
+            sel = np.arange(len(slots)) if len(values) == 1 else np.flatnonzero(pending == p)
+            xs = y[sel] if p == 0 else np.concatenate([inp.pending[slots[sel], :p], y[sel]], 1)
+            whole = p + n - (p + n) % stride
+            rest = p + n - whole
+            if rest:
+                inp.pending[slots[sel], :rest] = xs[:, whole:]
+            inp.pending_len[slots[sel]] = rest
+            if whole:
+                by_steps.setdefault(whole, []).append((sel, xs[:, :whole]))
+        for pieces in by_steps.values():
+            sel = pieces[0][0] if len(pieces) == 1 else np.concatenate([p[0] for p in pieces])
+            x = pieces[0][1] if len(pieces) == 1 else np.concatenate([p[1] for p in pieces])
+            group_of[sel] = len(groups)
+            index_of[sel] = np.arange(len(sel))
+            groups.append(_Group(x, slots[sel]))
+        first_stop = (before // self.hop + 1) * self.hop
+        rows, rank, stop = _positions(before, n, first_stop, self.hop)
+        # the steps ran from count before - pending: decision at count c is step index
+        # (c - that) / stride - 1
+        step = (stop - (before - pending)[rows]) // stride - 1
+        return which[rows], rank, stop, group_of[rows], index_of[rows], step
+
+    def _windows(
+        self,
+        slots: np.ndarray,
+        y: np.ndarray,
+        before: np.ndarray,
+        which: np.ndarray,
+        windows: list[np.ndarray],
+    ) -> tuple[np.ndarray, ...]:
+        """Window mode: the windows the new samples complete (appended to ``windows``),
+        then the samples into each device's ring. Returns the decisions.
+
+        Window 4, hop 2, a device sending samples 0..4 then 5..7 (each digit a sample)::
+
+            sent     0 1 2 3 4 | 5 6 7
+            count    1 2 3 4 5 | 6 7 8
+            decides        ^   |   ^   ^
+            windows     [0 1 2 3]  [2 3 4 5]  [4 5 6 7]
+
+        The second message's windows are cut from the ring's last 3 samples (2 3 4)
+        followed by the message's own, so a message longer than the ring loses nothing.
+        """
+        w, n, ring = self.window, y.shape[1], self._in.ring
+        first_stop = np.where(before < w, w, before + self.hop - (before - w) % self.hop)
+        rows, rank, stop = _positions(before, n, first_stop, self.hop)
+        offset = sum(len(part) for part in windows)
+        if len(rows):
+            # each deciding device's last w - 1 samples then its new ones: count c of
+            # the device sits at (c - (before - w + 2)) here
+            deciding = np.flatnonzero(np.bincount(rows, minlength=len(slots)))
+            older = (before[deciding, None] - (w - 1) + np.arange(w - 1)) % w
+            ext = np.concatenate([ring[slots[deciding, None], older], y[deciding]], axis=1)
+            at = np.searchsorted(deciding, rows)
+            windows.append(ext[at[:, None], (stop - before[rows] - 1)[:, None] + np.arange(w)])
+        keep = min(n, w)
+        newer = (before[:, None] + n - keep + np.arange(keep)) % w
+        ring[slots[:, None], newer] = y[:, n - keep :]
+        index = offset + np.arange(len(rows))
+        return which[rows], rank, stop, np.zeros(len(rows), np.int64), index, np.full_like(rows, -1)
+
+    def complete(self, prepared: Prepared) -> Decisions:
+        """Stage two: inference over what ``prepare`` emitted, smoothing, decisions."""
+        parts = [self._complete_round(r) for r in prepared.rounds]
+        return Decisions.concat(self.labels, [p for p in parts if len(p)])
+
+    def _complete_round(self, r: _Round) -> Decisions:
+        out, states = self._out, self._states
+        capacity = int(r.slots.max()) + 1 if len(r.slots) else 0
+        out.resize(capacity)
+        self.smoother.resize(capacity)
+        if r.restart.any():
+            restarted = r.slots[r.restart]
+            out.reset(restarted, states)
+            self.smoother.reset(restarted)
+            out.activity[r.slots[r.new]] = -1
+        probs = np.empty((len(r.row), len(self.labels)), np.float32)
+        for g, group in enumerate(r.groups):
+            if group.slots is None:  # window mode: every window from the initial state
+                _, p = self.model.step(self.model.initial_state(len(group.x)), group.x)
+            else:
+                state = tuple(getattr(out, name)[group.slots].transpose(1, 0, 2) for name in states)
+                new, p = self.model.step(state, group.x)
+                for name, tensor in zip(states, new, strict=True):
+                    getattr(out, name)[group.slots] = tensor.transpose(1, 0, 2)
+            mine = slice(None) if len(r.groups) == 1 else r.group == g
+            probs[mine] = p[r.index[mine], r.step[mine]]
+        if not len(r.row):
+            return Decisions.empty(self.labels)
+        slots = r.slots[r.row]
+        activity = np.empty(len(slots), np.int64)
+        confidence = np.empty(len(slots), np.float64)
+        previous = np.empty(len(slots), np.int64)
+        unknown = len(self.labels)
+        for k in range(int(r.rank.max()) + 1):  # a device's k-th decisions after its k-1-th
+            mine = slice(None) if k == 0 and not r.rank.any() else r.rank == k
+            s = slots[mine]
+            self.smoother.update(s, probs[mine])
+            label, conf = self.smoother.get(s)
+            published = np.where(conf >= self.unknown_threshold, label, unknown)
+            previous[mine] = out.activity[s]
+            out.activity[s] = published
+            activity[mine], confidence[mine] = published, conf
+        self.decisions += len(slots)
+        seq = r.first[r.row] + r.stop - 1
+        offset = seq - r.start[r.row]
+        t = r.t[r.row]
+        # without the device's t: the message's last sample came when it was received
+        gateway = r.received[r.row] - (r.n[r.row] - 1 - offset) / self.rate_hz
+        t = np.where(np.isnan(t), gateway, t + offset / self.rate_hz)
+        devices = [r.messages[i].device for i in r.row.tolist()]
+        return Decisions(
+            self.labels, devices, seq, t, r.received[r.row], activity, confidence, probs, previous
+        )
 
 
 def offline_decisions(

@@ -39,7 +39,7 @@ import orjson
 
 from harstream.core.bundle import UNKNOWN
 from harstream.core.devicestream import Readings
-from harstream.core.engine import Decision, Message
+from harstream.core.engine import Decisions, Message
 from harstream.errors import PayloadError
 
 __all__ = [
@@ -58,13 +58,13 @@ __all__ = [
     "device_id_from",
     "discovery_payload",
     "encode",
-    "encode_activity",
+    "encode_activities",
     "encode_calibration",
     "encode_error",
     "encode_frame",
     "encode_gone",
     "encode_imu",
-    "encode_transition",
+    "encode_transitions",
     "valid_device_id",
 ]
 
@@ -418,20 +418,37 @@ def encode_imu(
     return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def encode_activity(decision: Decision, model: str) -> bytes:
-    return encode(
-        {
-            "device": decision.device,
-            "activity": decision.activity,
-            "confidence": round(decision.confidence, 4),
-            "probabilities": {k: round(v, 4) for k, v in decision.probabilities.items()},
-            "raw_activity": decision.raw_activity,
-            "seq": decision.seq,
-            "t": round(decision.t, 3),
-            "received": round(decision.received, 3),
-            "model": model,
-        }
+def encode_activities(decisions: Decisions, model: str) -> list[bytes]:
+    """Each decision's ``{prefix}/{device}/activity`` payload, in order; the batch's
+    numbers are rounded once, as arrays."""
+    labels, names = decisions.labels, decisions.names
+    columns = zip(
+        decisions.device,
+        decisions.activity.tolist(),
+        np.round(decisions.confidence, 4).tolist(),
+        np.round(decisions.probs.astype(np.float64), 4).tolist(),
+        decisions.raw.tolist(),
+        decisions.seq.tolist(),
+        np.round(decisions.t, 3).tolist(),
+        np.round(decisions.received, 3).tolist(),
+        strict=True,
     )
+    return [
+        orjson.dumps(
+            {
+                "device": device,
+                "activity": names[activity],
+                "confidence": confidence,
+                "probabilities": dict(zip(labels, probs, strict=True)),
+                "raw_activity": labels[raw],
+                "seq": seq,
+                "t": t,
+                "received": received,
+                "model": model,
+            }
+        )
+        for device, activity, confidence, probs, raw, seq, t, received in columns
+    ]
 
 
 def encode_gone(device: str, model: str, now: float, idle_s: float) -> bytes:
@@ -452,16 +469,25 @@ def encode_gone(device: str, model: str, now: float, idle_s: float) -> bytes:
     )
 
 
-def encode_transition(decision: Decision) -> bytes:
-    return encode(
-        {
-            "device": decision.device,
-            "from": decision.previous,
-            "to": decision.activity,
-            "seq": decision.seq,
-            "t": round(decision.t, 3),
-        }
-    )
+def encode_transitions(decisions: Decisions) -> list[tuple[int, bytes]]:
+    """The ``{prefix}/{device}/transition`` payloads of the decisions that changed the
+    published activity: (index in ``decisions``, payload)."""
+    names = decisions.names
+    return [
+        (
+            i,
+            orjson.dumps(
+                {
+                    "device": decisions.device[i],
+                    "from": names[int(decisions.previous[i])],
+                    "to": names[int(decisions.activity[i])],
+                    "seq": int(decisions.seq[i]),
+                    "t": round(float(decisions.t[i]), 3),
+                }
+            ),
+        )
+        for i in np.flatnonzero(decisions.changed).tolist()
+    ]
 
 
 def encode_error(code: str, detail: str) -> bytes:

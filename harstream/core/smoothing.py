@@ -1,9 +1,12 @@
-"""Smoothers: turn a device's sequence of class probabilities into a steadier label.
+"""Smoothers: turn each device's sequence of class probabilities into a steadier label.
 
-Each smoother is a small object per device with three verbs: ``update(probs)`` takes
-one decision's class probabilities, ``get()`` returns ``(class index, confidence)`` of
-the label to publish now, ``reset()`` forgets everything. ``get()`` before the first
-``update`` raises ``LookupError``.
+A smoother serves many streams at once, each in a slot (the engine's device slots):
+its state is a few arrays indexed by slot, so that a batch of decisions from many
+devices is a few numpy operations. Three verbs: ``update(slots, probs)`` takes one
+decision per slot (``slots`` distinct, ``probs`` (k, classes)), ``get(slots)`` returns
+the label to publish now and the confidence in it, per slot, ``reset(slots)`` forgets
+those slots. ``resize(capacity)`` makes room for more slots (new ones start reset).
+``get`` of a slot without an update since its reset raises ``LookupError``.
 
 - ``none``: the argmax of the newest probabilities.
 - ``ema``: an exponential moving average of the probabilities (``alpha`` = weight of the
@@ -21,24 +24,27 @@ the label to publish now, ``reset()`` forgets everything. ``get()`` before the f
   its filtered probability.
 
 The ``UNKNOWN`` threshold is applied by the engine, on top of any smoother. This module
-knows probability vectors; it knows nothing about devices, labels or time.
+knows probability vectors and slots; it knows nothing about devices, labels or time.
 
->>> s = HysteresisSmoother(min_dwell=2, switch_confidence=0.95)
+>>> s = HysteresisSmoother(classes=2, min_dwell=2, switch_confidence=0.95)
+>>> s.resize(2)
+>>> one = np.array([0])
 >>> published = []
 >>> for p in ([0.9, 0.1], [0.2, 0.8], [0.3, 0.7]):  # class 1 must lead twice to take over
-...     s.update(np.array(p))
-...     published.append(s.get()[0])
+...     s.update(one, np.array([p]))
+...     published.append(int(s.get(one)[0][0]))
 >>> published
 [0, 0, 1]
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
+
+from harstream.core.slots import SlotArrays, Spec
 
 __all__ = [
     "METHODS",
@@ -54,132 +60,163 @@ __all__ = [
 
 
 class Smoother(Protocol):
-    def update(self, probs: np.ndarray) -> None: ...
+    def update(self, slots: np.ndarray, probs: np.ndarray) -> None: ...
 
-    def get(self) -> tuple[int, float]: ...
+    def get(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def reset(self) -> None: ...
+    def reset(self, slots: np.ndarray) -> None: ...
+
+    def resize(self, capacity: int) -> None: ...
 
 
-class NoSmoother:
-    def __init__(self) -> None:
-        self._probs: np.ndarray | None = None
+class _Slotted(SlotArrays):
+    """Per-slot arrays (``harstream.core.slots``) plus ``_seen``: slots updated since
+    their reset."""
 
-    def update(self, probs: np.ndarray) -> None:
-        self._probs = probs
+    def __init__(self, arrays: dict[str, Spec]) -> None:
+        super().__init__({"_seen": ((), bool, False), **arrays})
+        self._seen: np.ndarray
 
-    def get(self) -> tuple[int, float]:
-        if self._probs is None:
+    def _check(self, slots: np.ndarray) -> None:
+        if not self._seen[slots].all():
             raise LookupError("no decision yet")
-        label = int(np.argmax(self._probs))
-        return label, float(self._probs[label])
-
-    def reset(self) -> None:
-        self._probs = None
 
 
-class EmaSmoother:
-    def __init__(self, alpha: float) -> None:
+def _argmax_and_value(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    label = np.argmax(values, axis=1)
+    return label, values[np.arange(len(values)), label].astype(np.float64)
+
+
+class NoSmoother(_Slotted):
+    def __init__(self, classes: int) -> None:
+        super().__init__({"_probs": ((classes,), np.float64, 0.0)})
+        self._probs: np.ndarray
+
+    def update(self, slots: np.ndarray, probs: np.ndarray) -> None:
+        self._probs[slots] = probs
+        self._seen[slots] = True
+
+    def get(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._check(slots)
+        return _argmax_and_value(self._probs[slots])
+
+
+class EmaSmoother(_Slotted):
+    def __init__(self, classes: int, alpha: float) -> None:
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        super().__init__({"_avg": ((classes,), np.float64, 0.0)})
+        self._avg: np.ndarray
         self.alpha = alpha
-        self._avg: np.ndarray | None = None
 
-    def update(self, probs: np.ndarray) -> None:
-        if self._avg is None:
-            self._avg = np.array(probs, np.float64)
-        else:
-            self._avg = self.alpha * probs + (1 - self.alpha) * self._avg
+    def update(self, slots: np.ndarray, probs: np.ndarray) -> None:
+        seen = self._seen[slots, None]
+        self._avg[slots] = np.where(
+            seen, self.alpha * probs + (1 - self.alpha) * self._avg[slots], probs
+        )
+        self._seen[slots] = True
 
-    def get(self) -> tuple[int, float]:
-        if self._avg is None:
-            raise LookupError("no decision yet")
-        label = int(np.argmax(self._avg))
-        return label, float(self._avg[label])
-
-    def reset(self) -> None:
-        self._avg = None
+    def get(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._check(slots)
+        return _argmax_and_value(self._avg[slots])
 
 
-class MajoritySmoother:
-    def __init__(self, k: int) -> None:
+class MajoritySmoother(_Slotted):
+    """The last ``k`` probability vectors per slot, newest last (shifted on update)."""
+
+    def __init__(self, classes: int, k: int) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        super().__init__({"_recent": ((k, classes), np.float64, np.nan)})
+        self._recent: np.ndarray
         self.k = k
-        self._recent: deque[np.ndarray] = deque(maxlen=k)
 
-    def update(self, probs: np.ndarray) -> None:
-        self._recent.append(probs)
+    def update(self, slots: np.ndarray, probs: np.ndarray) -> None:
+        recent = self._recent[slots]
+        self._recent[slots] = np.concatenate([recent[:, 1:], probs[:, None]], axis=1)
+        self._seen[slots] = True
 
-    def get(self) -> tuple[int, float]:
-        if not self._recent:
-            raise LookupError("no decision yet")
-        votes = [int(np.argmax(p)) for p in self._recent]
-        counts = np.bincount(votes)
-        tied = set(np.flatnonzero(counts == counts.max()).tolist())
-        label = next(v for v in reversed(votes) if v in tied)
-        return label, float(np.mean([p[label] for p in self._recent]))
+    def get(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._check(slots)
+        recent = self._recent[slots]  # (m, k, classes); NaN rows: fewer than k so far
+        valid = ~np.isnan(recent[:, :, 0])
+        classes = recent.shape[2]
+        votes = np.argmax(np.nan_to_num(recent, nan=-1.0), axis=2)  # (m, k)
+        counts = ((votes[:, :, None] == np.arange(classes)) & valid[:, :, None]).sum(
+            axis=1
+        )  # (m, classes)
+        tied = counts == counts.max(axis=1, keepdims=True)
+        # ties go to the newest vote among the tied labels
+        rows = np.arange(len(slots))[:, None]
+        eligible = valid & tied[rows, votes]
+        newest = self.k - 1 - np.argmax(eligible[:, ::-1], axis=1)
+        label = votes[np.arange(len(slots)), newest]
+        chosen = np.where(valid, recent[np.arange(len(slots)), :, label], 0.0)  # (m, k)
+        return label, chosen.sum(axis=1) / valid.sum(axis=1)
 
-    def reset(self) -> None:
-        self._recent.clear()
 
-
-class HysteresisSmoother:
-    def __init__(self, min_dwell: int, switch_confidence: float) -> None:
+class HysteresisSmoother(_Slotted):
+    def __init__(self, classes: int, min_dwell: int, switch_confidence: float) -> None:
         if min_dwell < 1:
             raise ValueError(f"min_dwell must be >= 1, got {min_dwell}")
+        super().__init__(
+            {
+                "_label": ((), np.int64, -1),
+                "_probs": ((classes,), np.float64, 0.0),
+                "_challenger": ((), np.int64, -1),
+                "_lead": ((), np.int64, 0),  # consecutive decisions the challenger has led
+            }
+        )
+        self._label: np.ndarray
+        self._probs: np.ndarray
+        self._challenger: np.ndarray
+        self._lead: np.ndarray
         self.min_dwell = min_dwell
         self.switch_confidence = switch_confidence
-        self._label: int | None = None
-        self._probs: np.ndarray | None = None
-        self._challenger: int | None = None
-        self._lead = 0  # consecutive decisions the challenger has led
 
-    def update(self, probs: np.ndarray) -> None:
-        self._probs = probs
-        best = int(np.argmax(probs))
-        if self._label is None or best == self._label:
-            self._label = best
-            self._challenger, self._lead = None, 0
-            return
-        self._lead = self._lead + 1 if best == self._challenger else 1
-        self._challenger = best
-        if self._lead >= self.min_dwell or probs[best] >= self.switch_confidence:
-            self._label = best
-            self._challenger, self._lead = None, 0
+    def update(self, slots: np.ndarray, probs: np.ndarray) -> None:
+        self._probs[slots] = probs
+        best = np.argmax(probs, axis=1)
+        label, challenger = self._label[slots], self._challenger[slots]
+        holds = (label < 0) | (best == label)
+        lead = np.where(best == challenger, self._lead[slots] + 1, 1)
+        switch = ~holds & (
+            (lead >= self.min_dwell)
+            | (probs[np.arange(len(slots)), best] >= self.switch_confidence)
+        )
+        settled = holds | switch  # the label is (now) the best: no challenger
+        self._label[slots] = np.where(settled, best, label)
+        self._challenger[slots] = np.where(settled, -1, best)
+        self._lead[slots] = np.where(settled, 0, lead)
+        self._seen[slots] = True
 
-    def get(self) -> tuple[int, float]:
-        if self._label is None or self._probs is None:
-            raise LookupError("no decision yet")
-        return self._label, float(self._probs[self._label])
-
-    def reset(self) -> None:
-        self._label = self._probs = self._challenger = None
-        self._lead = 0
+    def get(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._check(slots)
+        label = self._label[slots]
+        return label, self._probs[slots, label]
 
 
-class HmmSmoother:
+class HmmSmoother(_Slotted):
     def __init__(self, transition: np.ndarray, prior: np.ndarray) -> None:
         self.transition = np.asarray(transition, np.float64)
         self.prior = np.asarray(prior, np.float64)
-        self._belief: np.ndarray | None = None
+        super().__init__({"_belief": ((len(self.prior),), np.float64, 0.0)})
+        self._belief: np.ndarray
 
-    def update(self, probs: np.ndarray) -> None:
+    def update(self, slots: np.ndarray, probs: np.ndarray) -> None:
         evidence = np.asarray(probs, np.float64) / self.prior
-        predicted = self.prior if self._belief is None else self._belief @ self.transition
+        seen = self._seen[slots, None]
+        predicted = np.where(seen, self._belief[slots] @ self.transition, self.prior)
         belief = predicted * evidence
-        total = belief.sum()
+        total = belief.sum(axis=1, keepdims=True)
         # an all-zero product (a class the network rules out entirely) falls back to it
-        self._belief = belief / total if total > 0 else evidence / evidence.sum()
+        fallback = evidence / evidence.sum(axis=1, keepdims=True)
+        self._belief[slots] = np.where(total > 0, belief / np.where(total > 0, total, 1), fallback)
+        self._seen[slots] = True
 
-    def get(self) -> tuple[int, float]:
-        if self._belief is None:
-            raise LookupError("no decision yet")
-        label = int(np.argmax(self._belief))
-        return label, float(self._belief[label])
-
-    def reset(self) -> None:
-        self._belief = None
+    def get(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._check(slots)
+        return _argmax_and_value(self._belief[slots])
 
 
 def hmm_transition(
@@ -210,20 +247,21 @@ def smoother_factory(
     min_dwell: int = 2,
     switch_confidence: float = 0.9,
     hmm: tuple[np.ndarray, np.ndarray] | None = None,
-) -> Callable[[], Smoother]:
-    """A function that makes a fresh smoother of ``method`` for each new device.
-    ``hmm``: the transition matrix per decision (``hmm_transition``) and class prior."""
+) -> Callable[[int], Smoother]:
+    """A function that makes the smoother of ``method`` for ``classes`` classes (the
+    engine makes one, for all its devices). ``hmm``: the transition matrix per decision
+    (``hmm_transition``) and the class prior."""
     if method == "none":
         return NoSmoother
     if method == "ema":
-        return lambda: EmaSmoother(ema_alpha)
+        return lambda classes: EmaSmoother(classes, ema_alpha)
     if method == "majority":
-        return lambda: MajoritySmoother(majority_k)
+        return lambda classes: MajoritySmoother(classes, majority_k)
     if method == "hysteresis":
-        return lambda: HysteresisSmoother(min_dwell, switch_confidence)
+        return lambda classes: HysteresisSmoother(classes, min_dwell, switch_confidence)
     if method == "hmm":
         if hmm is None:
             raise ValueError("the hmm smoother needs activity statistics from the bundle")
         transition, prior = hmm
-        return lambda: HmmSmoother(transition, prior)
+        return lambda classes: HmmSmoother(transition, prior)
     raise ValueError(f"unknown smoothing method {method!r}; choose from {METHODS}")

@@ -54,15 +54,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harstream.core.engine import Decision, Engine, Message, Prepared
+from harstream.core.engine import Decisions, Engine, Message, Prepared
 from harstream.core.payload import (
     decode_calibrate,
     discovery_payload,
-    encode_activity,
+    encode_activities,
     encode_calibration,
     encode_error,
     encode_gone,
-    encode_transition,
+    encode_transitions,
     valid_device_id,
 )
 from harstream.errors import PayloadError
@@ -474,24 +474,17 @@ class Pipeline:
         recorder, engine = self.recorder, self.engine
         assert recorder is not None
         rate = engine.rate_hz
-        fresh = set(batch.prepared.new_devices)
         for r in batch.prepared.rounds:
-            for work in r.work:
-                msg = work.msg
+            for msg, start, restart in zip(
+                r.messages, r.start.tolist(), r.restart.tolist(), strict=True
+            ):
                 # as the engine times decisions: without t, the last sample came at receipt
                 t0 = msg.t if msg.t is not None else msg.received - (len(msg.samples) - 1) / rate
                 vertical = engine.vertical_of(msg.device)
                 source = "calibration" if msg.device in engine.verticals else "reference"
                 batch.sessions[msg.device] = recorder.samples(
-                    msg.device,
-                    work.start,
-                    work.reset or msg.device in fresh,
-                    msg.samples,
-                    t0,
-                    vertical,
-                    source,
+                    msg.device, start, restart, msg.samples, t0, vertical, source
                 )
-                fresh.discard(msg.device)
 
     def _label(self, incoming: Incoming, batch: _Batch, rejected: Counter[str]) -> None:
         """``{prefix}/{device}/label``: a live label for the device's recording."""
@@ -547,7 +540,7 @@ class Pipeline:
             )
             self.deliver(output)
 
-    def _output(self, batch: _Batch, decisions: list[Decision]) -> Output:
+    def _output(self, batch: _Batch, decisions: Decisions) -> Output:
         s = self.settings
         out = Output()
         send = out.messages.append
@@ -585,22 +578,8 @@ class Pipeline:
                 )
             )
             send(Outgoing(f"{s.prefix}/{device}/availability", b"offline", 1, True))
-        for d in decisions:
-            topic = f"{s.prefix}/{d.device}"
-            send(
-                Outgoing(
-                    f"{topic}/activity",
-                    encode_activity(d, self.model_name),
-                    s.qos_out,
-                    s.retain_activity,
-                )
-            )
-            if d.changed:
-                send(Outgoing(f"{topic}/transition", encode_transition(d), s.qos_out, False))
-            if d.device in batch.received:
-                out.decided_from.append(batch.received[d.device])
-            if s.live_page:
-                out.decided.append((d.device, d.activity, d.confidence, d.received))
+        if len(decisions):
+            self._decided(batch, decisions, out)
         now = self.monotonic()
         suppressed = 0
         for device, code, detail in batch.errors:
@@ -616,6 +595,29 @@ class Pipeline:
                 stats.decisions, stats.errors_suppressed + suppressed, stats.batch_errors
             )
         return out
+
+    def _decided(self, batch: _Batch, decisions: Decisions, out: Output) -> None:
+        """A batch's decisions: encoded together, handed over as one list."""
+        s = self.settings
+        prefix, qos, retain = s.prefix, s.qos_out, s.retain_activity
+        send = out.messages.append
+        payloads = encode_activities(decisions, self.model_name)
+        for device, payload in zip(decisions.device, payloads, strict=True):
+            send(Outgoing(f"{prefix}/{device}/activity", payload, qos, retain))
+        for i, payload in encode_transitions(decisions):
+            send(Outgoing(f"{prefix}/{decisions.device[i]}/transition", payload, qos, False))
+        received = batch.received
+        out.decided_from.extend(received[d] for d in decisions.device if d in received)
+        if s.live_page:
+            out.decided.extend(
+                zip(
+                    decisions.device,
+                    [decisions.names[a] for a in decisions.activity.tolist()],
+                    decisions.confidence.tolist(),
+                    decisions.received.tolist(),
+                    strict=True,
+                )
+            )
 
     def _may_report(self, device: str, now: float) -> bool:
         """At most one error report per device per ``error_interval_s`` (bounded memory)."""

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from harstream.core.engine import Decision
+from harstream.core.engine import Decisions
 from harstream.errors import ConfigError, PayloadError
 from harstream.recordings import (
     SESSION_FILE,
@@ -305,25 +305,28 @@ class Recorder:
 
     # --- the infer thread ------------------------------------------------------------
 
-    def decisions(self, sessions: Mapping[str, str], decisions: Sequence[Decision]) -> None:
+    def decisions(self, sessions: Mapping[str, str], decisions: Decisions) -> None:
         """A batch's decisions; ``sessions``: device -> the session key its samples went
         to in that batch."""
         if not self.settings.decisions:
             return
         rows: dict[str, list[tuple[Any, ...]]] = {}
-        for d in decisions:
-            key = sessions.get(d.device)
+        names, labels = decisions.names, decisions.labels
+        for device, seq, t, received, activity, confidence, raw, probs in zip(
+            decisions.device,
+            decisions.seq.tolist(),
+            decisions.t.tolist(),
+            decisions.received.tolist(),
+            decisions.activity.tolist(),
+            decisions.confidence.tolist(),
+            decisions.raw.tolist(),
+            decisions.probs.tolist(),
+            strict=True,
+        ):
+            key = sessions.get(device)
             if key is not None:
                 rows.setdefault(key, []).append(
-                    (
-                        d.seq,
-                        d.t,
-                        d.received,
-                        d.activity,
-                        d.confidence,
-                        d.raw_activity,
-                        *d.probabilities.values(),
-                    )
+                    (seq, t, received, names[activity], confidence, labels[raw], *probs)
                 )
         for key, got in rows.items():
             self._put(("decisions", key, got))
