@@ -367,6 +367,7 @@ class Engine:
         self._next_seq: list[int | None] = []  # None: any seq starts the stream
         self._in = self._input_arrays(len(preprocessor.channels))
         self._out = self._output_arrays()
+        self._states = [name for name in ("state0", "state1") if hasattr(self._out, name)]
         self.smoother = smoother_factory(len(self.labels))
         # calibration: verticals and calibrations in progress are the prepare stage's;
         # requests come from any thread (one dict store each)
@@ -408,10 +409,6 @@ class Engine:
             for i, tensor in enumerate(state):
                 spec[f"state{i}"] = ((tensor.shape[0], tensor.shape[2]), np.float32, 0.0)
         return SlotArrays(spec)
-
-    @property
-    def _states(self) -> list[str]:
-        return [name for name in ("state0", "state1") if hasattr(self._out, name)]
 
     # --- devices ---------------------------------------------------------------------
 
