@@ -252,7 +252,7 @@ class ScaleConfig(_Section):
 
 class BatchingConfig(_Section):
     max_batch: PositiveInt = 1024
-    max_linger_ms: Annotated[float, Field(ge=0.0)] = 5.0
+    max_linger_ms: Annotated[float, Field(ge=0.0)] = 20.0
 
 
 class SensorLoggerConfig(_Section):

@@ -166,6 +166,7 @@ class Inbox:
         self.capacity = capacity
         self._arrivals: deque[Arrival] = deque()
         self._count = 0
+        self._wake_at = 1  # put wakes the taker once this many messages are queued
         self._announce = False
         self._closed = False
         self._cond = threading.Condition()
@@ -184,7 +185,8 @@ class Inbox:
                 arrival = Arrival(arrival.messages[:room], arrival.wall, arrival.mono)
             self._arrivals.append(arrival)
             self._count += len(arrival.messages)
-            self._cond.notify()
+            if self._count >= self._wake_at:  # a lingering taker sleeps until it is due
+                self._cond.notify()
             return dropped
 
     def wake(self) -> None:
@@ -220,11 +222,13 @@ class Inbox:
                 self._cond.wait(timeout)
             if busy and linger_s > 0:
                 deadline = time.monotonic() + linger_s
+                self._wake_at = limit  # woken early only by a full batch (or wake, close)
                 while self._count < limit and not self._closed:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
+                self._wake_at = 1
             if not self._arrivals and self._closed:
                 return None
             taken: list[Arrival] = []
