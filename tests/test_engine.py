@@ -63,11 +63,13 @@ def test_engine_equals_offline_in_any_message_sizes(
     assert seq[0] == first - 1 and np.all(np.diff(seq) == bundle.hop)
 
 
-@pytest.mark.parametrize("mode", ["window", "stateful"])
+@pytest.mark.parametrize(("mode", "stride"), [("window", 1), ("stateful", 1), ("stateful", 4)])
 def test_many_devices_in_one_batch_equal_each_alone(
-    bundle_factory: Callable[..., Bundle], mode: str
+    bundle_factory: Callable[..., Bundle], mode: str, stride: int
 ) -> None:
-    bundle = bundle_factory("gru", mode)
+    """Devices in one batch with different message sizes, counts and (stride 4) samples
+    short of a step: each decides as it would alone."""
+    bundle = bundle_factory("gru", mode, stride=stride, aligned=stride > 1)
     rng = np.random.default_rng(0)
     streams = {f"d{i}": np.roll(WALK, 97 * i, axis=0)[:1500] for i in range(12)}
     batched = make_engine(bundle)

@@ -744,26 +744,29 @@ class Engine:
         """Stateful mode: each device's new samples, after those left short of a whole
         step by its last message, go to the network in whole steps of ``stride``
         samples (the rest waits for the next message); devices with the same number of
-        steps share one inference group. Returns the decisions (rows of ``which``)."""
+        steps (two counts at most) share one inference group. Returns the decisions
+        (rows of ``which``).
+
+        ``pending`` holds the samples short of a step right-aligned in ``stride - 1``
+        rows, so that pending rows then new samples are one array for every device,
+        each device's own sequence starting at row ``stride - 1 - pending_len``."""
         inp, stride, n = self._in, self.stride, y.shape[1]
         pending = inp.pending_len[slots]
-        group_of = np.zeros(len(slots), np.int64)
+        joined = np.concatenate([inp.pending[slots], y], axis=1) if stride > 1 else y
+        inp.pending[slots] = joined[:, n:]  # the last stride - 1 rows: right-aligned rest
+        fewer = n - n % stride  # whole samples of a device with nothing pending
+        more = pending + n - fewer >= stride  # these have one step more
+        inp.pending_len[slots] = pending + n - fewer - np.where(more, stride, 0)
+        group_of = more.astype(np.int64)
         index_of = np.zeros(len(slots), np.int64)
-        by_steps: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-        values = np.unique(pending).tolist()
-        for p in values:
-            sel = np.arange(len(slots)) if len(values) == 1 else np.flatnonzero(pending == p)
-            xs = y[sel] if p == 0 else np.concatenate([inp.pending[slots[sel], :p], y[sel]], 1)
-            whole = p + n - (p + n) % stride
-            rest = p + n - whole
-            if rest:
-                inp.pending[slots[sel], :rest] = xs[:, whole:]
-            inp.pending_len[slots[sel]] = rest
-            if whole:
-                by_steps.setdefault(whole, []).append((sel, xs[:, :whole]))
-        for pieces in by_steps.values():
-            sel = pieces[0][0] if len(pieces) == 1 else np.concatenate([p[0] for p in pieces])
-            x = pieces[0][1] if len(pieces) == 1 else np.concatenate([p[1] for p in pieces])
+        for whole, sel in ((fewer, np.flatnonzero(~more)), (fewer + stride, np.flatnonzero(more))):
+            if not len(sel) or not whole:
+                continue
+            if len(sel) == len(slots) and pending.min() == pending.max():
+                start = stride - 1 - int(pending[0])  # all aligned alike: a slice, no gather
+                x = joined[:, start : start + whole]
+            else:
+                x = joined[sel[:, None], (stride - 1 - pending[sel])[:, None] + np.arange(whole)]
             group_of[sel] = len(groups)
             index_of[sel] = np.arange(len(sel))
             groups.append(_Group(x, slots[sel]))
