@@ -757,7 +757,7 @@ class Engine:
         fewer = n - n % stride  # whole samples of a device with nothing pending
         more = pending + n - fewer >= stride  # these have one step more
         inp.pending_len[slots] = pending + n - fewer - np.where(more, stride, 0)
-        group_of = more.astype(np.int64)
+        group_of = np.zeros(len(slots), np.int64)  # a device without a step decides nothing
         index_of = np.zeros(len(slots), np.int64)
         for whole, sel in ((fewer, np.flatnonzero(~more)), (fewer + stride, np.flatnonzero(more))):
             if not len(sel) or not whole:
