@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harstream.core.bundle import Bundle
-from harstream.testing.localbroker import Mosquitto, wait_for_port
+from harstream.testing.localbroker import Mosquitto, end_process, wait_for_port
 
 __all__ = ["alternating", "e2e_run", "load_result", "run_load", "serve_command"]
 
@@ -159,11 +158,7 @@ def e2e_run(
             peak_rss = _proc_rss_mb(gateway.pid, "VmHWM")
             rss = _proc_rss_mb(gateway.pid)
         finally:
-            gateway.send_signal(signal.SIGTERM)
-            try:
-                gateway.wait(20)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
+            end_process(gateway, 20.0)
             broker.stop()
         result = load_result(load)
         batching = re.search(

@@ -19,7 +19,7 @@ from typing import Any
 
 from harstream.benchmarks.e2e import _proc_cpu_s, _wait_online, load_result, run_load, serve_command
 from harstream.core.bundle import Bundle
-from harstream.testing.localbroker import Mosquitto
+from harstream.testing.localbroker import Mosquitto, end_process
 from harstream.testing.localnats import Nats
 
 __all__ = ["scale_run"]
@@ -103,13 +103,10 @@ def scale_run(
             cpu = [_proc_cpu_s(p.pid) - b for p, b in zip(processes, before, strict=True)]
             broker_cpu = _proc_cpu_s(server.process.pid) - broker_before
         finally:
-            for p in processes:
+            for p in processes:  # all asked at once, then each waited for
                 p.terminate()
             for p in processes:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+                end_process(p, 20.0)
             for log in logs:
                 log.close()
             server.stop()

@@ -434,7 +434,7 @@ def encode_activities(decisions: Decisions, model: str) -> list[bytes]:
         strict=True,
     )
     return [
-        orjson.dumps(
+        encode(
             {
                 "device": device,
                 "activity": names[activity],
@@ -476,7 +476,7 @@ def encode_transitions(decisions: Decisions) -> list[tuple[int, bytes]]:
     return [
         (
             i,
-            orjson.dumps(
+            encode(
                 {
                     "device": decisions.device[i],
                     "from": names[int(decisions.previous[i])],

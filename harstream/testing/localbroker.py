@@ -20,6 +20,7 @@ from pathlib import Path
 __all__ = [
     "INSTALL_HINT",
     "Mosquitto",
+    "end_process",
     "free_port",
     "mosquitto_binary",
     "wait_for_port",
@@ -46,6 +47,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def end_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Ask a server to stop (SIGTERM); kill it if it has not within ``timeout_s``."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
@@ -126,13 +139,8 @@ class Mosquitto:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            end_process(self.process, 5.0)
         if self.process is not None and self.process.stderr is not None:
             self.process.stderr.close()
         self.process = None

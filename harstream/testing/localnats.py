@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from harstream.testing.localbroker import free_port, wait_for_port
+from harstream.testing.localbroker import end_process, free_port, wait_for_port
 
 __all__ = ["INSTALL_HINT", "Endpoint", "Nats", "nats_binary", "nats_cluster"]
 
@@ -101,13 +101,8 @@ class Nats:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            end_process(self.process, 10.0)
         self.process = None
 
     def kill(self) -> None:
