@@ -354,6 +354,14 @@ class TrainConfig(_Section):
     #: device's first decisions after a start or reset more
     short_crop_p: Probability = 0.5
     short_seq_len: PositiveInt = 128
+    #: stateful: random-order streams spliced per training subject from its own segments
+    #: (``training.splice``), trained on beside its recordings so that no activity
+    #: order is learned; 0: the recordings alone
+    spliced_streams: Annotated[int, Field(ge=0)] = 8
+    #: each spliced segment cut to a random share of its length in this range
+    spliced_crop: tuple[Probability, Probability] = (0.3, 1.0)
+    #: random-order streams per validation subject that model selection also scores
+    validation_streams: Annotated[int, Field(ge=0)] = 2
     window_stride: PositiveInt = 32
     batch_size: PositiveInt = 32
     iterations: PositiveInt = 1600

@@ -161,6 +161,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _evaluate_baseline(args, config)
     if args.orientations:
         return _orientation_report(args, config)
+    if args.streams == "spliced":
+        return _life_order(args, config)
     report_path = args.report or Path(args.model) / "report.json"
     recordings = None
     if args.rotate != "none" or args.calibration != "standing":
@@ -208,6 +210,46 @@ def _orientation_report(args: argparse.Namespace, config: Any) -> int:
         title = f"Orientation robustness ({args.subjects} subjects)"
         csv, markdown = write_table(table, args.report, title)
         print(f"wrote {csv} and {markdown}")
+    return 0
+
+
+def _life_order(args: argparse.Namespace, config: Any) -> int:
+    """``evaluate --streams spliced``: lab order, lab-cut and random-order streams."""
+    from training.data import TEST_SUBJECTS
+    from training.lifeorder import life_order_report, step_table, summary_table
+    from training.metrics import write_table
+
+    if args.rotate != "none" or args.record:
+        raise ConfigError("--streams spliced takes neither --rotate nor --record")
+    subjects = TEST_SUBJECTS if args.subjects == "test" else config.train.validation_subjects
+    report = life_order_report(
+        args.model,
+        _data_dir(args, config),
+        _stream_configs(args),
+        subjects,
+        streams=args.spliced_streams,
+        calibration=args.calibration,
+        jobs=config.train.jobs,
+    )
+    summary, steps = summary_table(report), step_table(report)
+    print(
+        f"{report['name']} on the {args.subjects} subjects {list(subjects)}, calibration "
+        f"{args.calibration}, {args.spliced_streams} random-order streams per subject"
+    )
+    print(summary.to_string(index=False))
+    print("accuracy over the segment after each change (spliced streams):")
+    print(steps.to_string(float_format="{:.4f}".format))
+    for subject, missing in report["missing"].items():
+        print(f"subject {subject} has no {', '.join(missing)}: its streams go without")
+    path = args.report or Path(args.model or "runs/default") / "life-order.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    title = f"{report['name']}, {args.subjects} subjects, calibration {args.calibration}"
+    written = [
+        *write_table(summary, path.with_name(f"{path.stem}-orders"), title),
+        *write_table(steps.reset_index(names="step"), path.with_name(f"{path.stem}-steps"), title),
+    ]
+    print(f"wrote {path}, " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -496,10 +538,25 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--device", action="append", help="with --recordings: only this device (repeatable)"
     )
     evaluate.add_argument(
+        "--streams",
+        choices=["lab", "spliced"],
+        default="lab",
+        help="spliced: also score each subject's segments cut and joined in the lab's order "
+        "and in random real-life orders (the life-order protocol, docs/design.md)",
+    )
+    evaluate.add_argument(
+        "--spliced-streams",
+        type=int,
+        default=3,
+        metavar="K",
+        help="with --streams spliced: random-order streams per subject (default 3)",
+    )
+    evaluate.add_argument(
         "--subjects",
         choices=["validation", "test"],
         default="test",
-        help="with --orientations: validation to choose a model, test to report it",
+        help="with --orientations or --streams spliced: validation to choose a model, test "
+        "to report it",
     )
     add_config_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)

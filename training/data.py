@@ -26,8 +26,9 @@ from harstream.core.preprocessing import (
     gravity_direction,
 )
 from harstream.evaluation.metrics import segments
-from replay import iter_hapt
+from replay import Recording, iter_hapt
 from replay.hapt import find_raw_dir
+from training.splice import segment_pool, spliced
 
 __all__ = [
     "TEST_SUBJECTS",
@@ -39,7 +40,9 @@ __all__ = [
     "input_channels",
     "load_prepared",
     "normalization",
+    "prepare",
     "protocol_windows",
+    "spliced_recordings",
     "standing_vertical",
     "turned",
 ]
@@ -104,8 +107,30 @@ def load_prepared(
     same phone on the same belt, turned the same way; none at all: uncalibrated),
     ``reference`` (the vertical ``reference``) or ``none``.
     """
+    return prepare(
+        list(iter_hapt(data_dir, subjects=subjects)),
+        filters,
+        channels,
+        calibration_s,
+        turn=turn,
+        calibration=calibration,
+        reference=reference,
+    )
+
+
+def prepare(
+    raw: Sequence[Recording],
+    filters: FilterSpec,
+    channels: Sequence[str] = CHANNELS,
+    calibration_s: float = 5.0,
+    *,
+    turn: Callable[[int], np.ndarray] | None = None,
+    calibration: str = "standing",
+    reference: np.ndarray | None = None,
+) -> list[Prepared]:
+    """``load_prepared`` for recordings already in memory (HAPT experiments, or streams
+    spliced from them: ``training.splice``)."""
     pre = Preprocessor(filters, channels=channels)
-    raw = list(iter_hapt(data_dir, subjects=subjects))
     out = []
     for index, r in enumerate(raw):
         rotation = None if turn is None else turn(index)
@@ -128,6 +153,32 @@ def load_prepared(
         features = pre.inputs(filtered, None if vertical is None else vertical[None])[0]
         out.append(Prepared(r.subject, r.experiment, features, r.labels, samples, vertical))
     return out
+
+
+def spliced_recordings(
+    recordings: Sequence[Prepared],
+    per_subject: int,
+    *,
+    filters: FilterSpec,
+    channels: Sequence[str],
+    calibration_s: float,
+    crop: tuple[float, float],
+    seed: int,
+) -> list[Prepared]:
+    """``per_subject`` random-order streams (``training.splice``) of each subject's
+    segments, as many segments long as the subject recorded, preprocessed and calibrated
+    like its recordings."""
+    made = []
+    for subject in sorted({r.subject for r in recordings}, key=str):
+        mine = [r for r in recordings if r.subject == subject]
+        pool = segment_pool(
+            Recording(int(subject), r.experiment, r.samples, r.labels) for r in mine
+        )
+        wanted = sum(1 for r in mine for a, _, _ in segments(r.labels) if 1 <= a <= 6)
+        for k in range(per_subject):
+            s = spliced(pool, np.random.default_rng([seed, int(subject), k]), wanted, crop=crop)
+            made.append(Recording(int(subject), f"spliced{k}", s.samples, s.labels))
+    return prepare(made, filters, channels, calibration_s)
 
 
 def turned(samples: np.ndarray, rotation: np.ndarray) -> np.ndarray:

@@ -25,8 +25,9 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ from harstream.core.bundle import ActivityStats, ArchSpec, Bundle, CalibrationSp
 from harstream.core.inference import expand_steps
 from harstream.core.preprocessing import CALIBRATED, FilterSpec
 from harstream.core.torchnet import HarNet
-from harstream.evaluation.metrics import score_stream
+from harstream.evaluation.metrics import StreamScore, score_stream
 from replay import BASIC_ACTIVITIES
 from training.augment import augment_crop
 from training.data import (
@@ -52,6 +53,7 @@ from training.data import (
     load_prepared,
     normalization,
     protocol_windows,
+    spliced_recordings,
 )
 from training.export import write_bundle
 from training.metrics import window_metrics
@@ -89,10 +91,21 @@ def train(
         raise ValueError("training recordings must come from the 21 training subjects")
     val = [r for r in recordings if r.subject in cfg.validation_subjects]
     fit = [r for r in recordings if r.subject not in cfg.validation_subjects]
+    prepare_spliced = partial(
+        spliced_recordings,
+        filters=filters,
+        channels=channels,
+        calibration_s=cfg.calibration_s,
+        crop=cfg.spliced_crop,
+        seed=cfg.seed,
+    )
+    fit_spliced = prepare_spliced(fit, cfg.spliced_streams) if cfg.mode == "stateful" else []
+    val_spliced = prepare_spliced(val, cfg.validation_streams, crop=(1.0, 1.0), seed=cfg.seed + 1)
     mean, std = normalization(fit)
     log(
-        f"fit subjects {sorted({r.subject for r in fit})}, "
-        f"validation subjects {sorted({r.subject for r in val})}"
+        f"fit subjects {sorted({r.subject for r in fit})} (+{len(fit_spliced)} spliced "
+        f"streams), validation subjects {sorted({r.subject for r in val})} "
+        f"(+{len(val_spliced)} spliced streams)"
     )
 
     # 3. model and optimiser
@@ -102,10 +115,10 @@ def train(
     net = HarNet.from_arch(arch, len(BASIC_ACTIVITIES), len(channels))
     history: list[dict[str, float]] = []
     best = {"score": -1.0, "step": 0, "state": _snapshot(net)}
-    sampler = _make_sampler(cfg, fit, mean, std, rng)
+    sampler = _make_sampler(cfg, fit + fit_spliced, mean, std, rng)
 
     def on_eval(step: int, train_loss: float, train_acc: float) -> None:
-        scores = evaluate_torch(net, val, mean, std, cfg) if val else {}
+        scores = evaluate_torch(net, val, mean, std, cfg, val_spliced) if val else {}
         row = {"step": step, "train_loss": train_loss, "train_accuracy": train_acc, **scores}
         history.append(row)
         score = scores.get("selection", train_acc)
@@ -126,9 +139,12 @@ def train(
         torch.manual_seed(cfg.seed)
         mean, std = normalization(recordings)
         net = HarNet.from_arch(arch, len(BASIC_ACTIVITIES), len(channels))
+        everyone = recordings + (
+            prepare_spliced(recordings, cfg.spliced_streams) if cfg.mode == "stateful" else []
+        )
         _fit(
             net,
-            _make_sampler(cfg, recordings, mean, std, rng),
+            _make_sampler(cfg, everyone, mean, std, rng),
             cfg,
             max(best["step"], 1),
             lambda *args: None,
@@ -344,9 +360,15 @@ def step_probabilities(
 
 @torch.inference_mode()
 def evaluate_torch(
-    net: HarNet, recs: list[Prepared], mean: np.ndarray, std: np.ndarray, cfg: TrainConfig
+    net: HarNet,
+    recs: list[Prepared],
+    mean: np.ndarray,
+    std: np.ndarray,
+    cfg: TrainConfig,
+    spliced: Sequence[Prepared] = (),
 ) -> dict[str, float]:
-    """Validation scores: protocol windows and raw (unsmoothed) online accuracy at hop."""
+    """Validation scores: protocol windows and raw (unsmoothed) online accuracy at hop,
+    on the recordings and (stateful mode) on ``spliced`` random-order streams."""
     net.eval()
     truth, pred = [], []
     stream = None
@@ -385,8 +407,19 @@ def evaluate_torch(
         )
     if stream is not None:
         scores["val_online_accuracy"] = stream.online_accuracy
-    # model selection: window macro-F1 and online accuracy weigh the same
-    scores["selection"] = (scores["val_macro_f1"] + scores.get("val_online_accuracy", 0.0)) / 2
+    parts = [scores["val_macro_f1"], scores.get("val_online_accuracy", 0.0)]
+    if spliced and cfg.mode == "stateful":
+        total = StreamScore()
+        for r, probs in zip(
+            spliced, step_probabilities(net, list(spliced), mean, std), strict=True
+        ):
+            seqs = np.arange(cfg.hop - 1, len(r.labels), cfg.hop)
+            total += score_stream(r.labels, seqs, probs[seqs].argmax(-1) + 1)
+        scores["val_spliced_online_accuracy"] = total.online_accuracy
+        parts.append(total.online_accuracy)
+    # model selection: window macro-F1, online accuracy in lab order and (when scored)
+    # in random order weigh the same
+    scores["selection"] = float(np.mean(parts))
     return scores
 
 

@@ -11,7 +11,13 @@ activity ids (0 unlabelled, 1..6 basic, 7..12 transitions):
   start until the label in force first equals its activity (a miss if that never
   happens before the segment ends);
 - switches per hour of the published label, next to the true switches per hour (changes
-  of activity between consecutive activity 1-6 segments).
+  of activity between consecutive activity 1-6 segments);
+- per step (a change from activity A to B between consecutive activity 1-6 segments):
+  the share of B's segment whose label in force is B (``step_accuracy``);
+- postural transitions as events: the share of recorded transitions (7-12) after which
+  the label in force reaches the posture they lead to by ``POSTURE_WITHIN_S`` after
+  their end, and the published changes between two postures that no recorded
+  transition explains (false posture changes, per hour).
 
 Pure numpy: no files, no models. ``StreamScore`` objects add up across recordings.
 """
@@ -27,6 +33,9 @@ import numpy as np
 
 __all__ = [
     "MIN_SEGMENT_S",
+    "POSTURES",
+    "POSTURE_WITHIN_S",
+    "TRANSITION_TO",
     "StreamScore",
     "label_in_force",
     "score_stream",
@@ -35,6 +44,10 @@ __all__ = [
 
 MIN_SEGMENT_S = 5.0
 NO_LABEL = -1
+POSTURES = (4, 5, 6)  # SITTING, STANDING, LAYING
+#: The posture each HAPT transition (7-12) leads to.
+TRANSITION_TO = {7: 4, 8: 5, 9: 6, 10: 4, 11: 6, 12: 5}
+POSTURE_WITHIN_S = 3.0
 
 
 def label_in_force(
@@ -73,6 +86,11 @@ class StreamScore:
     decisions: int = 0
     truth: list[np.ndarray] = field(default_factory=list, repr=False)  # scored samples
     pred: list[np.ndarray] = field(default_factory=list, repr=False)
+    #: (from, to) activity ids -> [samples right, samples] over the segments after it
+    steps: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    posture_transitions: int = 0
+    posture_detected: int = 0
+    posture_false: int = 0
 
     def __add__(self, other: StreamScore) -> StreamScore:
         return StreamScore(
@@ -87,6 +105,18 @@ class StreamScore:
             decisions=self.decisions + other.decisions,
             truth=self.truth + other.truth,
             pred=self.pred + other.pred,
+            steps={
+                k: [
+                    a + b
+                    for a, b in zip(
+                        self.steps.get(k, [0, 0]), other.steps.get(k, [0, 0]), strict=True
+                    )
+                ]
+                for k in self.steps.keys() | other.steps.keys()
+            },
+            posture_transitions=self.posture_transitions + other.posture_transitions,
+            posture_detected=self.posture_detected + other.posture_detected,
+            posture_false=self.posture_false + other.posture_false,
         )
 
     @property
@@ -114,6 +144,20 @@ class StreamScore:
         truth, pred = np.concatenate(self.truth), np.concatenate(self.pred)
         return {c: float(np.mean(pred[truth == c] == c)) for c in classes if np.any(truth == c)}
 
+    def step_accuracy(self) -> dict[tuple[int, int], float]:
+        """Per step (from, to): the share of the following segments' samples right."""
+        return {k: right / total for k, (right, total) in sorted(self.steps.items()) if total}
+
+    @property
+    def posture_detection(self) -> float | None:
+        if not self.posture_transitions:
+            return None
+        return self.posture_detected / self.posture_transitions
+
+    @property
+    def false_posture_changes_per_hour(self) -> float:
+        return self.posture_false / (self.duration_s / 3600) if self.duration_s else 0.0
+
     def delay_percentile(self, q: float) -> float | None:
         return float(np.percentile(self.delays_s, q)) if self.delays_s else None
 
@@ -138,6 +182,9 @@ class StreamScore:
             "segments_scored": len(self.delays_s) + self.misses,
             "switches_per_hour_pred": round(self.switches_per_hour_pred, 1),
             "switches_per_hour_true": round(self.switches_per_hour_true, 1),
+            "posture_transitions": self.posture_transitions,
+            "posture_detected_within_3s": _round(self.posture_detection),
+            "false_posture_changes_per_hour": round(self.false_posture_changes_per_hour, 1),
         }
 
 
@@ -179,7 +226,44 @@ def score_stream(
             score.delays_s.append(float(hits[0] / rate_hz))
         else:
             score.misses += 1
+    for (before, _, _), (after, start, stop) in itertools.pairwise(basics):
+        if before != after:
+            right = int(np.sum(force[start:stop] == after))
+            tally = score.steps.setdefault((before, after), [0, 0])
+            tally[0] += right
+            tally[1] += stop - start
+    _score_postures(score, truth, np.asarray(seqs, np.int64), published, force, rate_hz)
     return score
+
+
+def _score_postures(
+    score: StreamScore,
+    truth: np.ndarray,
+    seqs: np.ndarray,
+    published: np.ndarray,
+    force: np.ndarray,
+    rate_hz: float,
+) -> None:
+    """Postural transitions as events (module docstring): detected ones, false changes."""
+    within = round(POSTURE_WITHIN_S * rate_hz)
+    explained = []  # (first, last) sample where a change to the posture is expected
+    for activity, start, stop in segments(truth):
+        posture = TRANSITION_TO.get(activity)
+        if posture is None:
+            continue
+        end = min(len(truth), stop + within)
+        explained.append((start, end, posture))
+        score.posture_transitions += 1
+        score.posture_detected += int(np.any(force[start:end] == posture))
+    if len(published) < 2:
+        return
+    changed = np.flatnonzero(published[1:] != published[:-1]) + 1
+    for i in changed:
+        old, new, at = published[i - 1], published[i], seqs[i]
+        if old in POSTURES and new in POSTURES and not any(
+            a <= at < b and new == posture for a, b, posture in explained
+        ):
+            score.posture_false += 1
 
 
 def segments(labels: np.ndarray) -> list[tuple[int, int, int]]:
