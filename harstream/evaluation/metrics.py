@@ -260,8 +260,10 @@ def _score_postures(
     changed = np.flatnonzero(published[1:] != published[:-1]) + 1
     for i in changed:
         old, new, at = published[i - 1], published[i], seqs[i]
-        if old in POSTURES and new in POSTURES and not any(
-            a <= at < b and new == posture for a, b, posture in explained
+        if (
+            old in POSTURES
+            and new in POSTURES
+            and not any(a <= at < b and new == posture for a, b, posture in explained)
         ):
             score.posture_false += 1
 
