@@ -362,6 +362,9 @@ class TrainConfig(_Section):
     spliced_crop: tuple[Probability, Probability] = (0.3, 1.0)
     #: random-order streams per validation subject that model selection also scores
     validation_streams: Annotated[int, Field(ge=0)] = 2
+    #: the HMM smoother's mean activity duration (the same for every class; chosen on
+    #: validation spliced streams, docs/models.md)
+    hmm_duration_s: PositiveFloat = 6.0
     window_stride: PositiveInt = 32
     batch_size: PositiveInt = 32
     iterations: PositiveInt = 1600

@@ -66,5 +66,7 @@ def random_bundle(
         training={"name": f"random-{kind}-{mode}", "seed": seed},
         channels=channels,
         calibration=CalibrationSpec(reference_vertical=list(UPRIGHT)) if aligned else None,
-        activity_stats=ActivityStats(**activity_stats(MINI_PREPARED, len(BASIC_ACTIVITIES), 50.0)),
+        activity_stats=ActivityStats(
+            **activity_stats(MINI_PREPARED, len(BASIC_ACTIVITIES), duration_s=6.0)
+        ),
     )

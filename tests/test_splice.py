@@ -152,3 +152,22 @@ def test_every_test_subject_gets_spliced_streams(hapt_dir: Path) -> None:
         lab = sum(len(r.samples) for r in orders["lab"])
         for stream in orders["spliced"]:
             assert 0.4 * lab < len(stream.samples) < 2.5 * lab
+
+
+def test_hmm_statistics_carry_no_script() -> None:
+    from training.data import Prepared, activity_stats
+
+    r = _recording(LAB)
+    prepared = Prepared(1, "e1", r.samples, r.labels, r.samples)
+    stats = activity_stats([prepared], 6, duration_s=7.0)
+    assert stats["mean_duration_s"] == [7.0] * 6  # not the lab's segment lengths
+    follows = np.array(stats["transitions"])
+    np.testing.assert_allclose(follows.sum(axis=1), 1.0)
+    off = ~np.eye(6, dtype=bool)
+    assert np.all(np.diag(follows) == 0) and np.all(follows[off] > 0)  # nothing impossible
+    # the lab script goes STAND -> SIT and never STAND -> WALK; the prior does not care
+    assert follows[4, 0] == follows[4, 3] == follows[4, 5] > follows[4, 1]
+    # WALKING_UPSTAIRS leads back to WALKING, never by script to WALKING_DOWNSTAIRS
+    assert follows[1, 0] > follows[1, 2]
+    shares = [sum(n for a, n in LAB if a == c) for c in range(1, 7)]
+    np.testing.assert_allclose(stats["prior"], (np.array(shares) + 1) / (sum(shares) + 6))

@@ -11,7 +11,7 @@ ever used for the final report; validation subjects come out of the other 21.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from harstream.core.preprocessing import (
 from harstream.evaluation.metrics import segments
 from replay import Recording, iter_hapt
 from replay.hapt import find_raw_dir
-from training.splice import segment_pool, spliced
+from training.splice import LIFE, segment_pool, spliced
 
 __all__ = [
     "TEST_SUBJECTS",
@@ -200,26 +200,28 @@ def normalization(recordings: Sequence[Prepared]) -> tuple[np.ndarray, np.ndarra
 
 
 def activity_stats(
-    recordings: Sequence[Prepared], n_classes: int, rate_hz: float
+    recordings: Sequence[Prepared],
+    n_classes: int,
+    *,
+    duration_s: float,
+    graph: Mapping[int, Sequence[int]] = LIFE,
+    elsewhere: float = 0.3,
 ) -> dict[str, list[Any]]:
-    """What the HMM smoother needs from the labels (``ActivityStats`` in the bundle):
-    mean segment duration per class, where each class's segments lead (the next activity
-    1-6 segment of the same recording; half a count added to every pair, so that no
-    switch is impossible), and each class's share of the labelled samples."""
-    durations: list[list[int]] = [[] for _ in range(n_classes)]
-    follows = np.full((n_classes, n_classes), 0.5)
+    """What the HMM smoother needs (``ActivityStats`` in the bundle), with no script in
+    it: one mean activity duration ``duration_s`` for every class (not the lab's segment
+    lengths), successors uniform over the real-life ``graph`` (``training.splice.LIFE``)
+    with weight ``elsewhere`` for every other class (no switch is impossible: a decision
+    every 1.28 s can skip a short activity), and each class's share of the samples the
+    network was trained on (``recordings``) as its prior."""
+    follows = np.full((n_classes, n_classes), elsewhere)
+    for a, successors in graph.items():
+        for b in successors:
+            follows[a - 1, b - 1] = 1.0
     np.fill_diagonal(follows, 0.0)
-    for r in recordings:
-        basic = [(c - 1, b - a) for c, a, b in segments(r.labels) if 1 <= c <= n_classes]
-        for (c, length), (after, _) in zip(basic, [*basic[1:], (None, 0)], strict=True):
-            durations[c].append(length)
-            if after is not None and after != c:
-                follows[c, after] += 1
-    # a class with no segment (small data) gets the mean of all, and one sample of prior
-    everything = [length for d in durations for length in d] or [rate_hz]
-    counts = np.array([sum(d) for d in durations], np.float64) + 1.0
+    labels = np.concatenate([np.asarray(r.labels) for r in recordings])
+    counts = np.array([np.sum(labels == c + 1) for c in range(n_classes)], np.float64) + 1.0
     return {
-        "mean_duration_s": [float(np.mean(d or everything)) / rate_hz for d in durations],
+        "mean_duration_s": [float(duration_s)] * n_classes,
         "transitions": (follows / follows.sum(axis=1, keepdims=True)).tolist(),
         "prior": (counts / counts.sum()).tolist(),
     }

@@ -115,7 +115,8 @@ def train(
     net = HarNet.from_arch(arch, len(BASIC_ACTIVITIES), len(channels))
     history: list[dict[str, float]] = []
     best = {"score": -1.0, "step": 0, "state": _snapshot(net)}
-    sampler = _make_sampler(cfg, fit + fit_spliced, mean, std, rng)
+    trained_on = fit + fit_spliced
+    sampler = _make_sampler(cfg, trained_on, mean, std, rng)
 
     def on_eval(step: int, train_loss: float, train_acc: float) -> None:
         scores = evaluate_torch(net, val, mean, std, cfg, val_spliced) if val else {}
@@ -139,12 +140,12 @@ def train(
         torch.manual_seed(cfg.seed)
         mean, std = normalization(recordings)
         net = HarNet.from_arch(arch, len(BASIC_ACTIVITIES), len(channels))
-        everyone = recordings + (
+        trained_on = recordings + (
             prepare_spliced(recordings, cfg.spliced_streams) if cfg.mode == "stateful" else []
         )
         _fit(
             net,
-            _make_sampler(cfg, everyone, mean, std, rng),
+            _make_sampler(cfg, trained_on, mean, std, rng),
             cfg,
             max(best["step"], 1),
             lambda *args: None,
@@ -191,7 +192,7 @@ def train(
         channels=channels,
         calibration=_reference_calibration(recordings, cfg),
         activity_stats=ActivityStats(
-            **activity_stats(recordings, len(BASIC_ACTIVITIES), filters.rate_hz)
+            **activity_stats(trained_on, len(BASIC_ACTIVITIES), duration_s=cfg.hmm_duration_s)
         ),
     )
     log(f"wrote {bundle.path} in {seconds:.0f} s")
