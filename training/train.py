@@ -81,17 +81,55 @@ def train(
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    filters = FilterSpec()
-    channels = input_channels(cfg.inputs)
+    data = _load(cfg, data_dir, recordings, log)  # 1-2
+    fitted, history, best_step = _select(cfg, data, rng, log)  # 3-4
+    if cfg.refit and data.val:  # 5
+        log(f"refit on all {len(TRAIN_SUBJECTS)} training subjects for {best_step} steps")
+        fitted = _refit(cfg, data, max(best_step, 1), rng)
+    seconds = time.monotonic() - started
+    bundle = _write(cfg, data, fitted, history, best_step, data_dir, out_dir, seconds)  # 6
+    log(f"wrote {bundle.path} in {seconds:.0f} s")
+    return TrainResult(bundle, history, best_step, seconds)
 
-    # 1-2. data and split
+
+@dataclass
+class _Data:
+    """The training recordings, split, and the random-order streams spliced from them."""
+
+    recordings: list[Prepared]
+    fit: list[Prepared]
+    val: list[Prepared]
+    fit_spliced: list[Prepared]
+    val_spliced: list[Prepared]
+    splice: Callable[..., list[Prepared]]  # more streams like fit_spliced (for the refit)
+    channels: tuple[str, ...]
+    filters: FilterSpec = field(default_factory=FilterSpec)
+
+
+@dataclass
+class _Fitted:
+    net: HarNet
+    mean: np.ndarray
+    std: np.ndarray
+    trained_on: list[Prepared]  # what the batches were drawn from (the HMM's class prior)
+
+
+def _load(
+    cfg: TrainConfig,
+    data_dir: str | Path,
+    recordings: list[Prepared] | None,
+    log: Callable[[str], None],
+) -> _Data:
+    """Steps 1-2: the 21 training subjects, preprocessed; validation split off; spliced
+    streams of both sides (stateful mode: the fitting side trains on them too)."""
+    filters, channels = FilterSpec(), input_channels(cfg.inputs)
     if recordings is None:
         recordings = load_prepared(data_dir, TRAIN_SUBJECTS, filters, channels, cfg.calibration_s)
     if any(r.subject not in TRAIN_SUBJECTS for r in recordings):
         raise ValueError("training recordings must come from the 21 training subjects")
     val = [r for r in recordings if r.subject in cfg.validation_subjects]
     fit = [r for r in recordings if r.subject not in cfg.validation_subjects]
-    prepare_spliced = partial(
+    splice = partial(
         spliced_recordings,
         filters=filters,
         channels=channels,
@@ -99,27 +137,44 @@ def train(
         crop=cfg.spliced_crop,
         seed=cfg.seed,
     )
-    fit_spliced = prepare_spliced(fit, cfg.spliced_streams) if cfg.mode == "stateful" else []
-    val_spliced = prepare_spliced(val, cfg.validation_streams, crop=(1.0, 1.0), seed=cfg.seed + 1)
-    mean, std = normalization(fit)
-    log(
-        f"fit subjects {sorted({r.subject for r in fit})} (+{len(fit_spliced)} spliced "
-        f"streams), validation subjects {sorted({r.subject for r in val})} "
-        f"(+{len(val_spliced)} spliced streams)"
+    stateful = cfg.mode == "stateful"
+    data = _Data(
+        recordings,
+        fit,
+        val,
+        splice(fit, cfg.spliced_streams) if stateful else [],
+        splice(val, cfg.validation_streams, crop=(1.0, 1.0), seed=cfg.seed + 1) if stateful else [],
+        splice,
+        channels,
+        filters,
     )
+    log(
+        f"fit subjects {sorted({r.subject for r in fit})} (+{len(data.fit_spliced)} spliced "
+        f"streams), validation subjects {sorted({r.subject for r in val})} "
+        f"(+{len(data.val_spliced)} spliced streams)"
+    )
+    return data
 
-    # 3. model and optimiser
-    arch = ArchSpec(
+
+def _arch(cfg: TrainConfig) -> ArchSpec:
+    return ArchSpec(
         type=cfg.arch, hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout, stride=cfg.stride
     )
-    net = HarNet.from_arch(arch, len(BASIC_ACTIVITIES), len(channels))
+
+
+def _select(
+    cfg: TrainConfig, data: _Data, rng: np.random.Generator, log: Callable[[str], None]
+) -> tuple[_Fitted, list[dict[str, float]], int]:
+    """Steps 3-4: train on the fitting side, score the validation side every
+    ``eval_every`` steps, keep the best checkpoint."""
+    net = HarNet.from_arch(_arch(cfg), len(BASIC_ACTIVITIES), len(data.channels))
+    mean, std = normalization(data.fit)
     history: list[dict[str, float]] = []
     best = {"score": -1.0, "step": 0, "state": _snapshot(net)}
-    trained_on = fit + fit_spliced
-    sampler = _make_sampler(cfg, trained_on, mean, std, rng)
+    trained_on = data.fit + data.fit_spliced
 
     def on_eval(step: int, train_loss: float, train_acc: float) -> None:
-        scores = evaluate_torch(net, val, mean, std, cfg, val_spliced) if val else {}
+        scores = evaluate_torch(net, data.val, mean, std, cfg, data.val_spliced) if data.val else {}
         row = {"step": step, "train_loss": train_loss, "train_accuracy": train_acc, **scores}
         history.append(row)
         score = scores.get("selection", train_acc)
@@ -130,45 +185,53 @@ def train(
             + "  ".join(f"{k} {v:.3f}" for k, v in scores.items())
         )
 
-    _fit(net, sampler, cfg, cfg.iterations, on_eval)
+    _fit(net, _make_sampler(cfg, trained_on, mean, std, rng), cfg, cfg.iterations, on_eval)
     net.load_state_dict(best["state"])
     log(f"best validation at step {best['step']} (selection score {best['score']:.4f})")
+    return _Fitted(net, mean, std, trained_on), history, int(best["step"])
 
-    # 5. optional refit on all 21 training subjects for the best step count
-    if cfg.refit and val:
-        log(f"refit on all {len(TRAIN_SUBJECTS)} training subjects for {best['step']} steps")
-        torch.manual_seed(cfg.seed)
-        mean, std = normalization(recordings)
-        net = HarNet.from_arch(arch, len(BASIC_ACTIVITIES), len(channels))
-        trained_on = recordings + (
-            prepare_spliced(recordings, cfg.spliced_streams) if cfg.mode == "stateful" else []
-        )
-        _fit(
-            net,
-            _make_sampler(cfg, trained_on, mean, std, rng),
-            cfg,
-            max(best["step"], 1),
-            lambda *args: None,
-        )
 
-    # 6. the bundle
-    seconds = time.monotonic() - started
-    last = next((h for h in history if h["step"] == best["step"]), {})
+def _refit(cfg: TrainConfig, data: _Data, steps: int, rng: np.random.Generator) -> _Fitted:
+    """Step 5: a fresh network on all 21 subjects (and their spliced streams) for the
+    selected number of steps; the normalisation refitted too."""
+    torch.manual_seed(cfg.seed)
+    mean, std = normalization(data.recordings)
+    net = HarNet.from_arch(_arch(cfg), len(BASIC_ACTIVITIES), len(data.channels))
+    trained_on = data.recordings + (
+        data.splice(data.recordings, cfg.spliced_streams) if cfg.mode == "stateful" else []
+    )
+    _fit(net, _make_sampler(cfg, trained_on, mean, std, rng), cfg, steps, lambda *args: None)
+    return _Fitted(net, mean, std, trained_on)
+
+
+def _write(
+    cfg: TrainConfig,
+    data: _Data,
+    fitted: _Fitted,
+    history: list[dict[str, float]],
+    best_step: int,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    seconds: float,
+) -> Bundle:
+    """Step 6: the bundle, with its training record."""
+    last = next((h for h in history if h["step"] == best_step), {})
     name = f"{cfg.arch}{cfg.hidden}x{cfg.layers}-{cfg.mode}"
     if cfg.stride > 1:
         name += f"-stride{cfg.stride}"
     if cfg.inputs != "device":
         name += f"-{cfg.inputs}"
+    subjects = sorted({r.subject for r in data.recordings})
     record = {
         "name": name,
-        "subjects": sorted({r.subject for r in recordings}),
-        "validation_subjects": sorted({r.subject for r in val}),
+        "subjects": subjects,
+        "validation_subjects": sorted({r.subject for r in data.val}),
         "refit": cfg.refit,
         "seed": cfg.seed,
-        "best_step": best["step"],
+        "best_step": best_step,
         "seconds": round(seconds, 1),
         "config": cfg.model_dump(),
-        "data_sha256": data_checksum(data_dir, sorted({r.subject for r in recordings})),
+        "data_sha256": data_checksum(data_dir, subjects),
         "git_commit": _git_commit(),
         "torch": torch.__version__,
         "history": history,
@@ -176,27 +239,24 @@ def train(
     # the scores of the selected checkpoint (train_* on its augmented crops, val_* on the
     # validation subjects); test scores are added by `evaluate --record`
     metrics = {f"best_step_{k}": v for k, v in last.items() if k != "step"}
-    bundle = write_bundle(
-        net.eval(),
+    stats = activity_stats(fitted.trained_on, len(BASIC_ACTIVITIES), duration_s=cfg.hmm_duration_s)
+    return write_bundle(
+        fitted.net.eval(),
         out_dir,
-        arch=arch,
+        arch=_arch(cfg),
         labels=BASIC_ACTIVITIES,
         mode=cfg.mode,
         window=cfg.window,
         hop=cfg.hop,
-        filters=filters,
-        mean=mean,
-        std=std,
+        filters=data.filters,
+        mean=fitted.mean,
+        std=fitted.std,
         training=record,
         metrics=metrics,
-        channels=channels,
-        calibration=_reference_calibration(recordings, cfg),
-        activity_stats=ActivityStats(
-            **activity_stats(trained_on, len(BASIC_ACTIVITIES), duration_s=cfg.hmm_duration_s)
-        ),
+        channels=data.channels,
+        calibration=_reference_calibration(data.recordings, cfg),
+        activity_stats=ActivityStats(**stats),
     )
-    log(f"wrote {bundle.path} in {seconds:.0f} s")
-    return TrainResult(bundle, history, best["step"], seconds)
 
 
 def _reference_calibration(recordings: list[Prepared], cfg: TrainConfig) -> CalibrationSpec | None:
