@@ -374,6 +374,9 @@ class TrainConfig(_Section):
     grad_clip: PositiveFloat = 1.0
     validation_subjects: list[Annotated[int, Field(ge=1, le=30)]] = [3, 8, 15, 19, 25, 29]
     refit: bool = True
+    #: skip the selection run and refit on all 21 subjects for this many steps (the best
+    #: step an earlier run of the same recipe selected: the same network, in less time)
+    refit_steps: PositiveInt | None = None
     seed: int = 0
     threads: PositiveInt = 2
     jobs: PositiveInt = 2

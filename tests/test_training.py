@@ -212,3 +212,17 @@ def test_evaluate_turns_recordings_and_writes_the_orientation_table(
     assert "uniform (mean of seeds)" in rows["rotation"].tolist()
     y90 = rows[rows["rotation"] == "y90"].iloc[0]
     assert y90["accuracy"] == pytest.approx(turned, abs=1e-4)  # the same figure both ways
+
+
+def test_refit_steps_skip_the_selection(tmp_path: Path) -> None:
+    out = tmp_path / "refit"
+    args = ["train", "--data-dir", str(MINI), "--out", str(out), "--no-evaluate"]
+    for item in [*FAST, "train.refit_steps=3"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    bundle = load_bundle(out)
+    assert bundle.training["best_step"] == 3 and bundle.training["history"] == []
+    # the HMM's statistics come with it, from what the network trained on
+    assert bundle.activity_stats is not None
+    duration = load_config().train.hmm_duration_s
+    assert bundle.activity_stats.mean_duration_s == [duration] * 6

@@ -82,10 +82,13 @@ def train(
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     data = _load(cfg, data_dir, recordings, log)  # 1-2
-    fitted, history, best_step = _select(cfg, data, rng, log)  # 3-4
-    if cfg.refit and data.val:  # 5
+    if cfg.refit_steps is not None:  # the selection was made by an earlier run
+        fitted, history, best_step = _refit(cfg, data, cfg.refit_steps), [], cfg.refit_steps
+    else:
+        fitted, history, best_step = _select(cfg, data, rng, log)  # 3-4
+    if cfg.refit and data.val and cfg.refit_steps is None:  # 5
         log(f"refit on all {len(TRAIN_SUBJECTS)} training subjects for {best_step} steps")
-        fitted = _refit(cfg, data, max(best_step, 1), rng)
+        fitted = _refit(cfg, data, max(best_step, 1))
     seconds = time.monotonic() - started
     bundle = _write(cfg, data, fitted, history, best_step, data_dir, out_dir, seconds)  # 6
     log(f"wrote {bundle.path} in {seconds:.0f} s")
@@ -191,10 +194,12 @@ def _select(
     return _Fitted(net, mean, std, trained_on), history, int(best["step"])
 
 
-def _refit(cfg: TrainConfig, data: _Data, steps: int, rng: np.random.Generator) -> _Fitted:
+def _refit(cfg: TrainConfig, data: _Data, steps: int) -> _Fitted:
     """Step 5: a fresh network on all 21 subjects (and their spliced streams) for the
-    selected number of steps; the normalisation refitted too."""
+    selected number of steps; the normalisation refitted too. Seeded on its own, so a
+    run with ``train.refit_steps`` gives the same network as the whole recipe."""
     torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 1])
     mean, std = normalization(data.recordings)
     net = HarNet.from_arch(_arch(cfg), len(BASIC_ACTIVITIES), len(data.channels))
     trained_on = data.recordings + (
