@@ -59,19 +59,7 @@ def read_csv(path: str | Path) -> CsvRecording:
                 continue
             if len(row) != len(header):
                 raise DataError(f"{path}:{number}: {len(row)} cells, the header has {len(header)}")
-            parsed = []
-            for column in numeric:
-                cell = row[where[column]].strip()
-                try:
-                    value = float(cell)
-                except ValueError:
-                    raise DataError(
-                        f"{path}:{number}: column {column}: not a number: {cell!r}"
-                    ) from None
-                if not np.isfinite(value):
-                    raise DataError(f"{path}:{number}: column {column}: not finite: {cell!r}")
-                parsed.append(value)
-            values.append(parsed)
+            values.append([_number(row[where[c]], f"{path}:{number}: column {c}") for c in numeric])
             if "activity" in where:
                 name = row[where["activity"]].strip()
                 if name and name not in _IDS:
@@ -85,6 +73,18 @@ def read_csv(path: str | Path) -> CsvRecording:
         t=array[:, 6] if "t" in where else None,
         labels=np.array(labels, np.int8) if "activity" in where else None,
     )
+
+
+def _number(cell: str, where: str) -> float:
+    """A finite float from a CSV cell, or a DataError naming ``where``."""
+    cell = cell.strip()
+    try:
+        value = float(cell)
+    except ValueError:
+        raise DataError(f"{where}: not a number: {cell!r}") from None
+    if not np.isfinite(value):
+        raise DataError(f"{where}: not finite: {cell!r}")
+    return value
 
 
 def write_csv(path: str | Path, recording: Recording) -> Path:

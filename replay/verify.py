@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from replay.errors import DataError
-from replay.hapt import find_raw_dir, list_experiments, read_labels, read_matrix
+from replay.hapt import (
+    Experiment,
+    LabelRow,
+    find_raw_dir,
+    list_experiments,
+    read_labels,
+    read_matrix,
+)
 from replay.ucihar import find_uci_har_dir, read_split
 
 __all__ = ["SubjectSummary", "VerifyReport", "format_report", "verify_data"]
@@ -97,14 +104,29 @@ def _verify_hapt(report: VerifyReport, checksums: bool) -> None:
     except DataError as exc:
         report.problems.append(str(exc))
         return
-    sums = known_checksums() if checksums else {}
+    rows = _check_sensor_files(report, experiments, known_checksums() if checksums else {})
+    users = {exp.experiment: exp.subject for exp in experiments}
+    _check_labels(report, raw_dir / "labels.txt", labels, rows, users)
+    unlabelled = sorted(set(rows) - {row.experiment for row in labels})
+    if unlabelled:
+        report.problems.append(
+            f"{raw_dir / 'labels.txt'}: no labels for experiment(s) {unlabelled}"
+        )
+    missing = sorted(set(ALL_SUBJECTS) - set(report.subjects))
+    if missing:
+        report.problems.append(f"{raw_dir}: subject(s) missing: {missing}")
+
+
+def _check_sensor_files(
+    report: VerifyReport, experiments: list[Experiment], sums: dict[str, str]
+) -> dict[int, int]:
+    """Each experiment's acc and gyro files readable, of one length, and (with ``sums``)
+    the published originals; returns the rows of each readable experiment."""
     mismatched = []
     rows: dict[int, int] = {}
-    users: dict[int, int] = {}
     for exp in experiments:
         summary = report.subjects.setdefault(exp.subject, SubjectSummary(exp.subject))
         summary.experiments.append(exp.experiment)
-        users[exp.experiment] = exp.subject
         try:
             acc, gyro = read_matrix(exp.acc_path), read_matrix(exp.gyro_path)
         except DataError as exc:
@@ -128,8 +150,18 @@ def _verify_hapt(report: VerifyReport, checksums: bool) -> None:
         )
     elif sums:
         report.notes.append("every RawData file matches the published sha256")
+    return rows
 
-    labels_path = raw_dir / "labels.txt"
+
+def _check_labels(
+    report: VerifyReport,
+    labels_path: Path,
+    labels: list[LabelRow],
+    rows: dict[int, int],
+    users: dict[int, int],
+) -> None:
+    """Every label row names a known experiment of its user, lies inside it and overlaps
+    no other; the subjects' labelled samples, segments and transitions are counted."""
     covered: dict[int, np.ndarray] = {e: np.zeros(n, bool) for e, n in rows.items()}
     for row in labels:
         where = f"{labels_path}:{row.line}"
@@ -159,12 +191,6 @@ def _verify_hapt(report: VerifyReport, checksums: bool) -> None:
             summary.segments += 1
         else:
             summary.transitions += 1
-    unlabelled = sorted(set(rows) - {row.experiment for row in labels})
-    if unlabelled:
-        report.problems.append(f"{labels_path}: no labels for experiment(s) {unlabelled}")
-    missing = sorted(set(ALL_SUBJECTS) - set(report.subjects))
-    if missing:
-        report.problems.append(f"{raw_dir}: subject(s) missing: {missing}")
 
 
 def _verify_uci_har(report: VerifyReport) -> None:

@@ -205,7 +205,7 @@ def activity_stats(
     *,
     duration_s: float,
     graph: Mapping[int, Sequence[int]] = LIFE,
-    elsewhere: float = 0.3,
+    elsewhere: float = 0.1,
 ) -> dict[str, list[Any]]:
     """What the HMM smoother needs (``ActivityStats`` in the bundle), with no script in
     it: one mean activity duration ``duration_s`` for every class (not the lab's segment

@@ -287,32 +287,10 @@ def _make_sampler(
     std: np.ndarray,
     rng: np.random.Generator,
 ) -> Sampler:
-    """Random training batches ``(x (B, T, 9), y (B, T))``; y is IGNORE where unscored."""
-    aug = cfg.augment
+    """Random training batches ``(x (B, T, 9), y (B, T))``; y is IGNORE where unscored:
+    crops of the recordings (stateful mode) or protocol windows (window mode)."""
+    prepare = partial(_augmented, cfg=cfg, mean=mean, std=std, rng=rng)
     targets = [class_targets(r.labels) for r in recs]
-    aligned = cfg.inputs == "aligned"
-
-    def prepare(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        if aligned:  # turning the device changes nothing here but the calibration
-            x = np.array(features, np.float64)
-            if aug.scale > 0:
-                x[:, :6] *= 1.0 + rng.uniform(-aug.scale, aug.scale)
-            if rng.random() < cfg.uncalibrated_p:
-                x = _uncalibrated(x)
-        else:
-            x = augment_crop(
-                features,
-                labels,
-                rng,
-                rotate_deg=aug.rotate_deg,
-                lie_rotate_p=aug.lie_rotate_p,
-                scale=aug.scale,
-            )
-        x = (x - mean) / std
-        if aug.noise:
-            x += rng.normal(0, aug.noise, x.shape)
-        return x.astype(np.float32)
-
     if cfg.mode == "stateful":
         lengths = np.array([len(r.labels) for r in recs], np.float64)
         weights = lengths / lengths.sum()
@@ -350,6 +328,38 @@ def _make_sampler(
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
     return windows
+
+
+def _augmented(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    cfg: TrainConfig,
+    mean: np.ndarray,
+    std: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One crop as the network sees it in training: augmented, standardised, float32."""
+    aug = cfg.augment
+    if cfg.inputs == "aligned":  # turning the device changes nothing here but the calibration
+        x = np.array(features, np.float64)
+        if aug.scale > 0:
+            x[:, :6] *= 1.0 + rng.uniform(-aug.scale, aug.scale)
+        if rng.random() < cfg.uncalibrated_p:
+            x = _uncalibrated(x)
+    else:
+        x = augment_crop(
+            features,
+            labels,
+            rng,
+            rotate_deg=aug.rotate_deg,
+            lie_rotate_p=aug.lie_rotate_p,
+            scale=aug.scale,
+        )
+    x = (x - mean) / std
+    if aug.noise:
+        x += rng.normal(0, aug.noise, x.shape)
+    return x.astype(np.float32)
 
 
 # --- the loop ---------------------------------------------------------------------------
