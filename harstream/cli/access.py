@@ -6,7 +6,8 @@ Four roles, one broker user each (a device's user name is its device id)::
     role      publishes                            reads
     device    {prefix}/{me}/imu|label|calibrate,   {prefix}/{me}/#, {prefix}/status
               {sensor_logger}/{me}
-    operator  {prefix}/control                     {prefix}/#, {discovery}/#
+    operator  {prefix}/control (and empties a      {prefix}/#, {discovery}/#
+              device's retained topics: data forget)
     gateway   {prefix}/#, {discovery}/#            the same and {sensor_logger}/#
     worker    a gateway's topics, but of {prefix}/workers/# only {prefix}/workers/{me}
               and its /status (its user name is its scale.worker)
@@ -145,7 +146,8 @@ def mosquitto_acl(users: list[User], topics: Topics) -> str:
             continue
         lines += ["", f"user {user.name}"]
         if user.role == "operator":
-            lines += [f"topic write {p}/control", f"topic read {p}/#", f"topic read {ha}/#"]
+            lines += [f"topic write {t}" for t in _operator_writes(topics, "/")]
+            lines += [f"topic read {p}/#", f"topic read {ha}/#"]
         elif user.role == "gateway":
             lines += [f"topic readwrite {p}/#", f"topic readwrite {ha}/#"]
             lines += [f"topic read {slog}", f"topic read {slog}/#"] if slog else []
@@ -154,6 +156,15 @@ def mosquitto_acl(users: list[User], topics: Topics) -> str:
             lines += [f"topic read {p}/#", f"topic read {ha}/#"]
             lines += [f"topic read {slog}", f"topic read {slog}/#"] if slog else []
     return "\n".join(lines) + "\n"
+
+
+def _operator_writes(topics: Topics, sep: str) -> list[str]:
+    """The control topic, and what `data forget` empties when no gateway answers."""
+    p, ha = topics.prefix.replace("/", sep), topics.discovery.replace("/", sep)
+    one = "+" if sep == "/" else "*"
+    kinds = ("activity", "calibration", "availability")
+    out = [f"{p}{sep}control", *(f"{p}{sep}{one}{sep}{k}" for k in kinds)]
+    return [*out, sep.join((ha, "sensor", one, "activity", "config"))]
 
 
 def _worker_writes(name: str, topics: Topics, sep: str) -> list[str]:
@@ -197,7 +208,7 @@ def nats_authorization(users: list[User], topics: Topics) -> str:
             publish += mapped(me)
             subscribe = [f"{p}.{me}", f"{p}.{me}.>", f"{p}.status", mqtt]
         elif user.role == "operator":
-            publish = [f"{p}.control"]
+            publish = _operator_writes(topics, ".")
             subscribe = [p, f"{p}.>", ha, f"{ha}.>", mqtt]
         elif user.role == "gateway":
             publish = [f"{p}.>", f"{ha}.>"] + ([f"{slog}.>"] if slog else [])

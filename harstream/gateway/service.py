@@ -468,17 +468,46 @@ class Gateway:
         if command == "reload" and set(body) == {"command"}:
             self.request_reload()
         elif command == "forget" and set(body) == {"command", "device"}:
-            device = body["device"]
-            if self.recorder is None or not isinstance(device, str) or not valid_device_id(device):
-                self._result("forget", False, "no recording here, or not a device id")
-                return
-            if self.recorder.forget(device):
-                self._result("forget", True, f"{device}: recordings erased")
-            else:
-                self._result("forget", False, "the recorder is busy: try again")
+            self._forget(body["device"])
         else:
             usage = 'send {"command": "reload"} or {"command": "forget", "device": D}'
             self._result(str(command), False, usage)
+
+    def _forget(self, device: object) -> None:
+        """Erase everything of a device: its recordings and labels (the recorder), its
+        calibration (memory and state file: the prepare thread), then its retained
+        topics (empty retained payloads: activity, calibration, availability, Home
+        Assistant's discovery config)."""
+        if not isinstance(device, str) or not valid_device_id(device):
+            self._result("forget", False, "not a device id")
+            return
+        erased = []
+        if self.recorder is not None:
+            if not self.recorder.forget(device):
+                self._result("forget", False, "the recorder is busy: try again")
+                return
+            erased.append("recordings and labels")
+        loop = asyncio.get_running_loop()
+
+        def forgotten(calibrated: bool) -> None:  # in the prepare thread
+            what = [*erased, *(["calibration"] if calibrated else []), "retained topics"]
+            loop.call_soon_threadsafe(self._forgotten, device, what)
+
+        self.pipeline.forget(device, forgotten)
+
+    def _forgotten(self, device: str, erased: list[str]) -> None:
+        prefix = self.settings.pipeline.prefix
+        topics = [f"{prefix}/{device}/{kind}" for kind in ("activity", "calibration")]
+        topics.append(f"{prefix}/{device}/availability")
+        if self.settings.pipeline.homeassistant:
+            discovery = self.settings.pipeline.discovery_prefix
+            topics.append(f"{discovery}/sensor/harstream_{device}/activity/config")
+        for topic in topics:
+            self._send(topic, b"", 1, True)  # an empty retained message deletes the retained
+        if self.dashboard is not None:
+            self.dashboard.history.forget(device)
+        log.info("forgot %s: %s", device, ", ".join(erased))
+        self._result("forget", True, f"{device}: erased {', '.join(erased)}")
 
     def request_reload(self) -> None:
         """Load ``model.path`` again and swap it in (SIGHUP, or the control topic)."""
