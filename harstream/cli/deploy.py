@@ -6,6 +6,8 @@ opens them for local experiments."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 import sys
 from importlib import resources
 from pathlib import Path
@@ -217,6 +219,8 @@ def cmd_deploy_mosquitto(args: argparse.Namespace) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             path.chmod(0o640)  # mosquitto reads it; nobody else needs the hashes
+            with contextlib.suppress(LookupError, PermissionError):  # no such group: as is
+                shutil.chown(path, group="mosquitto")
             print(f"wrote {path} ({len(users)} users)", file=sys.stderr)
     sys.stdout.write(
         mosquitto_config(

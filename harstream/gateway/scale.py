@@ -260,7 +260,7 @@ class WorkerBook:
                 )
             return None
         if name == self.me:
-            if payload[:MAX_ANNOUNCEMENT_BYTES] and self._own(payload):
+            if payload and self._own(payload):
                 return None
             self._refuse("own_restored", "own announcement overwritten: re-published")
             return "announce"
