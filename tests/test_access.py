@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
+import bcrypt
 import pytest
 
 from harstream.cli.access import (
@@ -98,6 +99,16 @@ def test_deploy_cli_writes_the_files_and_says_what_anonymous_opens(tmp_path: Pat
     )
     password = made.stdout.strip()
     assert len(password) >= 20 and "anna" in read_users(users)[0].name
+    given = subprocess.run(
+        [*run, "user", "gw", "--role", "gateway", "--users", str(users), "--password-stdin"],
+        input="chosen-secret\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert given.stdout == ""  # a password given is not printed back
+    (gw,) = [u for u in read_users(users) if u.name == "gw"]
+    assert bcrypt.checkpw(b"chosen-secret", gw.bcrypt_hash.encode())
     files = ["--password-file", str(tmp_path / "passwd"), "--acl-file", str(tmp_path / "acl")]
     conf = subprocess.run(
         [*run, "mosquitto", "--users", str(users), *files],
@@ -216,7 +227,10 @@ async def test_nats_lets_each_user_do_its_part_only(
             gateway_running(workers[0], bundle) as w1,
             gateway_running(workers[1], bundle) as w2,
             Listener(server.mqtt, f"{PREFIX}/#", **as_user("op", pw)) as operator,  # type: ignore[arg-type]
+            Listener(server.mqtt, f"{PREFIX}/dev0/#", **as_user("dev0", pw, "reader")) as dev0,  # type: ignore[arg-type]
         ):
+            with contextlib.suppress(aiomqtt.MqttError):  # refused: another device's
+                await dev0.client.subscribe(f"{PREFIX}/dev1/#", qos=1)
             await operator.until(lambda: w1.snapshot()["scale"]["workers"] == ["w1", "w2"], 10)
             status = f"{PREFIX}/workers/w2/status"
             for name in ("dev0", "op", "w1"):
@@ -240,6 +254,8 @@ async def test_nats_lets_each_user_do_its_part_only(
             assert not any(t == f"{PREFIX}/control" for t, *_ in operator.got)
             assert w1.snapshot()["scale"]["serving"] == "0-3"
             assert w2.snapshot()["scale"]["own_restored"] == 0
+            assert len(dev0.json("/dev0/activity")) == 2  # its own decisions, and no other's
+            assert {t.split("/")[1] for t, *_ in dev0.got} == {"dev0"}
         for device in DEVICES:
             seqs = [a["seq"] for a in operator.json(f"/{device}/activity")]
             assert seqs == [63, 127], device
