@@ -12,6 +12,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harstream.core.bundle import Bundle
 from harstream.core.partitions import partition_of
@@ -194,3 +196,34 @@ async def test_a_spoofed_offline_moves_no_partition_of_a_live_worker(
     for device in DEVICES:
         seqs = [a["seq"] for a in sub.json(f"/{device}/activity")]
         assert seqs == [63, 127, 191], device  # each decided once: by one worker
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    rest=st.one_of(
+        st.text(max_size=30),
+        st.sampled_from(["b", "b/status", "a", "a/status", "b/x"]),
+    ),
+    payload=st.one_of(
+        st.binary(max_size=200),
+        st.sampled_from([b"offline i2", b"online i1", b"offline i1", b""]),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(
+                    st.sampled_from(["worker", "partitions", "owned", "instance", "x"]), inner
+                )
+            ),
+            max_leaves=10,
+        ).map(lambda v: json.dumps(v).encode()),
+    ),
+)
+def test_no_message_on_the_workers_topics_raises(rest: str, payload: bytes) -> None:
+    """Whatever another client publishes, the book answers with None or what to
+    restore, and its live and dead workers stay well-formed."""
+    book = WorkerBook("a", "i1", 4)
+    book.news("b", orjson.dumps(GOOD))
+    assert book.news(rest, payload) in (None, "online", "announce")
+    for owned in (*book.live().values(), *book.dead().values()):
+        assert owned <= frozenset(range(4))
