@@ -96,6 +96,7 @@ class Router:
     ) -> None:
         self.settings = settings
         self.owned = settings.owned  # its own and, with takeover, dead workers' (rebound whole)
+        self.serving = settings.owned  # of those, the ones subscribed to (what stats say)
         self.prefix = prefix
         self.sensor_logger_topic = sensor_logger_topic
         self.counters = {"messages_unowned": 0, "messages_mismatched": 0, "probes": 0}

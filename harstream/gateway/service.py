@@ -414,9 +414,10 @@ class Gateway:
                     router.owned = router.owned | gained
                     for topic in router.filters(calibrate, label, gained):
                         await session.subscribe(topic, qos=self.settings.qos_in)
+                    router.serving = router.owned  # only now do their messages come
                     log.warning("taking over partitions %s of dead workers", format_owned(gained))
                 if released:
-                    router.owned = target
+                    router.owned = router.serving = target
                     for topic in router.filters(calibrate, label, released):
                         await session.unsubscribe(topic)
                     log.info("handing back partitions %s", format_owned(released))
@@ -655,7 +656,7 @@ class Gateway:
             "partitions": scale.partitions,
             "owned": format_owned(scale.owned),
             "workers": sorted({scale.worker, *self.workers}),
-            "serving": format_owned(self.router.owned),
+            "serving": format_owned(self.router.serving),
             **coverage(scale.partitions, {scale.worker: scale.owned, **self.workers}),
             **self.router.counters,
             **(self.book.counters if self.book is not None else {}),
