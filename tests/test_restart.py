@@ -46,6 +46,7 @@ def deployed_broker(workdir: Path, devices: int) -> Mosquitto:
         ws_bind="lo",
         persistence_dir=workdir / "db",
         autosave_s=1,
+        anonymous=True,
     )
     (workdir / "db").mkdir(parents=True)
     log = f"log_dest file {workdir / 'mosquitto.log'}\n"

@@ -80,7 +80,8 @@ def _wait_online(port: int, prefix: str, timeout_s: float = 30.0, topic: str | N
             await session.subscribe(topic or f"{prefix}/status")
             async with asyncio.timeout(timeout_s):
                 async for batch in session.batches():
-                    if any(message.payload == b"online" for message in batch):
+                    # a worker says `online INSTANCE`
+                    if any(message.payload.split(b" ")[0] == b"online" for message in batch):
                         return
 
     asyncio.run(wait())

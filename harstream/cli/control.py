@@ -4,8 +4,10 @@
 ``model.path`` again and swap it in, and prints its answer from
 ``{prefix}/control/result``. ``data labels import FILE`` adds labels to a recording
 folder (a CSV ``device,start,end,activity``, or a Sensor Logger export's annotations),
-all or none; ``data labels show DEVICE`` lists them; ``data forget DEVICE`` erases a
-device's recordings and labels, and tells a running gateway to drop what it holds of it.
+all or none; ``data labels show DEVICE`` lists them; ``data forget DEVICE`` erases
+everything of a device: its recordings and labels here, and through the running gateway
+its calibration and retained topics (with no gateway answering, it does those itself:
+the calibration state file's entry, and empty retained messages).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from harstream.cli.common import add_config_options, config_from_args
 from harstream.config import Config
+from harstream.core.payload import valid_device_id
 from harstream.errors import ConfigError, HarstreamError
 from harstream.recordings import Label, add_labels, forget_device, parse_time, read_labels
 
@@ -138,17 +141,64 @@ def cmd_labels_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def retained_topics(config: Config, device: str) -> list[str]:
+    """What the gateway keeps retained of a device (``data forget`` empties them)."""
+    prefix = config.topics.prefix
+    topics = [f"{prefix}/{device}/{kind}" for kind in ("activity", "calibration", "availability")]
+    discovery = config.homeassistant.discovery_prefix
+    return [*topics, f"{discovery}/sensor/harstream_{device}/activity/config"]
+
+
+async def clear_retained(config: Config, topics: list[str]) -> None:
+    """Empty retained messages on ``topics`` (the broker then holds none there)."""
+    from harstream.runtime import mqtt_transport
+
+    transport = mqtt_transport(config, client_id=f"harstream-forget-{int(time.time() * 1e3)}")
+    transport.clean_session = True
+    async with transport.session() as session:
+        for topic in topics:
+            await session.publish(topic, b"", qos=1, retain=True)
+
+
+def forget_calibration(path: Path, device: str) -> bool:
+    """Drop a device's entry from ``calibration.state_file``; whether it had one."""
+    from harstream.gateway.calibrations import CalibrationFile
+
+    state = CalibrationFile(path)
+    verticals = state.load()
+    if verticals.pop(device, None) is None:
+        return False
+    state.save(verticals)
+    return True
+
+
 def cmd_forget(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    root = _recording_dir(args, config)
-    freed = forget_device(root, args.device)
-    print(f"{args.device}: {freed} bytes of recordings and labels erased from {root}")
+    device = args.device
+    if not valid_device_id(device):
+        raise ConfigError(f"{device!r} is not a device id")
+    folder = args.dir or config.recording.dir
+    if folder is not None:
+        freed = forget_device(Path(folder), device)
+        print(f"{device}: {freed} bytes of recordings and labels erased from {folder}")
+    answered = False
     if not args.local:
         try:
-            result = asyncio.run(control(config, {"command": "forget", "device": args.device}, 5))
+            result = asyncio.run(control(config, {"command": "forget", "device": device}, 5))
             print(f"gateway: {result['detail']}")
+            answered = bool(result["ok"])
         except (HarstreamError, OSError) as exc:
-            print(f"no running gateway told ({exc}); if one records {args.device}, run again")
+            print(f"no running gateway answered ({exc}): erasing the rest here")
+    if answered:
+        return 0
+    state_file = config.calibration.state_file
+    if state_file is not None and forget_calibration(Path(state_file), device):
+        print(f"{device}: calibration erased from {state_file}")
+    if args.local:
+        print(f"{device}: retained topics left on the broker (--local)")
+        return 0
+    asyncio.run(clear_retained(config, retained_topics(config, device)))
+    print(f"{device}: retained topics emptied")
     return 0
 
 
@@ -186,12 +236,16 @@ def register_data(data_commands: argparse._SubParsersAction) -> None:  # type: i
     add_config_options(show)
     show.set_defaults(func=cmd_labels_show)
     forget = data_commands.add_parser(
-        "forget", help="erase a device's recordings and labels (and tell a running gateway)"
+        "forget",
+        help="erase everything of a device: recordings, labels, calibration, retained topics "
+        "(through the running gateway, else here)",
     )
     forget.add_argument("device")
     forget.add_argument("--dir", type=Path, help="the recording folder (default recording.dir)")
     forget.add_argument(
-        "--local", action="store_true", help="only erase the files; tell no gateway"
+        "--local",
+        action="store_true",
+        help="only erase the files (recordings, labels, calibration state); no broker",
     )
     add_config_options(forget)
     forget.set_defaults(func=cmd_forget)

@@ -1,13 +1,36 @@
-"""``harstream deploy systemd | mosquitto | nats``: deployment files for this installation."""
+"""``harstream deploy systemd | mosquitto | nats | user``: deployment files for this
+installation. The broker configs are closed by default: users and ACLs from the users
+file (``harstream deploy user``; the rules in :mod:`harstream.cli.access`); ``--anonymous``
+opens them for local experiments."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 import sys
 from importlib import resources
 from pathlib import Path
 
+from harstream.cli.access import (
+    ROLES,
+    Topics,
+    User,
+    add_user,
+    mosquitto_acl,
+    mosquitto_passwords,
+    nats_authorization,
+    read_users,
+)
+from harstream.errors import ConfigError
+
 __all__ = ["mosquitto_config", "nats_config", "register", "systemd_unit"]
+
+DEFAULT_USERS = Path("/etc/harstream/users")
+ANONYMOUS_WARNING = (
+    "--anonymous: every client that reaches the broker may publish any device's samples, "
+    "send {prefix}/control (reload, forget) and overwrite the workers' topics"
+)
 
 
 def mosquitto_config(
@@ -21,17 +44,24 @@ def mosquitto_config(
     ws_bind: str = "",  # an interface name (lo); empty: every interface
     persistence_dir: Path = Path("/var/lib/mosquitto"),
     password_file: Path | None = None,
+    acl_file: Path | None = None,
+    anonymous: bool = False,
     autosave_s: int = 10,
 ) -> str:
     """A mosquitto.conf that keeps the gateway's promise: persistent sessions, queued
-    QoS 0 samples, queues sized for ``devices`` x ``message_hz`` x ``outage_s``."""
+    QoS 0 samples, queues sized for ``devices`` x ``message_hz`` x ``outage_s``; closed
+    (``password_file`` and ``acl_file`` of :mod:`harstream.cli.access`) unless
+    ``anonymous``."""
     template = resources.files("harstream").joinpath("deploy/mosquitto.conf").read_text()
-    auth = (
-        f"password_file {password_file}\nallow_anonymous false"
-        if password_file is not None
-        else "# anyone who reaches the port may publish: give --password-file on a shared network\n"
-        "allow_anonymous true"
-    )
+    if anonymous:
+        auth = "# " + ANONYMOUS_WARNING + "\nallow_anonymous true"
+    elif password_file is None or acl_file is None:
+        raise ConfigError("deploy mosquitto: a password file and an ACL file, or --anonymous")
+    else:
+        auth = (
+            "# only the users of the password file, each within its ACL (harstream deploy user)\n"
+            f"password_file {password_file}\nacl_file {acl_file}\nallow_anonymous false"
+        )
     return template.format(
         devices=devices,
         message_hz=message_hz,
@@ -66,10 +96,18 @@ def nats_config(
     server_name: str = "harstream-nats-1",
     cluster_port: int = 0,
     routes: tuple[str, ...] = (),
+    authorization: str | None = None,
+    anonymous: bool = False,
 ) -> str:
     """A nats-server config for harstream workers (docs/scaling.md): the MQTT listener
     (and MQTT over websockets at ``/mqtt``), the JetStream store MQTT keeps its state in,
-    and the mappings that put each device on one of ``partitions`` partitions."""
+    and the mappings that put each device on one of ``partitions`` partitions; closed
+    (``authorization``: :func:`harstream.cli.access.nats_authorization`) unless
+    ``anonymous``."""
+    if anonymous:
+        authorization = "# " + ANONYMOUS_WARNING.replace("{prefix}", prefix) + "\n"
+    elif authorization is None:
+        raise ConfigError("deploy nats: users (an authorization block), or --anonymous")
     subject = prefix.replace("/", ".")
     part = f"{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}"
     mappings = [
@@ -120,6 +158,7 @@ mqtt {{
 }}
 
 {websocket}{cluster}
+{authorization}
 # {{prefix}}/{{device}}/imu -> {{prefix}}/imu/{{p}}/{{device}}, p = fnv1a32(device) % {partitions}
 # (also /calibrate and /label, and the Sensor Logger app's per-phone topics)
 mappings = {{
@@ -132,6 +171,7 @@ def cmd_deploy_nats(args: argparse.Namespace) -> int:
     from harstream.cli.common import config_from_args
 
     config = config_from_args(args)
+    users, topics = _users(args)
     sys.stdout.write(
         nats_config(
             partitions=args.partitions,
@@ -146,12 +186,42 @@ def cmd_deploy_nats(args: argparse.Namespace) -> int:
             server_name=args.server_name,
             cluster_port=args.cluster_port,
             routes=tuple(r for r in (args.routes or "").split(",") if r),
+            authorization=None if args.anonymous else nats_authorization(users, topics),
+            anonymous=args.anonymous,
         )
     )
     return 0
 
 
+def _users(args: argparse.Namespace) -> tuple[list[User], Topics]:
+    """The users file's users (none with --anonymous) and the config's topic roots."""
+    from harstream.cli.common import config_from_args
+
+    config = config_from_args(args)
+    topics = Topics(
+        config.topics.prefix,
+        config.ingest.sensor_logger.topic,
+        config.homeassistant.discovery_prefix,
+    )
+    if args.anonymous:
+        print(f"warning: {ANONYMOUS_WARNING.replace('{prefix}', topics.prefix)}", file=sys.stderr)
+        return [], topics
+    return read_users(args.users), topics
+
+
 def cmd_deploy_mosquitto(args: argparse.Namespace) -> int:
+    users, topics = _users(args)
+    if not args.anonymous:  # the password and ACL files beside the config it prints
+        for path, text in (
+            (args.password_file, mosquitto_passwords(users)),
+            (args.acl_file, mosquitto_acl(users, topics)),
+        ):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(0o640)  # mosquitto reads it; nobody else needs the hashes
+            with contextlib.suppress(LookupError, PermissionError):  # no such group: as is
+                shutil.chown(path, group="mosquitto")
+            print(f"wrote {path} ({len(users)} users)", file=sys.stderr)
     sys.stdout.write(
         mosquitto_config(
             devices=args.devices,
@@ -161,9 +231,35 @@ def cmd_deploy_mosquitto(args: argparse.Namespace) -> int:
             ws_port=args.ws_port,
             persistence_dir=args.persistence_dir,
             password_file=args.password_file,
+            acl_file=args.acl_file,
+            anonymous=args.anonymous,
         )
     )
     return 0
+
+
+def cmd_deploy_user(args: argparse.Namespace) -> int:
+    password = sys.stdin.readline().strip() if args.password_stdin else None
+    chosen = add_user(args.users, args.name, args.role, password)
+    print(f"{args.role} {args.name} in {args.users}", file=sys.stderr)
+    if password is None:
+        print(chosen)  # the only time it is shown: give it to the device now
+    print(
+        "now write the broker's files again: harstream deploy mosquitto|nats ...",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _add_users_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--users", type=Path, default=DEFAULT_USERS, help="the users file (harstream deploy user)"
+    )
+    parser.add_argument(
+        "--anonymous",
+        action="store_true",
+        help="no users, no ACLs: any client may publish anything (local experiments only)",
+    )
 
 
 def systemd_unit(user: str, venv: Path, config: Path, worker: bool = False) -> str:
@@ -193,7 +289,7 @@ def cmd_deploy_systemd(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from harstream.cli.common import Parser
+    from harstream.cli.common import Parser, add_config_options
 
     deploy = commands.add_parser("deploy", help="deployment files for this installation")
     actions = deploy.add_subparsers(
@@ -240,14 +336,39 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     mosquitto.add_argument(
         "--persistence-dir", type=Path, default=Path("/var/lib/mosquitto"), help="mosquitto.db"
     )
-    mosquitto.add_argument("--password-file", type=Path, help="mosquitto_passwd file")
+    mosquitto.add_argument(
+        "--password-file",
+        type=Path,
+        default=Path("/etc/mosquitto/harstream.passwd"),
+        help="where to write mosquitto's password file (from --users)",
+    )
+    mosquitto.add_argument(
+        "--acl-file",
+        type=Path,
+        default=Path("/etc/mosquitto/harstream.acl"),
+        help="where to write mosquitto's ACL file (from --users)",
+    )
+    _add_users_options(mosquitto)
+    add_config_options(mosquitto)
     mosquitto.set_defaults(func=cmd_deploy_mosquitto)
+
+    user = actions.add_parser(
+        "user",
+        help="add (or replace) a broker user: a device (its name is its id), the operator, "
+        "the gateway or a worker (its name is its scale.worker); prints a new password",
+    )
+    user.add_argument("name", help="the user name (a device: its device id)")
+    user.add_argument("--role", choices=ROLES, required=True, help="what it may do")
+    user.add_argument("--users", type=Path, default=DEFAULT_USERS, help="the users file")
+    user.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    user.set_defaults(func=cmd_deploy_user)
 
     nats = actions.add_parser(
         "nats",
         help="print a nats-server config for gateway workers: MQTT listener, JetStream, "
         "device partitions (docs/scaling.md)",
     )
+    _add_users_options(nats)
     nats.add_argument(
         "--partitions", type=int, default=128, help="P: fixed for the deployment's life"
     )
@@ -262,7 +383,5 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     nats.add_argument(
         "--routes", help="comma-separated nats-route://HOST:PORT of the other cluster servers"
     )
-    from harstream.cli.common import add_config_options
-
     add_config_options(nats)
     nats.set_defaults(func=cmd_deploy_nats)

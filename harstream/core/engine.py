@@ -456,6 +456,19 @@ class Engine:
         self.counters["evicted"] += len(gone)
         return gone
 
+    def forget(self, device: str) -> bool:
+        """Drop a device at once, as if it had never streamed (``data forget``; its
+        calibration is :meth:`set_vertical`'s); whether it was known."""
+        slot = self._slot.pop(device, None)
+        self._calibrating.pop(device, None)
+        self._requests.pop(device, None)
+        if slot is None:
+            return False
+        self._device_of[slot] = None
+        self._free.append(slot)
+        self._in.last_seen[slot] = np.inf
+        return True
+
     def adopt(self, old: Engine) -> None:
         """Take over ``old``'s devices when its model is swapped for this one's: each
         device stays known (its next ``seq``, last seen, last published activity), its

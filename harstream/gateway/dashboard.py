@@ -118,6 +118,10 @@ class History:
             if r[1] >= start
         ]
 
+    def forget(self, device: str) -> None:
+        self._runs.pop(device, None)
+        self._errors.pop(device, None)
+
     def size(self) -> tuple[int, int]:
         """(devices, runs) held."""
         return len(self._runs), sum(len(r) for r in self._runs.values())

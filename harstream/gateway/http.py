@@ -9,12 +9,15 @@ right token; 413 for a body over ``max_body_bytes``; 503 when the gateway's queu
 full. Access: with ``token`` set, a request must carry it as ``Authorization: Bearer
 TOKEN`` or as ``?token=TOKEN`` (for apps that can only be given a URL); without it the
 port is open to whoever reaches it, which the start-up log says. Tokens never reach the
-logs. TLS from a certificate and key, or behind a reverse proxy.
+logs. TLS from a certificate and key, or behind a reverse proxy. The live page shows
+every device's activity: bound beyond loopback it needs ``dashboard.token`` (the
+gateway does not start without it); on loopback without one, the log warns.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import ssl
 from collections import Counter
@@ -29,7 +32,7 @@ from harstream.core.payload import (
     device_id_from,
     valid_device_id,
 )
-from harstream.errors import PayloadError
+from harstream.errors import ConfigError, PayloadError
 from harstream.gateway.transport import Incoming
 
 if TYPE_CHECKING:
@@ -67,6 +70,16 @@ class HttpIngest:
         self.settings = settings
         self.accept = accept
         self.dashboard = dashboard
+        if (
+            dashboard is not None
+            and dashboard.settings.token is None
+            and not loopback(settings.host)
+        ):
+            raise ConfigError(
+                f"dashboard.token: not set, but the live page would be served on "
+                f"ingest.http.host {settings.host!r}, beyond loopback, to anyone who reaches "
+                "it: set dashboard.token, or dashboard.enabled: false, or bind 127.0.0.1"
+            )
         self.counters: Counter[str] = Counter()  # the event loop's
         self._runner: web.AppRunner | None = None
 
@@ -94,6 +107,13 @@ class HttpIngest:
         await site.start()
         scheme = "https" if context else "http"
         log.info("HTTP ingest on %s://%s:%d/ingest/sensor-logger", scheme, s.host, s.port)
+        if self.dashboard is not None and self.dashboard.settings.token is None:
+            log.warning(
+                "the live page has no token: every local user of this machine can read "
+                "it on %s:%d (set dashboard.token)",
+                s.host,
+                s.port,
+            )
         if s.token is None:
             log.warning(
                 "HTTP ingest has no token: anyone who reaches %s:%d can send samples "
@@ -164,6 +184,21 @@ class HttpIngest:
         self.counters["http_accepted"] += 1
         status_topic = f"{self.settings.prefix}/{device}/calibration"
         return web.json_response({"accepted": True, "status_topic": status_topic})
+
+
+def loopback(host: str) -> bool:
+    """``host`` binds loopback only (``localhost``, 127.0.0.0/8, ``::1``); an empty host,
+    0.0.0.0 or a name binds more.
+
+    >>> [loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "", "pi.lan")]
+    [True, True, True, False, False, False]
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def token_accepted(request: web.Request, expected: str | None) -> bool:

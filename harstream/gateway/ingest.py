@@ -192,6 +192,11 @@ class Ingest:
         ]
         return messages, [(device, i.code, i.detail) for i in issues]
 
+    def forget(self, device: str) -> None:
+        self.last_seen.pop(device, None)
+        self.streams.pop(device, None)
+        self.orders.pop(device, None)
+
     def evict_idle(self, now: float) -> None:
         limit = now - self.settings.idle_timeout_s
         for device in [d for d, seen in self.last_seen.items() if seen < limit]:

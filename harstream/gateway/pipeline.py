@@ -290,6 +290,7 @@ class Pipeline:
         self.recorder = recorder
         self.router = router  # worker mode: partitioned topics -> the gateway's own
         self._swap: _Swap | None = None
+        self._forgets: list[tuple[str, Callable[[bool], None]]] = []  # `data forget` requests
         self.settings = settings
         self.deliver = deliver
         self.wall_clock = wall_clock
@@ -317,6 +318,13 @@ class Pipeline:
     def swap(self, engine: Engine, model_name: str, done: Callable[[], None]) -> None:
         """Serve with ``engine`` from the next batch on (see the module docstring)."""
         self._swap = _Swap(engine, model_name, done)
+        self.inbox.wake()
+
+    def forget(self, device: str, done: Callable[[bool], None]) -> None:
+        """Drop ``device`` (its stream, its slot: no eviction will announce it) and its
+        calibration (from ``calibration.state_file`` too) in the prepare thread, which
+        owns them; then ``done(it had a calibration)``, in that thread."""
+        self._forgets.append((device, done))
         self.inbox.wake()
 
     def start(self) -> None:
@@ -350,6 +358,15 @@ class Pipeline:
                     self.recorder.model_name = swap.model_name
                 self.engine = swap.engine
                 self._handoff.put(_Batch(Prepared(), swap=swap))
+            while self._forgets:
+                device, done = self._forgets.pop(0)
+                had = device in self.engine.verticals
+                self.engine.forget(device)
+                self.ingest.forget(device)
+                if had:
+                    self.engine.set_vertical(device, None)
+                    self._save_calibrations()
+                done(had)
             if self.monotonic() >= next_evict:
                 now = self.wall_clock()
                 gone = self.engine.evict_idle(now)

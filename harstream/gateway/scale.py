@@ -17,24 +17,48 @@ checks P at start with a probe (:data:`PROBE_PREFIX`), and announces its partiti
 retained on ``{prefix}/workers/{worker}`` (its last will says when it is gone), so that
 every worker sees partitions no one owns and partitions two own.
 
+:class:`WorkerBook` keeps what the workers announced and which are alive. Everything on
+``{prefix}/workers/#`` comes from whoever can publish there, so nothing of it is trusted:
+an announcement that is not a valid one (:func:`parse_announcement`) is refused with a
+reason and counted, never raised; and a status ``offline`` counts only when it names the
+instance (random, new at each start) the worker last announced: its own last will, not
+an earlier start's late will nor another client that did not read the announcement. The
+broker's ACLs (``harstream deploy mosquitto|nats``) let only worker users write there.
+
 Pure: no I/O; the gateway (``harstream.gateway.service``) does the subscribing.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from harstream.core.partitions import partition_of
+from harstream.core.partitions import parse_owned, partition_of
 from harstream.core.payload import valid_device_id
 
-__all__ = ["KINDS", "PROBE_PREFIX", "Router", "ScaleSettings", "takeover_share"]
+__all__ = [
+    "KINDS",
+    "PROBE_PREFIX",
+    "Announcement",
+    "Router",
+    "ScaleSettings",
+    "WorkerBook",
+    "parse_announcement",
+    "parse_status",
+    "takeover_share",
+]
 
 #: what a device publishes on {prefix}/{device}/{kind}, partitioned by the broker
 KINDS = ("imu", "calibrate", "label")
 SENSOR_LOGGER_KIND = "slog"
 #: device ids of a worker's start-up probe (never a real device: dropped by every worker)
 PROBE_PREFIX = "_harstream-probe-"
+#: a worker's name (scale.worker) and instance: one topic level, nothing to escape
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_ANNOUNCEMENT_BYTES = 4096  # a real one is ~100 bytes; bounds the parser's work too
+MAX_WORKERS = 4096  # names followed at most (no more workers than partitions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +96,7 @@ class Router:
     ) -> None:
         self.settings = settings
         self.owned = settings.owned  # its own and, with takeover, dead workers' (rebound whole)
+        self.serving = settings.owned  # of those, the ones subscribed to (what stats say)
         self.prefix = prefix
         self.sensor_logger_topic = sensor_logger_topic
         self.counters = {"messages_unowned": 0, "messages_mismatched": 0, "probes": 0}
@@ -116,3 +141,161 @@ class Router:
         if kind == SENSOR_LOGGER_KIND:
             return f"{self.sensor_logger_topic}/{device}", None
         return f"{self.prefix}/{device}/{kind}", None
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """What a worker says about itself, retained on ``{prefix}/workers/{worker}``."""
+
+    worker: str
+    partitions: int
+    owned: frozenset[int]
+    instance: str  # random, new at each start; "" from a worker that predates it
+
+
+def parse_announcement(worker: str, payload: bytes, partitions: int) -> Announcement:
+    """A worker's announcement, checked; ValueError says what is wrong with it.
+
+    >>> parse_announcement("w1", b'{"worker": "w1", "partitions": 8, "owned": "0-3",'
+    ...                    b' "instance": "9f2c"}', 8).owned == frozenset(range(4))
+    True
+    >>> parse_announcement("w1", b'{"worker": "w1", "partitions": 8, "owned": 3}', 8)
+    Traceback (most recent call last):
+    ValueError: owned: 3 is not a string (all, a, a-b or a-b/k items)
+    """
+    if not _NAME.match(worker):
+        raise ValueError(f"worker name {worker[:80]!r}: 1-64 of A-Z a-z 0-9 _ -")
+    if len(payload) > MAX_ANNOUNCEMENT_BYTES:
+        raise ValueError(f"{len(payload)} bytes, more than {MAX_ANNOUNCEMENT_BYTES}")
+    try:
+        news = json.loads(payload)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"not JSON: {str(exc)[:120]}") from None
+    if not isinstance(news, dict):
+        raise ValueError(f"a JSON {type(news).__name__}, not an object")
+    if news.get("worker") != worker:
+        raise ValueError(f"worker {str(news.get('worker'))[:80]!r} on the topic of {worker!r}")
+    p = news.get("partitions")
+    if type(p) is not int or p != partitions:
+        raise ValueError(f"partitions {str(p)[:80]}, not this worker's {partitions}")
+    owned = news.get("owned")
+    if not isinstance(owned, str):
+        raise ValueError(f"owned: {str(owned)[:80]} is not a string (all, a, a-b or a-b/k items)")
+    instance = news.get("instance", "")
+    if not isinstance(instance, str) or (instance and not _NAME.match(instance)):
+        raise ValueError(f"instance {str(instance)[:80]!r}: 1-64 of A-Z a-z 0-9 _ -")
+    return Announcement(worker, p, parse_owned(owned[:1000], partitions), instance)
+
+
+def parse_status(payload: bytes) -> tuple[str, str]:
+    """``(online|offline, instance)`` of a worker's status ``online INSTANCE`` /
+    ``offline INSTANCE`` (``online`` / ``offline`` alone: instance ""); ValueError else.
+
+    >>> parse_status(b"offline 9f2c")
+    ('offline', '9f2c')
+    """
+    words = payload[:200].decode("ascii", errors="replace").split(" ")
+    if len(payload) > 200 or words[0] not in ("online", "offline") or len(words) > 2:
+        raise ValueError(f"status {payload[:80]!r}: `online|offline INSTANCE`")
+    instance = words[1] if len(words) == 2 else ""
+    if instance and not _NAME.match(instance):
+        raise ValueError(f"status instance {instance[:80]!r}: 1-64 of A-Z a-z 0-9 _ -")
+    return words[0], instance
+
+
+class WorkerBook:
+    """The workers' announcements and statuses as one worker follows them on
+    ``{prefix}/workers/#``: who is alive and owns what. ``news`` takes each message and
+    never raises for what another client published; it returns what this worker must
+    do about its own topics (``"announce"``, ``"online"``) when someone else wrote them.
+
+    >>> book = WorkerBook("a", "i1", 4)
+    >>> book.news("b", b'{"worker": "b", "partitions": 4, "owned": "2-3", "instance": "i2"}')
+    >>> book.news("b/status", b"offline i0")  # an earlier start's will: b is still alive
+    >>> sorted(book.live()), book.counters["statuses_ignored"]
+    (['b'], 1)
+    >>> book.news("b/status", b"offline i2")  # b's own will
+    >>> sorted(book.live()), sorted(book.dead()["b"])
+    ([], [2, 3])
+    """
+
+    def __init__(self, me: str, instance: str, partitions: int) -> None:
+        self.me, self.instance, self.partitions = me, instance, partitions
+        self.announced: dict[str, Announcement] = {}
+        self.status: dict[str, tuple[str, str]] = {}
+        self.counters = {
+            "announcements_refused": 0,  # not an announcement: logged, ignored
+            "statuses_refused": 0,  # not a status: logged, ignored
+            "statuses_ignored": 0,  # `offline` not of the announced instance
+            "own_restored": 0,  # this worker's topics written by another: re-published
+        }
+        self.refusals: list[str] = []  # the reasons, for the caller to log (then cleared)
+
+    def news(self, rest: str, payload: bytes) -> str | None:
+        """One message on ``{prefix}/workers/{rest}``."""
+        name, _, tail = rest.partition("/")
+        if tail not in ("", "status") or not _NAME.match(name):
+            self._refuse("statuses_refused", f"{rest[:80]!r} is no worker topic")
+            return None
+        if tail == "status":
+            try:
+                state, instance = parse_status(payload)
+            except ValueError as exc:
+                self._refuse("statuses_refused", f"worker {name}: {exc}")
+                return None
+            if name == self.me:  # another client, or a late will, says this one is gone
+                if (state, instance) == ("offline", self.instance):
+                    self._refuse("own_restored", "own status offline while alive: re-published")
+                    return "online"
+                return None  # an earlier start's: no other worker counts it
+            if name not in self.status and len(self.status) >= MAX_WORKERS:
+                self._refuse("statuses_refused", f"worker {name}: more than {MAX_WORKERS}")
+                return None
+            self.status[name] = (state, instance)
+            known = self.announced.get(name)
+            if state == "offline" and known is not None and known.instance != instance:
+                self._refuse(
+                    "statuses_ignored",
+                    f"worker {name} offline for instance {instance or '(none)'}, but it "
+                    f"announced {known.instance or '(none)'}: an earlier start or another client",
+                )
+            return None
+        if name == self.me:
+            if payload and self._own(payload):
+                return None
+            self._refuse("own_restored", "own announcement overwritten: re-published")
+            return "announce"
+        if not payload:  # the retained announcement cleared: that worker is retired
+            self.announced.pop(name, None)
+            return None
+        if name not in self.announced and len(self.announced) >= MAX_WORKERS:
+            self._refuse("announcements_refused", f"worker {name}: more than {MAX_WORKERS}")
+            return None
+        try:
+            self.announced[name] = parse_announcement(name, payload, self.partitions)
+        except ValueError as exc:
+            self._refuse("announcements_refused", f"worker {name}: {exc}")
+        return None
+
+    def _own(self, payload: bytes) -> bool:
+        try:
+            return parse_announcement(self.me, payload, self.partitions).instance == self.instance
+        except ValueError:
+            return False
+
+    def _refuse(self, counter: str, reason: str) -> None:
+        self.counters[counter] += 1
+        self.refusals.append(reason)
+
+    def _alive(self, name: str) -> bool:
+        """Dead once the announced instance says ``offline`` (its will or goodbye); one
+        that announced itself and is still subscribing has no status yet: alive."""
+        state, instance = self.status.get(name, ("online", ""))
+        return not (state == "offline" and instance == self.announced[name].instance)
+
+    def live(self) -> dict[str, frozenset[int]]:
+        """The other live workers' own partitions."""
+        return {w: a.owned for w, a in self.announced.items() if self._alive(w)}
+
+    def dead(self) -> dict[str, frozenset[int]]:
+        return {w: a.owned for w, a in self.announced.items() if not self._alive(w)}

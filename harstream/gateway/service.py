@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import random
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -41,14 +42,20 @@ from typing import Any
 import numpy as np
 
 from harstream.core.engine import Engine
-from harstream.core.partitions import coverage, format_owned, parse_owned, partition_of
+from harstream.core.partitions import coverage, format_owned, partition_of
 from harstream.core.payload import encode, valid_device_id
 from harstream.errors import ConfigError, HarstreamError, PublishError
 from harstream.gateway.dashboard import Dashboard, DashboardSettings
 from harstream.gateway.http import HttpIngest, HttpSettings
 from harstream.gateway.pipeline import Arrival, Output, Pipeline, PipelineSettings
 from harstream.gateway.recorder import Recorder, RecorderSettings
-from harstream.gateway.scale import PROBE_PREFIX, Router, ScaleSettings, takeover_share
+from harstream.gateway.scale import (
+    PROBE_PREFIX,
+    Router,
+    ScaleSettings,
+    WorkerBook,
+    takeover_share,
+)
 from harstream.gateway.transport import Incoming, Session, Transport, TransportError, Will
 
 __all__ = ["Backoff", "Gateway", "GatewaySettings"]
@@ -156,13 +163,16 @@ class Gateway:
         self.status_topic = f"{prefix}/status"
         self.workers_topic = f"{prefix}/workers"
         self.workers: dict[str, frozenset[int]] = {}  # live workers' partitions (worker mode)
-        self.homes: dict[str, frozenset[int]] = {}  # every announced worker's own partitions
-        self.alive: dict[str, bool] = {}  # by their status topics
+        # a worker's status and announcement name its instance, new at each start: its
+        # will counts for it, no earlier start's will, no other client's `offline`
+        self.instance = secrets.token_hex(8)
+        self.book: WorkerBook | None = None
         self._rebalancing = asyncio.Lock()
         self._coverage: dict[str, str] | None = None  # what was last logged
         self._coverage_from = 0.0  # monotonic: when a worker first judges the coverage
         if settings.scale is not None:  # each worker its own status, beside its partitions
             self.status_topic = f"{self.workers_topic}/{settings.scale.worker}/status"
+            self.book = WorkerBook(settings.scale.worker, self.instance, settings.scale.partitions)
         self.imu_filter = f"{prefix}/+/imu"
         self.calibrate_filter = f"{prefix}/+/calibrate"
         self.label_filter = f"{prefix}/+/label"
@@ -197,7 +207,7 @@ class Gateway:
                 await asyncio.to_thread(self.recorder.stop)
 
     async def _connection(self, stop: asyncio.Event) -> None:
-        will = Will(self.status_topic, b"offline", qos=1, retain=True)
+        will = Will(self.status_topic, self._status(b"offline"), qos=1, retain=True)
         drained = False
         while not stop.is_set():
             try:
@@ -207,7 +217,9 @@ class Gateway:
                     await self._receive_until(stop, session)  # or the TransportError
                     await self._drain()
                     drained = True
-                    await session.publish(self.status_topic, b"offline", qos=1, retain=True)
+                    await session.publish(
+                        self.status_topic, self._status(b"offline"), qos=1, retain=True
+                    )
                     stats = self.pipeline.prepare_stats
                     log.info(
                         "stopped: queue drained, status offline (%d messages in %d batches)",
@@ -247,7 +259,7 @@ class Gateway:
             await session.subscribe(self.ha_status_topic, qos=1)
         # online once subscribed: a device that waits for it loses nothing, even the
         # first time (a new session holds nothing for the gateway before it subscribes)
-        await session.publish(self.status_topic, b"online", qos=1, retain=True)
+        await session.publish(self.status_topic, self._status(b"online"), qos=1, retain=True)
         self.backoff.reset()
         self.connected.set()
         if self.router is None:
@@ -261,11 +273,7 @@ class Gateway:
         for topic in router.filters(calibrate, self.recorder is not None):
             await session.subscribe(topic, qos=self.settings.qos_in)
         await self._probe(session, router, scale)
-        announcement = {
-            "worker": scale.worker,
-            "partitions": scale.partitions,
-            "owned": format_owned(scale.owned),
-        }
+        announcement = self._announcement()
         await session.publish(
             f"{self.workers_topic}/{scale.worker}", encode(announcement), qos=1, retain=True
         )
@@ -355,30 +363,35 @@ class Gateway:
         if rest:
             self.accept(rest)
 
-    def _worker_news(self, message: Incoming) -> None:
-        """A worker's announcement (its partitions) or status (online/offline)."""
+    def _status(self, state: bytes) -> bytes:
+        """``online|offline INSTANCE`` for a worker (scale.WorkerBook), the bare state else."""
+        return state if self.book is None else state + b" " + self.instance.encode()
+
+    def _announcement(self) -> dict[str, Any]:
         scale = self.settings.scale
         assert scale is not None
-        name = message.topic[len(self.workers_topic) + 1 :]
-        if name.endswith("/status"):
-            self.alive[name[: -len("/status")]] = message.payload == b"online"
-        else:
-            try:
-                news = json.loads(message.payload)
-                owned = parse_owned(news["owned"], scale.partitions)
-                if news["partitions"] != scale.partitions:
-                    raise ValueError(f"P {news['partitions']}, not {scale.partitions}")
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("worker %s announces what this worker cannot take: %s", name, exc)
-                return
-            self.homes[name] = owned
-        # a worker is dead once its status says so (its will); one that announced itself
-        # and is still subscribing has no status yet: alive, not to be taken over
-        self.workers = {
-            w: home
-            for w, home in self.homes.items()
-            if self.alive.get(w, True) or w == scale.worker
+        return {
+            "worker": scale.worker,
+            "partitions": scale.partitions,
+            "owned": format_owned(scale.owned),
+            "instance": self.instance,
         }
+
+    def _worker_news(self, message: Incoming) -> None:
+        """A worker's announcement (its partitions) or status (online/offline): checked
+        by the book, which never raises for what another client published."""
+        scale, book = self.settings.scale, self.book
+        assert scale is not None and book is not None
+        todo = book.news(message.topic[len(self.workers_topic) + 1 :], message.payload)
+        for reason in book.refusals:
+            log.warning("on %s/#: %s", self.workers_topic, reason)
+        book.refusals.clear()
+        if todo == "online":  # this worker is alive: say so again
+            self._send(self.status_topic, self._status(b"online"), 1, True)
+        elif todo == "announce":
+            announcement = encode(self._announcement())
+            self._send(f"{self.workers_topic}/{scale.worker}", announcement, 1, True)
+        self.workers = {scale.worker: scale.owned, **book.live()}
         self._check_coverage()
         if scale.takeover:
             asyncio.get_running_loop().create_task(self._rebalance(), name="rebalance")
@@ -392,7 +405,7 @@ class Gateway:
         if session is None:
             return
         async with self._rebalancing:
-            dead = {w: home for w, home in self.homes.items() if w not in self.workers}
+            dead = self.book.dead() if self.book is not None else {}
             target = scale.owned | takeover_share(scale.worker, self.workers, dead)
             gained, released = target - router.owned, router.owned - target
             calibrate, label = self.engine.preprocessor.aligned, self.recorder is not None
@@ -401,9 +414,10 @@ class Gateway:
                     router.owned = router.owned | gained
                     for topic in router.filters(calibrate, label, gained):
                         await session.subscribe(topic, qos=self.settings.qos_in)
+                    router.serving = router.owned  # only now do their messages come
                     log.warning("taking over partitions %s of dead workers", format_owned(gained))
                 if released:
-                    router.owned = target
+                    router.owned = router.serving = target
                     for topic in router.filters(calibrate, label, released):
                         await session.unsubscribe(topic)
                     log.info("handing back partitions %s", format_owned(released))
@@ -455,17 +469,46 @@ class Gateway:
         if command == "reload" and set(body) == {"command"}:
             self.request_reload()
         elif command == "forget" and set(body) == {"command", "device"}:
-            device = body["device"]
-            if self.recorder is None or not isinstance(device, str) or not valid_device_id(device):
-                self._result("forget", False, "no recording here, or not a device id")
-                return
-            if self.recorder.forget(device):
-                self._result("forget", True, f"{device}: recordings erased")
-            else:
-                self._result("forget", False, "the recorder is busy: try again")
+            self._forget(body["device"])
         else:
             usage = 'send {"command": "reload"} or {"command": "forget", "device": D}'
             self._result(str(command), False, usage)
+
+    def _forget(self, device: object) -> None:
+        """Erase everything of a device: its recordings and labels (the recorder), its
+        calibration (memory and state file: the prepare thread), then its retained
+        topics (empty retained payloads: activity, calibration, availability, Home
+        Assistant's discovery config)."""
+        if not isinstance(device, str) or not valid_device_id(device):
+            self._result("forget", False, "not a device id")
+            return
+        erased = []
+        if self.recorder is not None:
+            if not self.recorder.forget(device):
+                self._result("forget", False, "the recorder is busy: try again")
+                return
+            erased.append("recordings and labels")
+        loop = asyncio.get_running_loop()
+
+        def forgotten(calibrated: bool) -> None:  # in the prepare thread
+            what = [*erased, *(["calibration"] if calibrated else []), "retained topics"]
+            loop.call_soon_threadsafe(self._forgotten, device, what)
+
+        self.pipeline.forget(device, forgotten)
+
+    def _forgotten(self, device: str, erased: list[str]) -> None:
+        prefix = self.settings.pipeline.prefix
+        topics = [f"{prefix}/{device}/{kind}" for kind in ("activity", "calibration")]
+        topics.append(f"{prefix}/{device}/availability")
+        if self.settings.pipeline.homeassistant:
+            discovery = self.settings.pipeline.discovery_prefix
+            topics.append(f"{discovery}/sensor/harstream_{device}/activity/config")
+        for topic in topics:
+            self._send(topic, b"", 1, True)  # an empty retained message deletes the retained
+        if self.dashboard is not None:
+            self.dashboard.history.forget(device)
+        log.info("forgot %s: %s", device, ", ".join(erased))
+        self._result("forget", True, f"{device}: erased {', '.join(erased)}")
 
     def request_reload(self) -> None:
         """Load ``model.path`` again and swap it in (SIGHUP, or the control topic)."""
@@ -613,9 +656,10 @@ class Gateway:
             "partitions": scale.partitions,
             "owned": format_owned(scale.owned),
             "workers": sorted({scale.worker, *self.workers}),
-            "serving": format_owned(self.router.owned),
+            "serving": format_owned(self.router.serving),
             **coverage(scale.partitions, {scale.worker: scale.owned, **self.workers}),
             **self.router.counters,
+            **(self.book.counters if self.book is not None else {}),
         }
 
     def live_numbers(self) -> dict[str, Any]:

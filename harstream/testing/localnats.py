@@ -46,6 +46,7 @@ class Nats:
     ws_port: int = field(default_factory=free_port)
     cluster_port: int = 0
     routes: tuple[str, ...] = ()
+    users: Path | None = None  # a users file (harstream deploy user); None: anonymous
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,8 +59,12 @@ class Nats:
         return Endpoint(self.host, self.mqtt_port)
 
     def write_config(self) -> Path:
+        from harstream.cli.access import Topics, nats_authorization, read_users
         from harstream.cli.deploy import nats_config
 
+        authorization = None
+        if self.users is not None:
+            authorization = nats_authorization(read_users(self.users), Topics(self.prefix))
         conf = self.workdir / "nats.conf"
         conf.write_text(
             nats_config(
@@ -74,6 +79,8 @@ class Nats:
                 server_name=self.name,
                 cluster_port=self.cluster_port,
                 routes=self.routes,
+                authorization=authorization,
+                anonymous=self.users is None,
             )
         )
         return conf
