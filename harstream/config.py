@@ -364,10 +364,10 @@ class TrainConfig(_Section):
     validation_streams: Annotated[int, Field(ge=0)] = 2
     #: the HMM smoother's mean activity duration (the same for every class; chosen on
     #: validation spliced streams, docs/models.md)
-    hmm_duration_s: PositiveFloat = 6.0
+    hmm_duration_s: PositiveFloat = 2.0
     window_stride: PositiveInt = 32
     batch_size: PositiveInt = 32
-    iterations: PositiveInt = 1600
+    iterations: PositiveInt = 3200
     eval_every: PositiveInt = 100
     lr: PositiveFloat = 3e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
