@@ -6,7 +6,7 @@
       {device}/
         labels.csv                       start,end,activity,source (epoch s; end empty: open)
         {session}/                       one stream of the device with one calibration
-          session.json                   what the session is (below), rewritten at each part
+          session.json                   what the session is (below), rewritten after each part
           samples-{first seq}.parquet    seq, t, ax, ay, az (g), gx, gy, gz (rad/s)
           decisions-{first seq}.parquet  seq, t, received, activity, confidence, raw_activity,
                                          p_{label} per label
@@ -17,9 +17,11 @@ gateway restart) or when its calibration changes: inside one, the samples run on
 model's grid without a gap and the model saw them with one vertical. ``session.json``:
 ``{"format": 1, "device", "session", "rate_hz", "model", "vertical" (or null),
 "vertical_source" ("calibration" | "reference" | null), "first_seq", "last_seq",
-"t_start", "t_end", "samples"}``, written at the first part, at most every minute
-after and at the session's end (after a crash its end may lag; the parts, found by
-name, are all there); ``t`` is the device's clock (epoch s) as the engine reads it.
+"t_start", "t_end", "samples"}``, rewritten after each part is written, so that it
+holds what the parts hold (a crash between the two leaves it one part behind: the
+readers take the last part's first sample as the least the session holds, and the
+parts, found by name, are all read); ``t`` is the device's clock (epoch s) as the
+engine reads it.
 
 This module knows the layout and the labels (reading, checking, writing them); writing
 samples is the gateway's recorder (``harstream.gateway.recorder``) and reading them into
@@ -168,22 +170,29 @@ def _session_info(path: Path) -> SessionInfo:
     vertical = data["vertical"]
     if vertical is not None and len(vertical) != 3:
         raise ValueError("vertical: not a 3-vector")
+    parts = _parts(path.parent, "samples-")
+    first_seq, last_seq = int(data["first_seq"]), int(data["last_seq"])
+    t_start, t_end, rate_hz = float(data["t_start"]), float(data["t_end"]), float(data["rate_hz"])
+    if parts:  # a part written after session.json (a crash between): at least its first sample
+        last_part = int(parts[-1].removeprefix("samples-").split(".")[0])
+        if last_part > last_seq:
+            last_seq, t_end = last_part, t_start + (last_part - first_seq) / rate_hz
     return SessionInfo(
         device=str(data["device"]),
         session=str(data["session"]),
         path=path.parent,
-        rate_hz=float(data["rate_hz"]),
+        rate_hz=rate_hz,
         model=str(data["model"]),
         vertical=None
         if vertical is None
         else (float(vertical[0]), float(vertical[1]), float(vertical[2])),
         vertical_source=data.get("vertical_source"),
-        first_seq=int(data["first_seq"]),
-        last_seq=int(data["last_seq"]),
-        t_start=float(data["t_start"]),
-        t_end=float(data["t_end"]),
+        first_seq=first_seq,
+        last_seq=last_seq,
+        t_start=t_start,
+        t_end=t_end,
         samples=int(data["samples"]),
-        parts=_parts(path.parent, "samples-"),
+        parts=parts,
         decision_parts=_parts(path.parent, "decisions-"),
     )
 

@@ -318,3 +318,22 @@ async def test_serve_reloads_its_model_on_sighup(
     assert process.returncode == 0
     assert sub.json("/control/result")[0]["ok"] and f"now serving {new.name}" in log
     assert [a["model"] for a in sub.json("/activity")] == [old.name, new.name]
+
+
+def test_a_session_json_one_part_behind_still_covers_that_part(tmp_path: Path) -> None:
+    """After a crash between a part and its session.json, the readers take the last
+    part's first sample as the least the session holds (parts are named by it)."""
+    from harstream.recordings import Label, add_labels, session_json
+
+    folder = tmp_path / "d" / "20260101T000000Z-0"
+    folder.mkdir(parents=True)
+    meta = {"device": "d", "session": folder.name, "rate_hz": 50.0, "model": "m"}
+    meta |= {"vertical": None, "vertical_source": None, "first_seq": 0, "last_seq": 249}
+    meta |= {"t_start": T0, "t_end": T0 + 249 / 50, "samples": 250}
+    (folder / "session.json").write_text(session_json(meta))
+    for seq in (0, 250):
+        (folder / f"samples-{seq:012d}.parquet").write_bytes(b"")
+    (info,), _ = read_sessions(tmp_path)
+    assert (info.last_seq, info.t_end) == (250, T0 + 5.0)
+    label = Label("d", T0 + 4.99, T0 + 5.5, "WALKING")  # on the second part's first sample
+    assert add_labels(tmp_path, [label], ["WALKING"]) == 1
