@@ -337,3 +337,29 @@ def test_a_session_json_one_part_behind_still_covers_that_part(tmp_path: Path) -
     assert (info.last_seq, info.t_end) == (250, T0 + 5.0)
     label = Label("d", T0 + 4.99, T0 + 5.5, "WALKING")  # on the second part's first sample
     assert add_labels(tmp_path, [label], ["WALKING"]) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_write_fault_of_one_device_loses_its_part_only(
+    bundle_factory: Callable[..., Bundle], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails for one device's files (not a full disk) loses that part,
+    counted; the other device keeps recording and recording goes on."""
+    bundle = bundle_factory("gru", "stateful")
+    real = recorder_module._atomic_write
+
+    def refused(path: Path, data: bytes) -> None:  # the fault: one device's folder
+        if path.parent.parent.name == "bad":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(recorder_module, "_atomic_write", refused)
+    async with Harness(bundle, *record(tmp_path, "recording.rotate_bytes=5000")) as h:
+        await stream(h, "bad", WALK[:500])
+        await stream(h, "good", WALK[:500])
+        await h.settle(lambda: h.gateway.snapshot()["samples"] == 1000)
+    status = h.gateway.snapshot()["recording"]
+    assert status["state"] == "recording" and status["error"] is None
+    assert status["lost_samples"] == 500 and status["write_errors"] >= 1
+    assert [s.device for s in read_sessions(tmp_path)[0]] == ["good"]
+    assert read_sessions(tmp_path, "good")[0][0].samples == 500
