@@ -58,6 +58,7 @@ from harstream.recordings import (
     SESSION_FILE,
     Label,
     check_labels,
+    labels_lock,
     parse_time,
     read_labels,
     read_sessions,
@@ -306,6 +307,13 @@ class Recorder:
         """A live label from ``{prefix}/{device}/label``: stored at once; raises
         PayloadError ``bad_label`` naming what is wrong. Returns what was stored."""
         activity, start, end = decode_label(payload, self.labels)
+        try:
+            with labels_lock(self.root):  # `data labels import` may be adding to the file
+                return self._add_label(device, activity, start, end)
+        except OSError as exc:
+            raise PayloadError("bad_label", f"cannot store it: {exc}") from None
+
+    def _add_label(self, device: str, activity: str, start: float | None, end: float | None) -> str:
         stored = read_labels(self.root, device)
         opened = [lab for lab in stored if lab.end is None]
         if start is not None:
@@ -334,10 +342,7 @@ class Recorder:
         problems = check_labels([*stored, new], self.labels)
         if problems:
             raise PayloadError("bad_label", "; ".join(problems))
-        try:
-            write_labels(self.root, device, [*stored, new])
-        except OSError as exc:
-            raise PayloadError("bad_label", f"cannot store it: {exc}") from None
+        write_labels(self.root, device, [*stored, new])
         self._labels += 1
         return new.describe()
 
@@ -579,7 +584,7 @@ class Recorder:
             folder.mkdir(parents=True, exist_ok=True)
             buf.folder_made = True
         try:
-            written = _write_files(folder, files)
+            written = self._write_files(folder, files, buf.meta, extent)
         except FileNotFoundError:
             # the folder was deleted (by hand, a clean-up): what it held is gone, so the
             # session on disk starts again from this part
@@ -588,16 +593,31 @@ class Recorder:
                 buf.meta.pop(key, None)
             self._recreated += 1
             log.warning("recording folder %s was deleted: made again", folder)
-            written = _write_files(folder, files)
+            written = self._write_files(folder, files, buf.meta, extent)
             self._measure()
-        if extent is not None:
-            meta = buf.meta
-            meta.setdefault("first_seq", extent[0])
-            meta.setdefault("t_start", extent[2])
-            meta["last_seq"], meta["t_end"] = extent[1], extent[3]
-            meta["samples"] = meta.get("samples", 0) + extent[4]
-            _atomic_write(folder / SESSION_FILE, session_json(meta).encode())
         return written
+
+    def _write_files(
+        self,
+        folder: Path,
+        files: list[tuple[str, bytes]],
+        meta: dict[str, Any],
+        extent: tuple[int, int, float, float, int] | None,
+    ) -> int:
+        """The part's files, the samples first and session.json right after them (the
+        label checks read it: the sooner it follows the samples, the sooner a label on
+        them is accepted), then the decisions."""
+        for name, data in files:
+            _atomic_write(folder / name, data)
+            if extent is not None and name.startswith("samples-"):
+                new = dict(meta)
+                new.setdefault("first_seq", extent[0])
+                new.setdefault("t_start", extent[2])
+                new["last_seq"], new["t_end"] = extent[1], extent[3]
+                new["samples"] = new.get("samples", 0) + extent[4]
+                _atomic_write(folder / SESSION_FILE, session_json(new).encode())
+                meta.update(new)  # only once written: a retry counts these samples once
+        return sum(len(data) for _, data in files)
 
     def _measure(self) -> None:
         """The folder's bytes, in all and per device, from the disk (at start, after an
@@ -677,9 +697,3 @@ def _formatted(column: np.ndarray) -> np.ndarray:
     if column.dtype.kind in "iu":
         return np.char.mod("%d", column)
     return column.astype(str)
-
-
-def _write_files(folder: Path, files: list[tuple[str, bytes]]) -> int:
-    for name, data in files:
-        _atomic_write(folder / name, data)
-    return sum(len(data) for _, data in files)
