@@ -419,7 +419,7 @@ class Recorder:
             except OSError as exc:  # a full or failing disk: stop recording, go on serving
                 self._fail(f"cannot write to {self.root}: {exc}")
         for key in list(self._buffers):
-            self._write(key, final=True)
+            self._write(key)
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
@@ -488,7 +488,7 @@ class Recorder:
     def _end(self, device: str) -> None:
         key = self._current.pop(device, None)
         if key is not None and key in self._buffers:
-            self._write(key, final=True)
+            self._write(key)
             self._buffers[key].ended = self.monotonic()
 
     def _tick(self) -> None:
@@ -500,7 +500,7 @@ class Recorder:
             if (buf.chunks or buf.decisions) and now - buf.since >= buf.rotate_s:
                 self._write(key)
             if buf.ended is not None and now - buf.ended >= 1.0:
-                self._write(key, final=True)
+                self._write(key)
                 del self._buffers[key]
 
     def _shed(self) -> None:
@@ -510,12 +510,11 @@ class Recorder:
             if self._buffered <= self.settings.max_buffer_bytes // 2:
                 break
 
-    def _write(self, key: str, final: bool = False) -> None:
-        """Write a session's buffer as its next part files, then its session.json with
-        the extent the parts now hold (``final``: the session ended; nothing differs on
-        disk, the word is kept for readers of the code). A session folder deleted under
-        the gateway is made again; another failure of this device's files loses this
-        part only. Only a full or read-only disk raises (recording stops)."""
+    def _write(self, key: str) -> None:
+        """Write a session's buffer as its next part files, with its session.json
+        brought to the extent the parts now hold. A session folder deleted under the
+        gateway is made again; another failure of this device's files loses this part
+        only. Only a full or read-only disk (or quota) raises (recording stops)."""
         buf = self._buffers[key]
         if self._error is not None or not (buf.chunks or buf.decisions):
             return
@@ -593,8 +592,8 @@ class Recorder:
                 buf.meta.pop(key, None)
             self._recreated += 1
             log.warning("recording folder %s was deleted: made again", folder)
+            self._measure()  # what is left (the caller adds this part)
             written = self._write_files(folder, files, buf.meta, extent)
-            self._measure()
         return written
 
     def _write_files(
