@@ -363,3 +363,51 @@ async def test_a_write_fault_of_one_device_loses_its_part_only(
     assert status["lost_samples"] == 500 and status["write_errors"] >= 1
     assert [s.device for s in read_sessions(tmp_path)[0]] == ["good"]
     assert read_sessions(tmp_path, "good")[0][0].samples == 500
+
+
+def test_a_device_over_its_share_records_again_once_its_old_sessions_expire(
+    tmp_path: Path,
+) -> None:
+    """The recorder on its own (real files, a fake clock for the hourly expiry): a device
+    past ``max_device_bytes`` is refused and counted; its expired sessions count off,
+    and it is recorded again."""
+    from harstream.gateway.recorder import Recorder, RecorderSettings
+
+    now = [0.0]
+    settings = RecorderSettings(
+        tmp_path, "parquet", 1.0, 4 << 20, 128 << 20, 30.0, 1 << 30, False, 50.0, "m", 10_000
+    )
+    rec = Recorder(settings, ["WALKING"], monotonic=lambda: now[0])
+    rec.start()
+    try:
+
+        def feed(start: int, n: int) -> None:
+            for s in range(start, start + n, 100):
+                rec.samples("hog", s, s == 0, WALK[s % 4000 :][:100], T0 + s / 50, None, None)
+
+        def until(condition: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + 10
+            while not condition():
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+
+        feed(0, 3000)
+        until(lambda: rec.status()["refused_samples"] > 0)
+        until(rec._queue.empty)
+        status = rec.status()
+        assert status["devices_over_share"] == ["hog"] and status["state"] == "recording"
+        written = status["samples"]
+        assert written + status["refused_samples"] == 3000
+        for info in read_sessions(tmp_path)[0]:  # its sessions are 40 days old
+            os.utime(info.path / "session.json", (time.time() - 40 * 86_400,) * 2)
+        now[0] += 3601  # the hourly expiry is due
+        until(lambda: rec.status()["devices_over_share"] == [])
+        feed(3000, 200)  # two parts (~9 kB): within its share again
+        until(lambda: rec.status()["samples"] == written + 200)
+        status = rec.status()
+        assert status["folders_recreated"] == 1  # its session's folder had expired
+        assert status["devices_over_share"] == [] and status["refused_samples"] == 3000 - written
+        (info,), _ = read_sessions(tmp_path)
+        assert (info.first_seq, info.last_seq) == (3000, 3199)
+    finally:
+        rec.stop()

@@ -414,7 +414,6 @@ class Recorder:
                     next_tick = self.monotonic() + TICK_S
                 if self.monotonic() >= next_expire:
                     self._expire()
-                    self._measure()  # what was deleted, by expiry or by hand
                     next_expire = self.monotonic() + EXPIRE_EVERY_S
             except OSError as exc:  # a full or failing disk: stop recording, go on serving
                 self._fail(f"cannot write to {self.root}: {exc}")
@@ -620,7 +619,7 @@ class Recorder:
 
     def _measure(self) -> None:
         """The folder's bytes, in all and per device, from the disk (at start, after an
-        erasure, expiry or a deleted folder); devices back under their share record again."""
+        erasure or a deleted folder); devices back under their share record again."""
         sizes: dict[str, int] = {}
         with contextlib.suppress(OSError):  # a folder deleted meanwhile: what was seen
             for path in self.root.rglob("*"):
@@ -666,9 +665,21 @@ class Recorder:
         limit = time.time() - self.settings.keep_days * 86_400
         for info in read_sessions(self.root)[0]:
             marker = info.path / SESSION_FILE
-            if marker.stat().st_mtime < limit:
+            try:
+                if marker.stat().st_mtime >= limit:
+                    continue
+                freed = sum(p.stat().st_size for p in info.path.iterdir() if p.is_file())
                 shutil.rmtree(info.path)
-                log.info("recording %s/%s expired (keep_days)", info.device, info.session)
+            except FileNotFoundError:  # deleted meanwhile (by hand): nothing to expire
+                continue
+            log.info("recording %s/%s expired (keep_days)", info.device, info.session)
+            # counted off, not measured again: a walk of a full folder takes seconds
+            self._bytes -= freed
+            left = self._device_bytes.get(info.device, 0) - freed
+            self._device_bytes[info.device] = max(0, left)
+            if left < self._max_device_bytes and info.device in self._over:
+                self._over.discard(info.device)  # under its share again: recorded
+                self._over_named = tuple(sorted(self._over)[:OVER_SHARE_NAMED])
 
 
 def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
