@@ -226,6 +226,11 @@ class RecordingConfig(_Section):
     )  # all devices' unwritten samples (~72 KB a device-minute)
     keep_days: PositiveFloat = 30.0  # sessions older than this are deleted
     max_bytes: PositiveInt = 10 << 30  # the recording folder at most; beyond, recording stops
+    #: one device's recordings at most this share of max_bytes (beyond, that device's
+    #: samples are refused and counted; the others keep recording). Half: a device at
+    #: its normal rate holds more than keep_days within it, one that floods the folder
+    #: leaves the other half to the rest
+    max_device_share: float = Field(default=0.5, gt=0, le=1)
     decisions: bool = True  # record the published decisions too
 
 

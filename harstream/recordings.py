@@ -6,7 +6,7 @@
       {device}/
         labels.csv                       start,end,activity,source (epoch s; end empty: open)
         {session}/                       one stream of the device with one calibration
-          session.json                   what the session is (below), rewritten at each part
+          session.json                   what the session is (below), rewritten after each part
           samples-{first seq}.parquet    seq, t, ax, ay, az (g), gx, gy, gz (rad/s)
           decisions-{first seq}.parquet  seq, t, received, activity, confidence, raw_activity,
                                          p_{label} per label
@@ -17,9 +17,11 @@ gateway restart) or when its calibration changes: inside one, the samples run on
 model's grid without a gap and the model saw them with one vertical. ``session.json``:
 ``{"format": 1, "device", "session", "rate_hz", "model", "vertical" (or null),
 "vertical_source" ("calibration" | "reference" | null), "first_seq", "last_seq",
-"t_start", "t_end", "samples"}``, written at the first part, at most every minute
-after and at the session's end (after a crash its end may lag; the parts, found by
-name, are all there); ``t`` is the device's clock (epoch s) as the engine reads it.
+"t_start", "t_end", "samples"}``, rewritten after each part is written, so that it
+holds what the parts hold (a crash between the two leaves it one part behind: the
+readers take the last part's first sample as the least the session holds, and the
+parts, found by name, are all read); ``t`` is the device's clock (epoch s) as the
+engine reads it.
 
 This module knows the layout and the labels (reading, checking, writing them); writing
 samples is the gateway's recorder (``harstream.gateway.recorder``) and reading them into
@@ -28,14 +30,17 @@ arrays is the training side's (``training.fielddata``). No pandas, no pyarrow he
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import itertools
 import json
 import math
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +59,8 @@ __all__ = [
     "check_labels",
     "device_dirs",
     "forget_device",
+    "labels_lock",
+    "outside_recordings",
     "parse_time",
     "read_labels",
     "read_sessions",
@@ -168,22 +175,29 @@ def _session_info(path: Path) -> SessionInfo:
     vertical = data["vertical"]
     if vertical is not None and len(vertical) != 3:
         raise ValueError("vertical: not a 3-vector")
+    parts = _parts(path.parent, "samples-")
+    first_seq, last_seq = int(data["first_seq"]), int(data["last_seq"])
+    t_start, t_end, rate_hz = float(data["t_start"]), float(data["t_end"]), float(data["rate_hz"])
+    if parts:  # a part written after session.json (a crash between): at least its first sample
+        last_part = int(parts[-1].removeprefix("samples-").split(".")[0])
+        if last_part > last_seq:
+            last_seq, t_end = last_part, t_start + (last_part - first_seq) / rate_hz
     return SessionInfo(
         device=str(data["device"]),
         session=str(data["session"]),
         path=path.parent,
-        rate_hz=float(data["rate_hz"]),
+        rate_hz=rate_hz,
         model=str(data["model"]),
         vertical=None
         if vertical is None
         else (float(vertical[0]), float(vertical[1]), float(vertical[2])),
         vertical_source=data.get("vertical_source"),
-        first_seq=int(data["first_seq"]),
-        last_seq=int(data["last_seq"]),
-        t_start=float(data["t_start"]),
-        t_end=float(data["t_end"]),
+        first_seq=first_seq,
+        last_seq=last_seq,
+        t_start=t_start,
+        t_end=t_end,
         samples=int(data["samples"]),
-        parts=_parts(path.parent, "samples-"),
+        parts=parts,
         decision_parts=_parts(path.parent, "decisions-"),
     )
 
@@ -211,6 +225,27 @@ def forget_device(root: Path, device: str) -> int:
 
 
 # --- labels ------------------------------------------------------------------------------
+
+
+_LOCK_FILE = ".labels.lock"
+_thread_lock = threading.Lock()  # flock is per open file: threads of one process too
+
+
+@contextlib.contextmanager
+def labels_lock(root: Path) -> Iterator[None]:
+    """Held around reading, checking and rewriting labels files: the gateway's live
+    labels and `data labels import` (another process) add to the same files, and each
+    rewrites a file whole, so without it one could drop what the other just added."""
+    with _thread_lock:
+        if not root.is_dir():  # no recordings yet: no one else writes labels here
+            yield
+            return
+        with (root / _LOCK_FILE).open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def read_labels(root: Path, device: str) -> list[Label]:
@@ -248,7 +283,7 @@ def write_labels(root: Path, device: str, labels: Iterable[Label]) -> None:
     for label in sorted(labels, key=lambda lab: lab.start):
         end = "" if label.end is None else repr(label.end)
         writer.writerow([repr(label.start), end, label.activity, label.source])
-    temporary = folder / (LABELS_FILE + ".tmp")
+    temporary = folder / f"{LABELS_FILE}.{os.getpid()}.tmp"
     temporary.write_text(text.getvalue(), encoding="utf-8")
     os.replace(temporary, folder / LABELS_FILE)
 
@@ -273,10 +308,8 @@ def check_labels(
             )
         if label.end is not None and label.end <= label.start:
             problems.append(f"{label.describe()}: the end is not after the start")
-        if sessions is not None and not any(
-            s.device == label.device and s.covers(label.start, label.end) for s in sessions
-        ):
-            problems.append(f"{label.describe()}: outside every recording of {label.device}")
+        if sessions is not None:
+            problems += outside_recordings([label], sessions)
     by_device: dict[str, list[Label]] = {}
     for label in labels:
         by_device.setdefault(label.device, []).append(label)
@@ -288,23 +321,35 @@ def check_labels(
     return problems
 
 
+def outside_recordings(labels: Sequence[Label], sessions: Sequence[SessionInfo]) -> list[str]:
+    """The labels whose interval overlaps no session of their device, each named."""
+    return [
+        f"{label.describe()}: outside every recording of {label.device}"
+        for label in labels
+        if not any(s.device == label.device and s.covers(label.start, label.end) for s in sessions)
+    ]
+
+
 def add_labels(
     root: Path, new: Sequence[Label], activities: Sequence[str], *, check_sessions: bool = True
 ) -> int:
     """Add labels to the devices' stored ones, all or none: raises :class:`LabelError`
     naming every bad label (against each other, the stored ones and the recordings)."""
     devices = sorted({label.device for label in new})
-    stored = {d: read_labels(root, d) for d in devices if valid_device_id(d)}
-    sessions = None
-    if check_sessions:
-        sessions = [s for d in stored for s in read_sessions(root, d)[0]]
-    problems = check_labels(
-        [*new, *(lab for labels in stored.values() for lab in labels)], activities, sessions
-    )
-    if problems:
-        raise LabelError(problems)
-    for device in devices:
-        write_labels(root, device, [*stored[device], *(lab for lab in new if lab.device == device)])
+    with labels_lock(root):
+        stored = {d: read_labels(root, d) for d in devices if valid_device_id(d)}
+        problems = check_labels(
+            [*new, *(lab for labels in stored.values() for lab in labels)], activities
+        )
+        if check_sessions:  # the new ones only: a stored live label may be on samples
+            # the gateway still buffers (it checked them when it took the label)
+            sessions = [s for d in stored for s in read_sessions(root, d)[0]]
+            problems += outside_recordings(new, sessions)
+        if problems:
+            raise LabelError(problems)
+        for device in devices:
+            mine = [lab for lab in new if lab.device == device]
+            write_labels(root, device, [*stored[device], *mine])
     return len(new)
 
 

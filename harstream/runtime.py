@@ -174,6 +174,7 @@ def recorder_settings(config: Config, bundle: Bundle) -> RecorderSettings | None
         decisions=rec.decisions,
         rate_hz=config.stream.rate_hz,
         model_name=bundle.name,
+        max_device_bytes=int(rec.max_device_share * rec.max_bytes),
     )
 
 

@@ -231,3 +231,61 @@ def test_finetuning_recovers_a_phone_worn_upside_down(hapt_dir: Path, tmp_path: 
     assert row["window_before"] < 0.6 and row["window_after"] >= 0.9
     assert row["online_after"] >= row["online_before"] + 0.4
     assert 3 < row["labelled_min"] < 5
+
+
+def test_a_one_session_finetune_holds_out_its_last_labels_and_says_so(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One labelled session: the last 30% of its labelled time is held out, scored
+    before and after, named in the lineage and by `evaluate --recordings`, which can
+    score it alone (--heldout)."""
+    folder = copy(recorded, tmp_path)
+    truth = truth_csv(tmp_path / "t.csv")
+    pocket = [line for line in truth.read_text().splitlines() if not line.startswith("waist")]
+    truth.write_text("\n".join(pocket) + "\n")
+    assert main(["data", "labels", "import", str(truth), "--dir", str(folder)]) == 0
+    out = tmp_path / "tuned"
+    argv = ["train", "--finetune", "default", "--recordings", str(folder), "--steps", "3"]
+    assert main([*argv, "--out", str(out), "--holdout", "0.3"]) == 0
+    printed = capsys.readouterr().out
+    tuned = load_bundle(out)
+    lineage = tuned.training["finetune"]
+    (session,) = lineage["fit_sessions"]
+    holdout = lineage["holdout"]
+    assert holdout["kind"] == "tail" and holdout["session"] == session and session[:7] == "pocket/"
+    # 30% of the 2,778 labelled samples (55.6 s), from the end: the last two segments
+    # (323 + 386 samples) and the last 124 of the third (which starts at sample 2916)
+    assert holdout["labelled_s"] == pytest.approx(0.3 * 2778 / 50, abs=0.05)
+    assert holdout["from_t"] == pytest.approx(T0 + (3143 - 124) / 50, abs=0.02)
+    assert lineage["holdout_sessions"] == []
+    metrics = tuned.metrics
+    assert 0 <= metrics["holdout_before_window_accuracy"] <= 1
+    assert 0 <= metrics["holdout_after_window_accuracy"] <= 1
+    assert "held out: the last 30% of pocket/" in printed
+    report = tmp_path / "r" / "report.json"
+    base = ["evaluate", "--recordings", str(folder), "--model", str(out), "--report", str(report)]
+    assert main(base) == 0
+    printed = capsys.readouterr().out
+    assert "was fine-tuned on" in printed and "the last 30% of pocket/" in printed
+    every = json.loads(report.read_text())["window"]["windows"]
+    assert main([*base, "--heldout"]) == 0
+    assert "scoring what it held out only" in capsys.readouterr().out
+    held = json.loads(report.read_text())["window"]["windows"]
+    # the held-out tail's protocol windows: 4 (323 samples) + 5 (386) + 0 (124)
+    assert held == 9 < every
+    assert main(["evaluate", "--recordings", str(folder), "--heldout"]) == 1  # not fine-tuned
+
+
+def test_a_one_session_finetune_too_short_to_hold_out_is_refused_with_what_to_do(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = copy(recorded, tmp_path)
+    one = tmp_path / "one.csv"  # 18 s of walking: its last quarter is 2 windows
+    one.write_text(f"device,start,end,activity\npocket,{T0 + 1.8},{T0 + 20.2},WALKING\n")
+    main(["data", "labels", "import", str(one), "--dir", str(folder)])
+    argv = ["train", "--finetune", "default", "--recordings", str(folder), "--steps", "2"]
+    assert main([*argv, "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "the only labelled session" in err and "2 whole windows" in err
+    assert "Record more" in err and "--holdout 0" in err
+    assert not (tmp_path / "x").exists()

@@ -320,3 +320,96 @@ async def test_serve_reloads_its_model_on_sighup(
     assert process.returncode == 0
     assert sub.json("/control/result")[0]["ok"] and f"now serving {new.name}" in log
     assert [a["model"] for a in sub.json("/activity")] == [old.name, new.name]
+
+
+def test_a_session_json_one_part_behind_still_covers_that_part(tmp_path: Path) -> None:
+    """After a crash between a part and its session.json, the readers take the last
+    part's first sample as the least the session holds (parts are named by it)."""
+    from harstream.recordings import Label, add_labels, session_json
+
+    folder = tmp_path / "d" / "20260101T000000Z-0"
+    folder.mkdir(parents=True)
+    meta = {"device": "d", "session": folder.name, "rate_hz": 50.0, "model": "m"}
+    meta |= {"vertical": None, "vertical_source": None, "first_seq": 0, "last_seq": 249}
+    meta |= {"t_start": T0, "t_end": T0 + 249 / 50, "samples": 250}
+    (folder / "session.json").write_text(session_json(meta))
+    for seq in (0, 250):
+        (folder / f"samples-{seq:012d}.parquet").write_bytes(b"")
+    (info,), _ = read_sessions(tmp_path)
+    assert (info.last_seq, info.t_end) == (250, T0 + 5.0)
+    label = Label("d", T0 + 4.99, T0 + 5.5, "WALKING")  # on the second part's first sample
+    assert add_labels(tmp_path, [label], ["WALKING"]) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_write_fault_of_one_device_loses_its_part_only(
+    bundle_factory: Callable[..., Bundle], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails for one device's files (not a full disk) loses that part,
+    counted; the other device keeps recording and recording goes on."""
+    bundle = bundle_factory("gru", "stateful")
+    real = recorder_module._atomic_write
+
+    def refused(path: Path, data: bytes) -> None:  # the fault: one device's folder
+        if path.parent.parent.name == "bad":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(recorder_module, "_atomic_write", refused)
+    async with Harness(bundle, *record(tmp_path, "recording.rotate_bytes=5000")) as h:
+        await stream(h, "bad", WALK[:500])
+        await stream(h, "good", WALK[:500])
+        await h.settle(lambda: h.gateway.snapshot()["samples"] == 1000)
+    status = h.gateway.snapshot()["recording"]
+    assert status["state"] == "recording" and status["error"] is None
+    assert status["lost_samples"] == 500 and status["write_errors"] >= 1
+    assert [s.device for s in read_sessions(tmp_path)[0]] == ["good"]
+    assert read_sessions(tmp_path, "good")[0][0].samples == 500
+
+
+def test_a_device_over_its_share_records_again_once_its_old_sessions_expire(
+    tmp_path: Path,
+) -> None:
+    """The recorder on its own (real files, a fake clock for the hourly expiry): a device
+    past ``max_device_bytes`` is refused and counted; its expired sessions count off,
+    and it is recorded again."""
+    from harstream.gateway.recorder import Recorder, RecorderSettings
+
+    now = [0.0]
+    settings = RecorderSettings(
+        tmp_path, "parquet", 1.0, 4 << 20, 128 << 20, 30.0, 1 << 30, False, 50.0, "m", 10_000
+    )
+    rec = Recorder(settings, ["WALKING"], monotonic=lambda: now[0])
+    rec.start()
+    try:
+
+        def feed(start: int, n: int) -> None:
+            for s in range(start, start + n, 100):
+                rec.samples("hog", s, s == 0, WALK[s % 4000 :][:100], T0 + s / 50, None, None)
+
+        def until(condition: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + 10
+            while not condition():
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+
+        feed(0, 3000)
+        until(lambda: rec.status()["refused_samples"] > 0)
+        until(rec._queue.empty)
+        status = rec.status()
+        assert status["devices_over_share"] == ["hog"] and status["state"] == "recording"
+        written = status["samples"]
+        assert written + status["refused_samples"] == 3000
+        for info in read_sessions(tmp_path)[0]:  # its sessions are 40 days old
+            os.utime(info.path / "session.json", (time.time() - 40 * 86_400,) * 2)
+        now[0] += 3601  # the hourly expiry is due
+        until(lambda: rec.status()["devices_over_share"] == [])
+        feed(3000, 200)  # two parts (~9 kB): within its share again
+        until(lambda: rec.status()["samples"] == written + 200)
+        status = rec.status()
+        assert status["folders_recreated"] == 1  # its session's folder had expired
+        assert status["devices_over_share"] == [] and status["refused_samples"] == 3000 - written
+        (info,), _ = read_sessions(tmp_path)
+        assert (info.first_seq, info.last_seq) == (3000, 3199)
+    finally:
+        rec.stop()

@@ -105,13 +105,21 @@ def _finetune(args: argparse.Namespace, config: Any) -> int:
         seed=config.train.seed,
         threads=config.train.threads,
     )
-    if result.holdout_sessions:
+    if result.before:
+        what = (
+            f"held-out sessions {result.holdout_sessions}"
+            if result.holdout_sessions
+            else f"held out: the last {result.holdout['share']:.0%} of "
+            f"{result.holdout['session']}'s labels (from t={result.holdout['from_t']})"
+        )
         print(
-            f"held-out sessions {result.holdout_sessions}: window accuracy "
+            f"{what}: window accuracy "
             f"{result.before.get('window_accuracy')} -> {result.after.get('window_accuracy')}, "
             f"online {result.before.get('online_accuracy')} -> "
             f"{result.after.get('online_accuracy')}"
         )
+    else:
+        print("held out nothing (--holdout 0): no before/after figure")
     print(
         f"score it: harstream evaluate --model {args.out} --recordings {args.recordings}; "
         f"serve it: point model.path at it and send SIGHUP (or reload on the control topic)"
@@ -122,7 +130,7 @@ def _finetune(args: argparse.Namespace, config: Any) -> int:
 def _field_report(args: argparse.Namespace) -> int:
     """``evaluate --recordings DIR``: the protocol's figures on labelled field data."""
     from harstream.core.bundle import load_bundle
-    from training.fielddata import load_field
+    from training.fielddata import describe_holdout, held_out, load_field
 
     bundle = load_bundle(args.model)
     field = load_field(args.recordings, bundle, devices=args.device)
@@ -130,6 +138,24 @@ def _field_report(args: argparse.Namespace) -> int:
         print(f"warning: {problem}")
     if not field.recordings:
         raise HarstreamError(f"{args.recordings}: no labelled recordings to score")
+    lineage = bundle.training.get("finetune") or {}
+    if lineage:  # a fine-tuned bundle: say what of its recordings it was fitted on
+        holdout = lineage.get("holdout") or {"kind": "sessions", "sessions": []}
+        print(
+            f"{bundle.name} was fine-tuned on {lineage['recordings']}: sessions "
+            f"{', '.join(lineage['fit_sessions'])}; held out {describe_holdout(holdout)}"
+        )
+    if args.heldout:
+        if not lineage:
+            raise HarstreamError(f"--heldout: {bundle.name} is not a fine-tuned bundle")
+        field.recordings = held_out(field, lineage.get("holdout") or {}, bundle.rate_hz)
+        if not field.recordings:
+            raise HarstreamError(
+                f"--heldout: {bundle.name} held out nothing of {args.recordings} to score"
+            )
+        print("scoring what it held out only")
+    elif lineage:
+        print("scoring every labelled stretch, the ones it was fitted on included (--heldout: not)")
     print(
         f"{len(field.recordings)} labelled stretches of {len(field.sessions)} sessions, "
         f"{field.labelled_s / 60:.1f} min labelled ({field.unlabelled_sessions} sessions "
@@ -461,7 +487,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--holdout",
         type=float,
         default=0.25,
-        help="with --finetune: share of sessions (the latest) held out for the report",
+        help="with --finetune: share of sessions (the latest) held out for the report; with "
+        "one labelled session, the share of its labelled time (its last) held out; 0: none",
     )
     train.add_argument(
         "--device", action="append", help="with --finetune: only this device (repeatable)"
@@ -550,6 +577,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         default=3,
         metavar="K",
         help="with --streams spliced: random-order streams per subject (default 3)",
+    )
+    evaluate.add_argument(
+        "--heldout",
+        action="store_true",
+        help="with --recordings and a fine-tuned --model: score only what its fine-tune held "
+        "out (the sessions, or the last share of its one session; bundle.json's lineage)",
     )
     evaluate.add_argument(
         "--subjects",

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,15 @@ from harstream.recordings import (
 )
 from training.data import Prepared
 
-__all__ = ["FieldSet", "load_field", "read_session", "sample_labels"]
+__all__ = [
+    "FieldSet",
+    "describe_holdout",
+    "held_out",
+    "load_field",
+    "read_session",
+    "sample_labels",
+    "slice_of",
+]
 
 SAMPLE_COLUMNS = ["ax", "ay", "az", "gx", "gy", "gz"]
 MIN_SAMPLES = 128  # a stretch shorter than one window teaches and tells nothing
@@ -47,6 +56,9 @@ class FieldSet:
     sessions: list[SessionInfo] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     unlabelled_sessions: int = 0
+    #: each recording's first sample's time (device clock, epoch s), by
+    #: ``{device}/{recording name}``: the rest follow on the grid
+    starts: dict[str, float] = field(default_factory=dict)
 
     @property
     def labelled_s(self) -> float:
@@ -153,9 +165,53 @@ def load_field(
             features = pre.preprocess(samples, vertical).astype(np.float32)
             name = info.session if len(stretches) == 1 else f"{info.session}.{k}"
             out.recordings.append(Prepared(info.device, name, features, truth, samples, vertical))
+            out.starts[f"{info.device}/{name}"] = float(t[0])
             used = True
         if used:
             out.sessions.append(info)
         else:
             out.unlabelled_sessions += 1
     return out
+
+
+def slice_of(r: Prepared, a: int, b: int, part: str) -> Prepared:
+    """Samples ``a:b`` of a recording, named ``{its name}.{part}``."""
+    return Prepared(
+        r.subject,
+        f"{r.experiment}.{part}",
+        r.features[a:b],
+        r.labels[a:b],
+        r.samples[a:b],
+        r.vertical,
+    )
+
+
+def held_out(field: FieldSet, holdout: dict[str, Any], rate_hz: float) -> list[Prepared]:
+    """The recordings a fine-tune held out (its lineage's ``holdout``): the held-out
+    sessions, or the tail of its one session from ``from_t``; [] when it held out none."""
+    if holdout.get("kind") == "sessions":
+        keep = set(holdout["sessions"])
+        return [r for r in field.recordings if f"{r.subject}/{r.experiment.split('.')[0]}" in keep]
+    if holdout.get("kind") != "tail":
+        return []
+    out = []
+    for r in field.recordings:
+        if f"{r.subject}/{r.experiment.split('.')[0]}" != holdout["session"]:
+            continue
+        start = field.starts[f"{r.subject}/{r.experiment}"]
+        cut = max(0, round((holdout["from_t"] - start) * rate_hz))
+        if len(r.labels) - cut >= MIN_SAMPLES:
+            out.append(r if cut == 0 else slice_of(r, cut, len(r.labels), "holdout"))
+    return out
+
+
+def describe_holdout(held: dict[str, Any]) -> str:
+    """A lineage's ``holdout`` in words."""
+    if held["kind"] == "sessions":
+        return f"{len(held['sessions'])} sessions ({', '.join(held['sessions'])})"
+    if held["kind"] == "tail":
+        return (
+            f"the last {held['share']:.0%} of {held['session']}'s labels "
+            f"({held['labelled_s']:.0f} s from t={held['from_t']:.3f})"
+        )
+    return "nothing (--holdout 0: no before/after figure)"

@@ -3,9 +3,12 @@
 1. Load the base bundle's network from ``model.pt`` (a state_dict, ``weights_only``):
    one that does not match the bundle's ``arch`` is refused here, naming the file.
 2. Load the labelled recordings (``training.fielddata``) for the base bundle's inputs,
-   with the vertical each device had. Hold out the latest sessions (``holdout``, by
-   session: never part of one) for the report; refuse a fine-tune set with fewer than
-   two activities.
+   with the vertical each device had. Hold out for the report the latest sessions
+   (``holdout`` of them, by session: never part of one), or, with a single labelled
+   session, its last ``holdout`` share of labelled time (the tail, cut at one sample);
+   refuse, saying how to record more, when that tail holds fewer than
+   ``MIN_HOLDOUT_WINDOWS`` protocol windows, and refuse a fine-tune set with fewer than
+   two activities. ``holdout=0`` holds out nothing (no figure; the lineage says so).
 3. Train every weight from the base ones with a small learning rate for a fixed number
    of steps (no selection on the held-out sessions: they only report), on random crops
    of the fine-tune stretches, with the base bundle's standardisation kept (the
@@ -33,11 +36,16 @@ from harstream.config import TrainConfig
 from harstream.core.bundle import Bundle, load_bundle
 from harstream.core.torchnet import HarNet
 from harstream.errors import HarstreamError, ModelError
+from training.data import Prepared, protocol_windows
 from training.export import write_bundle
-from training.fielddata import FieldSet, load_field
+from training.fielddata import MIN_SAMPLES, FieldSet, describe_holdout, load_field, slice_of
 from training.train import _fit, _make_sampler, evaluate_torch
 
-__all__ = ["FinetuneResult", "finetune", "load_net"]
+__all__ = ["MIN_HOLDOUT_WINDOWS", "FinetuneResult", "finetune", "load_net"]
+
+#: a held-out tail of one session scores at least this many protocol windows (128
+#: samples, hop 64: 8 windows are ~10 s of one activity), or the fine-tune is refused
+MIN_HOLDOUT_WINDOWS = 8
 
 
 @dataclass
@@ -49,6 +57,9 @@ class FinetuneResult:
     holdout_sessions: list[str]
     labelled_s: float
     seconds: float
+    #: what was held out: {"kind": "sessions", "sessions"}, {"kind": "tail", "session",
+    #: "share", "from_t", "labelled_s"} (one session) or {"kind": "none", "reason"}
+    holdout: dict[str, Any]
 
 
 def load_net(bundle: Bundle) -> HarNet:
@@ -100,10 +111,19 @@ def finetune(
             "import` or on {prefix}/{device}/label)"
         )
     order = [f"{s.device}/{s.session}" for s in field.sessions]  # oldest first
-    held = math.ceil(holdout * len(order)) if len(order) > 1 and holdout > 0 else 0
-    holdout_sessions = order[len(order) - held :] if held else []
-    fit = [r for r in field.recordings if _key(r) not in holdout_sessions]
-    hold = [r for r in field.recordings if _key(r) in holdout_sessions]
+    if len(order) == 1 and holdout > 0:  # one session: its last labelled stretch
+        fit, hold, held_out = _hold_out_tail(field, order[0], holdout, bundle)
+        fit_sessions, holdout_sessions = order, []
+    else:
+        held = math.ceil(holdout * len(order)) if holdout > 0 else 0
+        fit_sessions, holdout_sessions = order[: len(order) - held], order[len(order) - held :]
+        fit = [r for r in field.recordings if _key(r) not in holdout_sessions]
+        hold = [r for r in field.recordings if _key(r) in holdout_sessions]
+        held_out = (
+            {"kind": "sessions", "sessions": holdout_sessions}
+            if held
+            else {"kind": "none", "reason": "--holdout 0: nothing held out, no figure"}
+        )
     classes = sorted({int(c) for r in fit for c in np.unique(r.labels) if c > 0})
     if len(classes) < 2:
         named = [bundle.labels[c - 1] for c in classes]
@@ -114,8 +134,8 @@ def finetune(
     labelled_s = FieldSet(fit, field.sessions).labelled_s
     names = ", ".join(bundle.labels[c - 1] for c in classes)
     log(
-        f"fine-tune on {len(fit)} stretches of {len(order) - held} sessions "
-        f"({labelled_s / 60:.1f} min labelled: {names}); held out {held} sessions"
+        f"fine-tune on {len(fit)} stretches of {len(fit_sessions)} sessions "
+        f"({labelled_s / 60:.1f} min labelled: {names}); held out {describe_holdout(held_out)}"
     )
 
     # 3. training from the base weights
@@ -125,8 +145,8 @@ def finetune(
     _fit(net, _make_sampler(cfg, fit, mean, std, rng), cfg, steps, lambda *a: None)
     after = _scores(net, hold, mean, std, cfg)
     if hold:
-        log(f"held-out sessions before: {_fmt(before)}")
-        log(f"held-out sessions after:  {_fmt(after)}")
+        log(f"held out ({describe_holdout(held_out)}) before: {_fmt(before)}")
+        log(f"held out ({describe_holdout(held_out)}) after:  {_fmt(after)}")
 
     # 4. the bundle, with its lineage
     seconds = time.monotonic() - started
@@ -137,8 +157,9 @@ def finetune(
             "base": {"name": base_name, "path": str(bundle.path), "sha256": _sha(bundle)},
             "recordings": str(Path(recordings).resolve()),
             "devices": sorted({str(r.subject) for r in fit}),
-            "fit_sessions": order[: len(order) - held],
+            "fit_sessions": fit_sessions,
             "holdout_sessions": holdout_sessions,
+            "holdout": held_out,
             "labelled_s": round(labelled_s, 1),
             "steps": steps,
             "lr": lr,
@@ -168,8 +189,60 @@ def finetune(
     )
     log(f"wrote {out.path} in {seconds:.0f} s")
     return FinetuneResult(
-        out, before, after, order[: len(order) - held], holdout_sessions, labelled_s, seconds
+        out, before, after, fit_sessions, holdout_sessions, labelled_s, seconds, held_out
     )
+
+
+def _hold_out_tail(
+    field: FieldSet, session: str, share: float, bundle: Bundle
+) -> tuple[list[Prepared], list[Prepared], dict[str, Any]]:
+    """One session's stretches split at the sample after which ``share`` of its labelled
+    samples lie: (fit, held out, what was held out). Refused, saying how to get a
+    figure, when the held-out tail holds fewer than MIN_HOLDOUT_WINDOWS windows."""
+    recs = field.recordings  # one session's stretches, in time order
+    counts = [int((r.labels > 0).sum()) for r in recs]
+    need = max(1, round(share * sum(counts)))  # labelled samples to hold out
+    fit: list[Prepared] = []
+    hold: list[Prepared] = []
+    from_t = None
+    for r, count in zip(reversed(recs), reversed(counts), strict=True):
+        if need <= 0:
+            fit.insert(0, r)
+            continue
+        if count <= need:  # all of this stretch is held out
+            hold.insert(0, r)
+            need -= count
+            cut = 0
+        else:
+            cut = int(np.flatnonzero(r.labels > 0)[count - need])
+            need = 0
+            head = slice_of(r, 0, cut, "fit")
+            tail = slice_of(r, cut, len(r.labels), "holdout")
+            hold.insert(0, tail)
+            if len(head.labels) >= MIN_SAMPLES and (head.labels > 0).any():
+                fit.insert(0, head)
+        from_t = field.starts[f"{r.subject}/{r.experiment}"] + cut / bundle.rate_hz
+    hold = [r for r in hold if len(r.labels) >= MIN_SAMPLES]
+    windows = sum(len(protocol_windows(r.labels, bundle.window, bundle.hop)[0]) for r in hold)
+    labelled_s = sum(counts) / bundle.rate_hz
+    if windows < MIN_HOLDOUT_WINDOWS or not fit:
+        raise HarstreamError(
+            f"{session} is the only labelled session, and the last {share:.0%} of its "
+            f"{labelled_s:.0f} s of labels holds {windows} whole windows of one activity: "
+            f"too few for a before/after figure (at least {MIN_HOLDOUT_WINDOWS}, ~10 s of one "
+            "activity, with labels to fine-tune on before it). Record more: stream again "
+            "(a new session) or longer, and label it (`harstream data labels import` or "
+            "{prefix}/{device}/label); or fine-tune without a figure with --holdout 0"
+        )
+    assert from_t is not None
+    held = {
+        "kind": "tail",
+        "session": session,
+        "share": share,
+        "from_t": round(from_t, 3),
+        "labelled_s": round(sum(int((r.labels > 0).sum()) for r in hold) / bundle.rate_hz, 1),
+    }
+    return fit, hold, held
 
 
 def _key(recording: Any) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from harstream.benchmarks.e2e import alternating
 from harstream.core.bundle import Bundle
 
-__all__ = ["recording_cost"]
+__all__ = ["part_costs", "recording_cost"]
 
 
 def recording_cost(
@@ -59,3 +59,49 @@ def recording_cost(
         message_samples=message_samples,
         rounds=rounds,
     )
+
+
+def part_costs(parts: int = 300, rounds: int = 3) -> dict[str, float]:
+    """CPU per part of a minute of one device (3,000 samples and 47 decisions, parquet:
+    encoded and written, two files) against rewriting its session.json, which the
+    recorder does after every part (issue 29); ``rounds`` of each in turn, medians (ms)."""
+    import statistics
+    import time
+
+    import numpy as np
+
+    from harstream.gateway.recorder import SAMPLE_COLUMNS, Recorder, RecorderSettings
+    from harstream.gateway.recorder import _atomic_write as write
+    from harstream.recordings import session_json
+
+    labels = ["A", "B", "C", "D", "E", "F"]
+    folder = Path(tempfile.mkdtemp(prefix="harstream-bench-parts-"))
+    settings = RecorderSettings(
+        folder, "parquet", 60, 4 << 20, 128 << 20, 30, 1 << 40, True, 50, "m"
+    )
+    encode = Recorder(settings, labels)._encode
+    x = np.random.default_rng(0).normal(size=(3000, 6)).astype(np.float32)
+    samples: dict[str, Any] = {"seq": np.arange(3000), "t": 1.79e9 + np.arange(3000) / 50}
+    samples |= {c: x[:, i] for i, c in enumerate(SAMPLE_COLUMNS)}
+    decisions: dict[str, list[Any]] = {"seq": list(range(47)), "t": [1.0] * 47}
+    decisions |= {"received": [1.0] * 47, "activity": ["A"] * 47, "confidence": [0.5] * 47}
+    decisions |= {"raw_activity": ["A"] * 47} | {f"p_{label}": [0.1] * 47 for label in labels}
+    meta = {"device": "d", "session": "s", "rate_hz": 50.0, "model": "m", "vertical": None}
+    meta |= {"vertical_source": None, "first_seq": 0, "last_seq": 2999, "samples": 3000}
+    meta |= {"t_start": 1.79e9, "t_end": 1.79e9 + 60}
+    part_ms, meta_ms = [], []
+    try:
+        for _ in range(rounds):
+            started = time.process_time()
+            for i in range(parts):
+                write(folder / f"samples-{i:012d}.parquet", encode(samples, True))
+                write(folder / f"decisions-{i:012d}.parquet", encode(decisions))
+            part_ms.append((time.process_time() - started) / parts * 1e3)
+            started = time.process_time()
+            for _ in range(parts):
+                write(folder / "session.json", session_json(meta).encode())
+            meta_ms.append((time.process_time() - started) / parts * 1e3)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    part, json_ms = statistics.median(part_ms), statistics.median(meta_ms)
+    return {"part_ms": round(part, 3), "session_json_ms": round(json_ms, 3)}

@@ -8,22 +8,33 @@ Off unless ``recording.dir`` is set (it is personal data). The layout is
   time), the infer thread the decisions; this side decides where a session starts (a
   new stream, a seq gap, a changed calibration) and never touches the disk;
 - one writer thread buffers each session and writes a part file when it holds
-  ``rotate_s`` of samples or ``rotate_bytes``, when all buffers together pass
-  ``max_buffer_bytes`` (the largest first), and on stop. Each part is written to a
-  temporary name and renamed, so a crash loses at most the buffers, never a file.
+  ``rotate_s`` of the stream's own time (a backlog uploaded faster than real time is
+  written as it arrives) or has waited ``rotate_s`` of wall time, whichever comes first
+  (each session's period is ``rotate_s`` spread by +-25%), or holds ``rotate_bytes``,
+  when all buffers together pass ``max_buffer_bytes`` (the largest first), and on stop.
+  Each part is written to a temporary name and renamed, then the session's
+  ``session.json`` is brought up to its extent: it never claims a sample no part holds,
+  so the label checks (``data labels import``, live labels) see what is on disk.
 
 Bounded everywhere: the hand-off queue (beyond it samples are dropped and counted, and
 the device's next message starts a new session, since its stream has a hole), the
-buffers, and the folder (``max_bytes``; sessions older than ``keep_days`` deleted
-hourly). A full disk, or the budget reached, stops recording with the error in
-``status()`` (the stats topic); recognition goes on.
+buffers, each device's share of the folder (``max_device_bytes``: beyond it the device's
+samples are refused and counted while the others keep recording), and the folder
+(``max_bytes``; sessions older than ``keep_days`` deleted hourly). A full disk, or the
+budget reached, stops recording with the error in ``status()`` (the stats topic);
+recognition goes on. Faults of one device's files stay that device's: a folder deleted
+under the gateway is made again (the session goes on from what it still holds), another
+failed write loses that part only (counted, logged).
 
 Live labels (``{prefix}/{device}/label``) are checked and stored by the prepare thread
-through :meth:`Recorder.label` (rare, small files).
+through :meth:`Recorder.label` (rare, small files), against the device's sessions on
+disk and the samples of its open (and just-ended) session still buffered.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import io
 import logging
@@ -47,6 +58,7 @@ from harstream.recordings import (
     SESSION_FILE,
     Label,
     check_labels,
+    labels_lock,
     parse_time,
     read_labels,
     read_sessions,
@@ -62,8 +74,11 @@ SAMPLE_COLUMNS = ("ax", "ay", "az", "gx", "gy", "gz")
 EXPIRE_EVERY_S = 3600.0
 QUEUE_ITEMS = 10_000
 TICK_S = 0.5  # how often the writer looks for sessions to rotate
-META_EVERY_S = 60.0  # a session's session.json is rewritten at most this often (and at its end)
 LIVE_LABEL_AHEAD_S = 60.0  # a live label may start this far past the device's latest sample
+ROTATE_SPREAD = 0.25  # each session's rotate_s is spread by +-25% (see Recorder._handle)
+#: write errors that no device can escape: recording stops (another error loses one part)
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+OVER_SHARE_NAMED = 20  # devices over their share named in status() (the rest counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +93,8 @@ class RecorderSettings:
     decisions: bool
     rate_hz: float
     model_name: str
+    #: one device's recordings at most (recording.max_device_share of max_bytes); None: max_bytes
+    max_device_bytes: int | None = None
 
 
 def resolve_format(requested: str) -> Literal["parquet", "csv"]:
@@ -139,6 +156,8 @@ class _Open:
     vertical: np.ndarray | None
     t_start: float  # the session's first sample (device clock)
     t_last: float  # its latest sample
+    #: the device's previous session (t_start, t_last): its last part may still be buffered
+    previous: tuple[float, float] | None = None
 
 
 @dataclass(slots=True)
@@ -151,11 +170,10 @@ class _Buffer:
     chunks: list[tuple[int, float, np.ndarray]] = field(default_factory=list)  # seq, t, float32
     decisions: list[tuple[Any, ...]] = field(default_factory=list)
     bytes: int = 0
+    held: int = 0  # unwritten samples: the stream's own time held is held / rate_hz
     since: float = 0.0  # monotonic time of the oldest unwritten row
     ended: float | None = None  # monotonic time the session ended (late decisions may come)
     folder_made: bool = False
-    meta_written: float | None = None  # monotonic time session.json was last written
-    meta_dirty: bool = False  # samples written since
     rotate_s: float = 60.0  # this session's: rotate_s spread by +-25% (see Recorder._handle)
 
 
@@ -183,6 +201,14 @@ class Recorder:
         self._counts = {"sessions": 0, "parts": 0, "samples": 0, "decisions": 0}
         self._dropped = 0  # samples the hand-off had no room for (prepare thread)
         self._labels = 0
+        self._device_bytes: dict[str, int] = {}  # bytes on disk per device (the writer's)
+        self._max_device_bytes = settings.max_device_bytes or settings.max_bytes
+        self._over: set[str] = set()  # devices over their share (the writer's)
+        self._over_named: tuple[str, ...] = ()  # a copy for status() (another thread)
+        self._refused = 0  # samples of devices over their share, not kept
+        self._lost = 0  # samples of parts that could not be written (one device's fault)
+        self._write_errors = 0
+        self._recreated = 0  # folders made again after they were deleted
         self._thread = threading.Thread(target=self._run, name="harstream-recorder", daemon=True)
 
     # --- lifecycle -------------------------------------------------------------------
@@ -199,7 +225,7 @@ class Recorder:
         if self.settings.format == "parquet":  # imports take ~0.6 s: not at a first write
             self._encode({"seq": np.arange(2)})
         self._expire()
-        self._bytes = _folder_bytes(self.root)
+        self._measure()
         self._thread.start()
 
     def stop(self, timeout: float | None = 30.0) -> None:
@@ -217,6 +243,12 @@ class Recorder:
             "bytes": self._bytes,
             "dropped_samples": self._dropped,
             "labels": self._labels,
+            "max_device_bytes": self._max_device_bytes,
+            "devices_over_share": list(self._over_named),
+            "refused_samples": self._refused,
+            "lost_samples": self._lost,
+            "write_errors": self._write_errors,
+            "folders_recreated": self._recreated,
             **self._counts,
         }
 
@@ -255,7 +287,8 @@ class Recorder:
                 "vertical_source": vertical_source if vertical is not None else None,
             }
             self._put(("session", key, meta))
-            now = self._open[device] = _Open(key, start, vertical, t0, t0)
+            previous = None if now is None else (now.t_start, now.t_last)
+            now = self._open[device] = _Open(key, start, vertical, t0, t0, previous)
         n = len(samples)
         now.next_seq = start + n
         now.t_last = t0 + (n - 1) / self.settings.rate_hz
@@ -274,11 +307,24 @@ class Recorder:
         """A live label from ``{prefix}/{device}/label``: stored at once; raises
         PayloadError ``bad_label`` naming what is wrong. Returns what was stored."""
         activity, start, end = decode_label(payload, self.labels)
+        try:
+            with labels_lock(self.root):  # `data labels import` may be adding to the file
+                return self._add_label(device, activity, start, end)
+        except OSError as exc:
+            raise PayloadError("bad_label", f"cannot store it: {exc}") from None
+
+    def _add_label(self, device: str, activity: str, start: float | None, end: float | None) -> str:
         stored = read_labels(self.root, device)
         opened = [lab for lab in stored if lab.end is None]
         if start is not None:
             now = self._open.get(device)
-            live = now is not None and now.t_start <= start <= now.t_last + LIVE_LABEL_AHEAD_S
+            # the samples still buffered: the open session's (and the start may run a
+            # little ahead of them: a button pressed before the samples came) and the
+            # previous session's, whose last part the writer may not have written yet
+            buffered = [] if now is None else [(now.t_start, now.t_last + LIVE_LABEL_AHEAD_S)]
+            if now is not None and now.previous is not None:
+                buffered.append(now.previous)
+            live = any(start < b and (end is None or end > a) for a, b in buffered)
             if not live and not any(
                 s.covers(start, end) for s in read_sessions(self.root, device)[0]
             ):
@@ -296,10 +342,7 @@ class Recorder:
         problems = check_labels([*stored, new], self.labels)
         if problems:
             raise PayloadError("bad_label", "; ".join(problems))
-        try:
-            write_labels(self.root, device, [*stored, new])
-        except OSError as exc:
-            raise PayloadError("bad_label", f"cannot store it: {exc}") from None
+        write_labels(self.root, device, [*stored, new])
         self._labels += 1
         return new.describe()
 
@@ -375,7 +418,7 @@ class Recorder:
             except OSError as exc:  # a full or failing disk: stop recording, go on serving
                 self._fail(f"cannot write to {self.root}: {exc}")
         for key in list(self._buffers):
-            self._write(key, final=True)
+            self._write(key)
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
@@ -387,7 +430,7 @@ class Recorder:
             # devices that started together would all rotate in the same tick: each
             # session gets its own period (rotate_s +-25%, fixed by its key), so that parts
             # are written evenly over time rather than in bursts that stall the pipeline
-            spread = 0.75 + 0.5 * (zlib.crc32(key.encode()) % 1000) / 1000
+            spread = 1 + ROTATE_SPREAD * (2 * (zlib.crc32(key.encode()) % 1000) / 1000 - 1)
             self._buffers[key] = _Buffer(
                 meta["device"], meta["session"], meta, rotate_s=self.settings.rotate_s * spread
             )
@@ -398,21 +441,30 @@ class Recorder:
             buf = self._buffers.get(key)
             if buf is None:
                 return
+            if buf.device in self._over:  # past its share of the folder: not kept
+                self._refused += len(samples)
+                return
             if not (buf.chunks or buf.decisions):
                 buf.since = self.monotonic()
             kept = samples.astype(np.float32)  # what is written: half the memory
             buf.chunks.append((start, t0, kept))
             size = kept.nbytes + 64
             buf.bytes += size
+            buf.held += len(kept)
             self._buffered += size
-            if buf.bytes >= self.settings.rotate_bytes:
+            # the stream's own time: a backlog uploaded at 20x real time holds rotate_s
+            # of samples after rotate_s / 20 of wall time, and is written then
+            if (
+                buf.bytes >= self.settings.rotate_bytes
+                or buf.held >= buf.rotate_s * self.settings.rate_hz
+            ):
                 self._write(key)
             if self._buffered > self.settings.max_buffer_bytes:
                 self._shed()
         elif kind == "decisions":
             _, key, rows = item
             buf = self._buffers.get(key)
-            if buf is not None:
+            if buf is not None and buf.device not in self._over:
                 if not (buf.chunks or buf.decisions):
                     buf.since = self.monotonic()
                 buf.decisions.extend(rows)
@@ -429,24 +481,25 @@ class Recorder:
             folder = self.root / device
             if folder.exists():
                 shutil.rmtree(folder)
-            self._bytes = _folder_bytes(self.root)
+            self._measure()
             log.info("recordings of %s erased", device)
 
     def _end(self, device: str) -> None:
         key = self._current.pop(device, None)
         if key is not None and key in self._buffers:
-            self._write(key, final=True)
+            self._write(key)
             self._buffers[key].ended = self.monotonic()
 
     def _tick(self) -> None:
-        """Write the sessions whose oldest row is ``rotate_s`` old; drop ended ones once
-        their late decisions had a second to come."""
+        """Write the sessions whose oldest row waited ``rotate_s`` (a device gone quiet
+        has its last samples on disk, and its session.json current, within that); drop
+        ended ones once their late decisions had a second to come."""
         now = self.monotonic()
         for key, buf in list(self._buffers.items()):
             if (buf.chunks or buf.decisions) and now - buf.since >= buf.rotate_s:
                 self._write(key)
             if buf.ended is not None and now - buf.ended >= 1.0:
-                self._write(key, final=True)
+                self._write(key)
                 del self._buffers[key]
 
     def _shed(self) -> None:
@@ -456,64 +509,128 @@ class Recorder:
             if self._buffered <= self.settings.max_buffer_bytes // 2:
                 break
 
-    def _write(self, key: str, final: bool = False) -> None:
-        """Write a session's buffer as its next part files; its session.json at the first
-        part, at most every ``META_EVERY_S`` after, and when the session ends
-        (``final``). Parts are found by their names, so a stale session.json loses none."""
+    def _write(self, key: str) -> None:
+        """Write a session's buffer as its next part files, with its session.json
+        brought to the extent the parts now hold. A session folder deleted under the
+        gateway is made again; another failure of this device's files loses this part
+        only. Only a full or read-only disk (or quota) raises (recording stops)."""
         buf = self._buffers[key]
-        if self._error is not None:
+        if self._error is not None or not (buf.chunks or buf.decisions):
             return
-        folder = self.root / buf.device / buf.session
-        if not buf.folder_made:  # file system calls cost (0.1-0.5 ms each): once
-            folder.mkdir(parents=True, exist_ok=True)
-            buf.folder_made = True
-        meta = buf.meta
-        written = 0
+        files: list[tuple[str, bytes]] = []
+        extent: tuple[int, int, float, float, int] | None = None
         if buf.chunks:
             seq = np.concatenate([np.arange(s, s + len(x)) for s, _, x in buf.chunks])
             step = 1.0 / self.settings.rate_hz  # samples on the grid: t0 + i / rate
             t = np.concatenate([t0 + step * np.arange(len(x)) for _, t0, x in buf.chunks])
             x = np.concatenate([x for _, _, x in buf.chunks])
-            name = f"samples-{int(seq[0]):012d}{self.ext}"
             columns: dict[str, Any] = {"seq": seq, "t": t}
             columns |= {c: x[:, i] for i, c in enumerate(SAMPLE_COLUMNS)}
-            written += self._write_table(folder / name, columns, samples=True)
-            meta.setdefault("first_seq", int(seq[0]))
-            meta.setdefault("t_start", float(t[0]))
-            meta["last_seq"], meta["t_end"] = int(seq[-1]), float(t[-1])
-            meta["samples"] = meta.get("samples", 0) + len(seq)
-            self._counts["samples"] += len(seq)
-            self._counts["parts"] += 1
-            buf.meta_dirty = True
+            name = f"samples-{int(seq[0]):012d}{self.ext}"
+            files.append((name, self._encode(columns, samples=True)))
+            extent = (int(seq[0]), int(seq[-1]), float(t[0]), float(t[-1]), len(seq))
         if buf.decisions:
             rows = buf.decisions
-            name = f"decisions-{int(rows[0][0]):012d}{self.ext}"
             names = ["seq", "t", "received", "activity", "confidence", "raw_activity"]
             names += [f"p_{label}" for label in self.labels]
             columns = {n: [r[i] for r in rows] for i, n in enumerate(names)}
-            written += self._write_table(folder / name, columns)
-            self._counts["decisions"] += len(rows)
-        now = self.monotonic()
-        if (
-            buf.meta_dirty
-            and "first_seq" in meta
-            and (final or buf.meta_written is None or now - buf.meta_written >= META_EVERY_S)
-        ):
-            _atomic_write(folder / SESSION_FILE, session_json(meta).encode())
-            buf.meta_written, buf.meta_dirty = now, False
+            files.append((f"decisions-{int(rows[0][0]):012d}{self.ext}", self._encode(columns)))
+        held, decided = buf.held, len(buf.decisions)
         self._buffered -= buf.bytes
-        buf.chunks, buf.decisions, buf.bytes = [], [], 0
+        buf.chunks, buf.decisions, buf.bytes, buf.held = [], [], 0, 0
+        try:
+            written = self._store(buf, files, extent)
+        except OSError as exc:
+            if exc.errno in DISK_ERRORS:
+                raise
+            self._write_errors += 1
+            self._lost += held
+            log.error("recording of %s: a part lost: %s", buf.device, exc)
+            return
+        if extent is not None:
+            self._counts["samples"] += extent[4]
+            self._counts["parts"] += 1
+        self._counts["decisions"] += decided
         self._bytes += written
+        device_bytes = self._device_bytes.get(buf.device, 0) + written
+        self._device_bytes[buf.device] = device_bytes
+        if device_bytes >= self._max_device_bytes and buf.device not in self._over:
+            self._over.add(buf.device)
+            self._over_named = tuple(sorted(self._over)[:OVER_SHARE_NAMED])
+            log.warning(
+                "recording of %s stopped: it holds %d bytes, its share of recording.max_bytes "
+                "(%d); the other devices keep recording",
+                buf.device,
+                device_bytes,
+                self._max_device_bytes,
+            )
         if self._bytes >= self.settings.max_bytes:
             self._fail(
                 f"{self.root} holds {self._bytes} bytes: recording.max_bytes "
                 f"({self.settings.max_bytes}) reached"
             )
 
-    def _write_table(self, path: Path, columns: dict[str, Any], samples: bool = False) -> int:
-        data = self._encode(columns, samples)
-        _atomic_write(path, data)
-        return len(data)
+    def _store(
+        self,
+        buf: _Buffer,
+        files: list[tuple[str, bytes]],
+        extent: tuple[int, int, float, float, int] | None,
+    ) -> int:
+        """Write a part's files and the session.json they make true; bytes written."""
+        folder = self.root / buf.device / buf.session
+        if not buf.folder_made:  # file system calls cost (0.1-0.5 ms each): once
+            folder.mkdir(parents=True, exist_ok=True)
+            buf.folder_made = True
+        try:
+            written = self._write_files(folder, files, buf.meta, extent)
+        except FileNotFoundError:
+            # the folder was deleted (by hand, a clean-up): what it held is gone, so the
+            # session on disk starts again from this part
+            folder.mkdir(parents=True, exist_ok=True)
+            for key in ("first_seq", "t_start", "samples"):
+                buf.meta.pop(key, None)
+            self._recreated += 1
+            log.warning("recording folder %s was deleted: made again", folder)
+            self._measure()  # what is left (the caller adds this part)
+            written = self._write_files(folder, files, buf.meta, extent)
+        return written
+
+    def _write_files(
+        self,
+        folder: Path,
+        files: list[tuple[str, bytes]],
+        meta: dict[str, Any],
+        extent: tuple[int, int, float, float, int] | None,
+    ) -> int:
+        """The part's files, the samples first and session.json right after them (the
+        label checks read it: the sooner it follows the samples, the sooner a label on
+        them is accepted), then the decisions."""
+        for name, data in files:
+            _atomic_write(folder / name, data)
+            if extent is not None and name.startswith("samples-"):
+                new = dict(meta)
+                new.setdefault("first_seq", extent[0])
+                new.setdefault("t_start", extent[2])
+                new["last_seq"], new["t_end"] = extent[1], extent[3]
+                new["samples"] = new.get("samples", 0) + extent[4]
+                _atomic_write(folder / SESSION_FILE, session_json(new).encode())
+                meta.update(new)  # only once written: a retry counts these samples once
+        return sum(len(data) for _, data in files)
+
+    def _measure(self) -> None:
+        """The folder's bytes, in all and per device, from the disk (at start, after an
+        erasure or a deleted folder); devices back under their share record again."""
+        sizes: dict[str, int] = {}
+        with contextlib.suppress(OSError):  # a folder deleted meanwhile: what was seen
+            for path in self.root.rglob("*"):
+                with contextlib.suppress(OSError):  # a file renamed or deleted meanwhile
+                    if path.is_file():
+                        device = path.relative_to(self.root).parts[0]
+                        sizes[device] = sizes.get(device, 0) + path.stat().st_size
+        self._bytes = sum(sizes.values())
+        self._device_bytes = sizes
+        self._over = {d for d, n in sizes.items() if n >= self._max_device_bytes}
+        self._over_named = tuple(sorted(self._over)[:OVER_SHARE_NAMED])
 
     def _encode(self, columns: dict[str, Any], samples: bool = False) -> bytes:
         """A table as the file's bytes (parquet or gzip'd CSV)."""
@@ -548,9 +665,21 @@ class Recorder:
         limit = time.time() - self.settings.keep_days * 86_400
         for info in read_sessions(self.root)[0]:
             marker = info.path / SESSION_FILE
-            if marker.stat().st_mtime < limit:
+            try:
+                if marker.stat().st_mtime >= limit:
+                    continue
+                freed = sum(p.stat().st_size for p in info.path.iterdir() if p.is_file())
                 shutil.rmtree(info.path)
-                log.info("recording %s/%s expired (keep_days)", info.device, info.session)
+            except FileNotFoundError:  # deleted meanwhile (by hand): nothing to expire
+                continue
+            log.info("recording %s/%s expired (keep_days)", info.device, info.session)
+            # counted off, not measured again: a walk of a full folder takes seconds
+            self._bytes -= freed
+            left = self._device_bytes.get(info.device, 0) - freed
+            self._device_bytes[info.device] = max(0, left)
+            if left < self._max_device_bytes and info.device in self._over:
+                self._over.discard(info.device)  # under its share again: recorded
+                self._over_named = tuple(sorted(self._over)[:OVER_SHARE_NAMED])
 
 
 def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
@@ -578,7 +707,3 @@ def _formatted(column: np.ndarray) -> np.ndarray:
     if column.dtype.kind in "iu":
         return np.char.mod("%d", column)
     return column.astype(str)
-
-
-def _folder_bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
