@@ -1,6 +1,6 @@
 """Field data end to end on the small fixtures: a gateway records two devices, labels
-come in by CSV and from a Sensor Logger export, ``evaluate --recordings`` scores them,
-``train --finetune`` adapts the packaged bundle, and every bad input named in the issue
+come in by CSV and from a Sensor Logger export, ``evaluate-field`` scores them,
+``finetune`` adapts the packaged bundle, and every bad input named in the issue
 is refused with its reason (the real packaged model, real files, the CLI)."""
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def test_labels_import_evaluate_and_finetune(
     assert len(read_labels(folder, "pocket")) == 5 and len(read_labels(folder, "waist")) == 3
     # the protocol's figures on the labelled recordings, per device
     report = tmp_path / "report" / "report.json"
-    assert main(["evaluate", "--recordings", str(folder), "--report", str(report)]) == 0
+    assert main(["evaluate-field", str(folder), "--report", str(report)]) == 0
     body = json.loads(report.read_text())
     assert body["subjects"] == ["pocket", "waist"]
     assert body["window"]["windows"] > 40 and 0.5 < body["window"]["accuracy"] <= 1.0
@@ -100,8 +100,7 @@ def test_labels_import_evaluate_and_finetune(
     assert (
         main(
             [
-                "train",
-                "--finetune",
+                "finetune",
                 "default",
                 "--recordings",
                 str(folder),
@@ -197,7 +196,7 @@ def test_finetune_refuses_one_class_and_another_architecture(
     one = tmp_path / "one.csv"
     one.write_text(f"device,start,end,activity\npocket,{T0 + 2},{T0 + 18},WALKING\n")
     main(["data", "labels", "import", str(one), "--dir", str(folder)])
-    argv = ["train", "--finetune", "default", "--recordings", str(folder), "--steps", "2"]
+    argv = ["finetune", "default", "--recordings", str(folder), "--steps", "2"]
     assert main([*argv, "--out", str(tmp_path / "x"), "--holdout", "0"]) == 1
     assert "['WALKING'] only" in capsys.readouterr().err
     other = tmp_path / "other"
@@ -205,7 +204,7 @@ def test_finetune_refuses_one_class_and_another_architecture(
     spec = json.loads((other / "bundle.json").read_text())
     spec["arch"]["hidden"] = 32
     (other / "bundle.json").write_text(json.dumps(spec))
-    argv[2] = str(other)
+    argv[1] = str(other)
     assert main([*argv, "--out", str(tmp_path / "y")]) == 1
     err = capsys.readouterr().err
     assert "model.pt" in err and "32x2" in err
@@ -237,7 +236,7 @@ def test_a_one_session_finetune_holds_out_its_last_labels_and_says_so(
     recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """One labelled session: the last 30% of its labelled time is held out, scored
-    before and after, named in the lineage and by `evaluate --recordings`, which can
+    before and after, named in the lineage and by `evaluate-field`, which can
     score it alone (--heldout)."""
     folder = copy(recorded, tmp_path)
     truth = truth_csv(tmp_path / "t.csv")
@@ -245,7 +244,7 @@ def test_a_one_session_finetune_holds_out_its_last_labels_and_says_so(
     truth.write_text("\n".join(pocket) + "\n")
     assert main(["data", "labels", "import", str(truth), "--dir", str(folder)]) == 0
     out = tmp_path / "tuned"
-    argv = ["train", "--finetune", "default", "--recordings", str(folder), "--steps", "3"]
+    argv = ["finetune", "default", "--recordings", str(folder), "--steps", "3"]
     assert main([*argv, "--out", str(out), "--holdout", "0.3"]) == 0
     printed = capsys.readouterr().out
     tuned = load_bundle(out)
@@ -263,7 +262,7 @@ def test_a_one_session_finetune_holds_out_its_last_labels_and_says_so(
     assert 0 <= metrics["holdout_after_window_accuracy"] <= 1
     assert "held out: the last 30% of pocket/" in printed
     report = tmp_path / "r" / "report.json"
-    base = ["evaluate", "--recordings", str(folder), "--model", str(out), "--report", str(report)]
+    base = ["evaluate-field", str(folder), "--model", str(out), "--report", str(report)]
     assert main(base) == 0
     printed = capsys.readouterr().out
     assert "was fine-tuned on" in printed and "the last 30% of pocket/" in printed
@@ -273,7 +272,7 @@ def test_a_one_session_finetune_holds_out_its_last_labels_and_says_so(
     held = json.loads(report.read_text())["window"]["windows"]
     # the held-out tail's protocol windows: 4 (323 samples) + 5 (386) + 0 (124)
     assert held == 9 < every
-    assert main(["evaluate", "--recordings", str(folder), "--heldout"]) == 1  # not fine-tuned
+    assert main(["evaluate-field", str(folder), "--heldout"]) == 1  # not fine-tuned
 
 
 def test_a_one_session_finetune_too_short_to_hold_out_is_refused_with_what_to_do(
@@ -283,7 +282,7 @@ def test_a_one_session_finetune_too_short_to_hold_out_is_refused_with_what_to_do
     one = tmp_path / "one.csv"  # 18 s of walking: its last quarter is 2 windows
     one.write_text(f"device,start,end,activity\npocket,{T0 + 1.8},{T0 + 20.2},WALKING\n")
     main(["data", "labels", "import", str(one), "--dir", str(folder)])
-    argv = ["train", "--finetune", "default", "--recordings", str(folder), "--steps", "2"]
+    argv = ["finetune", "default", "--recordings", str(folder), "--steps", "2"]
     assert main([*argv, "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert "the only labelled session" in err and "2 whole windows" in err

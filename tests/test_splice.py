@@ -122,8 +122,8 @@ def test_step_accuracy_and_posture_events() -> None:
 
 def test_evaluate_spliced_streams_on_the_demo_subject(tmp_path: Path, capsys) -> None:
     report = tmp_path / "life.json"
-    args = ["evaluate", "--streams", "spliced", "--data-dir", str(DEMO), "--report", str(report)]
-    assert main([*args, "--spliced-streams", "2", "--calibration", "reference"]) == 0
+    args = ["evaluate-orders", "--data-dir", str(DEMO), "--report", str(report)]
+    assert main([*args, "--streams", "2"]) == 0
     out = json.loads(report.read_text())
     assert out["missing"] == {str(s): ["recordings"] for s in (2, 4, 10, 12, 13, 18, 20, 24)}
     for order in ("lab", "lab-cut", "spliced"):

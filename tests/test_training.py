@@ -130,7 +130,7 @@ def test_evaluate_writes_the_subject_table(tmp_path: Path) -> None:
 
 def test_window_features_baseline_by_the_same_protocol(tmp_path: Path, capsys) -> None:
     report = tmp_path / "baseline" / "report.json"
-    args = ["evaluate", "--baseline", "features", "--data-dir", str(MINI), "--report", str(report)]
+    args = ["evaluate-baseline", "--data-dir", str(MINI), "--report", str(report)]
     assert main(args) == 0
     data = json.loads(report.read_text())
     assert data["features"] == 168 and data["train_subjects"] == [1]
@@ -206,7 +206,7 @@ def test_evaluate_turns_recordings_and_writes_the_orientation_table(
     assert main(args) == 0
     turned = json.loads(report.read_text())["window"]["accuracy"]
     table = tmp_path / "orientations"
-    args = ["evaluate", "--data-dir", str(MINI), "--orientations", "--report", str(table)]
+    args = ["evaluate-orientations", "--data-dir", str(MINI), "--report", str(table)]
     assert main(args) == 0
     rows = pd.read_csv(table.with_suffix(".csv"))
     assert "uniform (mean of seeds)" in rows["rotation"].tolist()

@@ -7,7 +7,7 @@ m/s2, gravity apart, 1 s batches, QoS 1) through a real mosquitto to a real gate
 records them (``calibration.uncalibrated: reference``: the user never calibrated, so
 the gateway assumes the lab's mount). The experiments are labelled from the truth (as
 a CSV import); the first is the fine-tune set, the second is held out and scored by the
-protocol (``evaluate --recordings``) with the base bundle and the fine-tuned one.
+protocol (``evaluate-field``) with the base bundle and the fine-tuned one.
 
     python -m training.field_study --data-dir DIR --subjects 2 4 9 --rotations x90 y180 \\
         --out docs/figures/field-study
