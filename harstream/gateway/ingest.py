@@ -29,6 +29,7 @@ from harstream.core.devicestream import DeviceStream, Readings
 from harstream.core.engine import Message
 from harstream.core.payload import (
     DeviceReadings,
+    check_span,
     decode_imu,
     decode_sensor_logger,
     device_id_from,
@@ -133,6 +134,10 @@ class Ingest:
         named = incoming.topic[len(s.sensor_logger_topic) + 1 :]
         try:
             batch = decode_sensor_logger(incoming.payload, max_bytes=s.sensor_logger_max_bytes)
+            times = [r.t for r in batch.readings if len(r.t)]
+            if times:  # what the readings become on the grid: within the message limit
+                span = max(float(t.max()) for t in times) - min(float(t.min()) for t in times)
+                check_span(span, s.rate_hz, s.max_samples_per_message)
         except PayloadError as exc:
             return [], [(device_id_from(named) if named else "sensor-logger", exc.code, exc.detail)]
         device = device_id_from(named) if named else batch.device_id

@@ -1,0 +1,125 @@
+"""Messages that once stopped recognition for every device (issue 26), through a real
+mosquitto: a good device streams throughout, each hostile input goes in one at a time,
+and the good device must keep getting decisions (within 2 s) while the hostile one is
+refused with a reason code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiomqtt
+import numpy as np
+import pytest
+
+from harstream.core.bundle import Bundle
+from harstream.core.payload import encode_frame
+from tests.gateway_helpers import WALK, imu
+from tests.mosquitto import Mosquitto
+from tests.test_gateway_broker import Listener, config_for, gateway_running
+
+pytestmark = [pytest.mark.broker, pytest.mark.asyncio]
+
+# a gap that one rounding sees as longer than stream.max_gap_s (2 s) and another not:
+# b + 2.0 == a exactly, though a - b > 2.0
+GAP_B, GAP_A = 30.8660577820968, 32.8660577820968
+assert GAP_A - GAP_B > 2.0 and not GAP_A > GAP_B + 2.0
+
+
+def _times_before(end: float, n: int) -> list[float]:
+    return [end - (n - 1 - k) / 50 for k in range(n)]
+
+
+#: (name, topic suffix, payload, the code the hostile device gets; None: no error)
+HOSTILE: list[tuple[str, str, bytes, str | None]] = [
+    ("units of a wrong type", "imu", imu(WALK[:5], units={"acc": ["g"]}), "bad_units"),
+    ("units a number", "imu", imu(WALK[:5], units={"gyro": 3}), "bad_units"),
+    ("t far ahead", "imu", imu(WALK[:5], seq=0, t=1e300), "bad_t"),
+    ("t far behind", "imu", imu(WALK[:5], seq=0, t=-1e300), "bad_t"),
+    ("t in a frame", "imu", encode_frame(WALK[:5], seq=0, t=-1e18), "bad_t"),
+    ("seq past int64", "imu", imu(WALK[:5], seq=2**63), "bad_seq"),
+    ("seq near int64", "imu", imu(WALK[:5], seq=2**63 - 3), "bad_seq"),
+    (
+        "times spread far",
+        "imu",
+        imu(np.zeros((500, 6)), times=[k * 1.99 for k in range(500)]),
+        "too_many_samples",
+    ),
+    ("huge samples", "imu", imu(np.full((64, 6), 1e300)), "out_of_range"),
+    ("huge samples in a frame", "imu", encode_frame(np.full((64, 6), 1e30)), "out_of_range"),
+]
+
+
+async def _stream_good(dev: aiomqtt.Client, prefix: str, stop: asyncio.Event) -> None:
+    """The good device: 64 samples every 40 ms (a decision each), seq counting on."""
+    seq = 0
+    while not stop.is_set():
+        k = seq % (len(WALK) - 64)
+        await dev.publish(f"{prefix}/good/imu", imu(WALK[k : k + 64], seq=seq), qos=1)
+        seq += 64
+        await asyncio.sleep(0.04)
+
+
+@contextlib.asynccontextmanager
+async def good_device(broker: Mosquitto, prefix: str) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    async with aiomqtt.Client(broker.host, broker.port) as dev:
+        task = asyncio.create_task(_stream_good(dev, prefix, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+
+async def keeps_deciding(sub: Listener, within: float = 2.0) -> None:
+    """The good device gets a decision within ``within`` seconds from now."""
+    before = len(sub.json("/good/activity"))
+    deadline = time.monotonic() + within
+    while len(sub.json("/good/activity")) <= before:
+        assert time.monotonic() < deadline, f"the good device got no decision in {within} s"
+        await asyncio.sleep(0.01)
+
+
+async def test_no_single_message_stops_the_others(
+    broker: Mosquitto, prefix: str, bundle_factory: Callable[..., Bundle], tmp_path: Path
+) -> None:
+    bundle = bundle_factory("gru", "stateful")
+    config = config_for(
+        broker, prefix, bundle, "service.error_interval_s=0", f"recording.dir={tmp_path}"
+    )
+    async with (
+        Listener(
+            broker, f"{prefix}/+/error", f"{prefix}/good/activity", f"{prefix}/control/result"
+        ) as sub,
+        gateway_running(config, bundle) as gw,
+        good_device(broker, prefix),
+        aiomqtt.Client(broker.host, broker.port) as bad,
+    ):
+        await keeps_deciding(sub, within=10.0)
+        for k, (name, suffix, payload, code) in enumerate(HOSTILE):
+            device = f"bad{k}"
+            await bad.publish(f"{prefix}/{device}/{suffix}", payload, qos=1)
+            await sub.until(lambda d=device: any(t == f"{prefix}/{d}/error" for t, _, _ in sub.got))
+            got = [json.loads(p)["error"] for t, p, _ in sub.got if t == f"{prefix}/{device}/error"]
+            assert got == [code], name
+            await keeps_deciding(sub)
+        # per-sample times whose gap one test rounds one way and another the other way
+        gapped = f"{prefix}/gap/imu"
+        await bad.publish(gapped, imu(WALK[:100], times=_times_before(GAP_B, 100)), qos=1)
+        await bad.publish(gapped, imu(WALK[100:101], times=[GAP_A]), qos=1)
+        await bad.publish(gapped, imu(WALK[101:201], times=_times_before(GAP_A + 2.02, 100)))
+        await keeps_deciding(sub)
+        # a control message nested deeper than any parser's recursion limit
+        await bad.publish(f"{prefix}/control", b"[" * 50_000 + b"]" * 50_000, qos=1)
+        await sub.until(lambda: bool(sub.json("/control/result")))
+        assert sub.json("/control/result")[-1]["ok"] is False
+        await keeps_deciding(sub)
+        assert gw.connected.is_set()
+        rejected = gw.snapshot()["rejected"]
+    for code in {c for *_, c in HOSTILE if c is not None}:
+        assert rejected.get(code, 0) >= 1, code
