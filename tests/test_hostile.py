@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import numpy as np
@@ -22,7 +23,7 @@ from tests.gateway_helpers import WALK, imu
 from tests.mosquitto import Mosquitto
 from tests.test_gateway_broker import Listener, config_for, gateway_running
 
-pytestmark = [pytest.mark.broker, pytest.mark.asyncio]
+pytestmark = [pytest.mark.broker]
 
 # a gap that one rounding sees as longer than stream.max_gap_s (2 s) and another not:
 # b + 2.0 == a exactly, though a - b > 2.0
@@ -85,6 +86,7 @@ async def keeps_deciding(sub: Listener, within: float = 2.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.asyncio
 async def test_no_single_message_stops_the_others(
     broker: Mosquitto, prefix: str, bundle_factory: Callable[..., Bundle], tmp_path: Path
 ) -> None:
@@ -123,3 +125,76 @@ async def test_no_single_message_stops_the_others(
         rejected = gw.snapshot()["rejected"]
     for code in {c for *_, c in HOSTILE if c is not None}:
         assert rejected.get(code, 0) >= 1, code
+
+
+def test_serve_with_a_dead_stage_says_offline_503_and_exits_non_zero(
+    broker: Mosquitto,
+    prefix: str,
+    bundle_factory: Callable[..., Bundle],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`harstream serve` whose prepare stage dies of a bug (injected): /healthz says 503
+    within 5 s, the retained status becomes offline, and the command fails (exit 1) so
+    that systemd restarts it."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    import paho.mqtt.client as paho
+
+    from harstream.cli import main
+    from harstream.gateway.pipeline import Pipeline
+    from tests.mosquitto import free_port
+    from tests.test_gateway_broker import write_config
+
+    bundle = bundle_factory("gru", "stateful")
+    port = free_port()
+    extra = f"ingest:\n  http:\n    port: {port}\ndashboard:\n  enabled: true\n"
+    config = write_config(tmp_path / "c.yaml", broker, prefix, bundle, extra)
+    real = Pipeline._prepare
+
+    def prepare(self: Pipeline, arrivals: list[Any], *rest: Any) -> Any:
+        if any(m.topic.endswith("/die/imu") for a in arrivals for m in a.messages):
+            raise RuntimeError("the prepare stage's own bug (injected)")
+        return real(self, arrivals, *rest)
+
+    monkeypatch.setattr(Pipeline, "_prepare", prepare)
+    seen: dict[str, Any] = {"health": [], "status": []}
+
+    def device_side() -> None:
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        client.on_message = lambda c, u, m: seen["status"].append(m.payload)
+        client.connect(broker.host, broker.port)
+        client.subscribe(f"{prefix}/status", qos=1)
+        client.loop_start()
+        try:
+            deadline = time.monotonic() + 20
+            while b"online" not in seen["status"] and time.monotonic() < deadline:
+                time.sleep(0.02)
+            client.publish(f"{prefix}/die/imu", imu(WALK[:64], seq=0), qos=1).wait_for_publish()
+            died = time.monotonic()
+            while time.monotonic() - died < 5:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as r:
+                        seen["health"].append((r.status, json.loads(r.read())))
+                except urllib.error.HTTPError as exc:
+                    seen["health"].append((exc.code, json.loads(exc.read())))
+                    break
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            while seen["status"][-1] != b"offline" and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+    side = threading.Thread(target=device_side)
+    side.start()
+    code = main(["serve", "--config", str(config)])
+    side.join(30)
+    assert code == 1
+    assert seen["status"][-1] == b"offline"
+    status, body = seen["health"][-1]
+    assert status == 503 and body["status"] == "failed" and "prepare" in body["failed"]

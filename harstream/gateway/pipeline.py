@@ -37,6 +37,16 @@ switches to the new engine before its next batch (the new engine adopts every de
 its stream restarts, its calibration stays) and marks that batch, and the infer thread
 switches when it reaches it, so every batch is completed by the engine that prepared it.
 
+Faults stay where they are raised: each incoming message, each device's engine step (a
+batch the engine fails on is prepared again device by device), each device's recording
+and each batch's inference and output are handled inside their own ``try``; what
+escapes one is rejected on that device's error topic (``internal_error``,
+``recording_failed``) and logged and counted by :class:`~harstream.gateway.faults.Faults`.
+An exception that escapes a stage's loop (a bug) marks the pipeline ``failed`` and calls
+``on_failure``: the gateway stops, says ``offline`` and exits with an error.
+:meth:`Pipeline.progress` says, for /healthz, how long messages have waited without a
+batch completing.
+
 Each stage owns its counters and publishes a snapshot of them after every batch
 (:class:`PrepareStats`, :class:`InferStats`), which the stats task reads; nothing is
 written by two threads. Per-device state lives in the engine; each stage touches only

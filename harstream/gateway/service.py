@@ -57,6 +57,7 @@ log = logging.getLogger("harstream.gateway")
 
 PROBES = 8  # start-up probe devices of a worker
 COVERAGE_GRACE_S = 5.0  # a new worker waits this long for the others' announcements
+HEALTH_GRACE_S = 1.0  # after a stage died, /healthz answers 503 this long before exiting
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,8 @@ class Gateway:
             raise
         finally:
             if self.http is not None:
+                if self.pipeline.failed is not None:  # a probe gets to see the 503 and why
+                    await asyncio.sleep(HEALTH_GRACE_S)
                 await self.http.stop()
             self.pipeline.stop()  # idempotent: after a crash too, the threads end
             if self.recorder is not None:
