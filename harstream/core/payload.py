@@ -222,13 +222,15 @@ def _from_frame(payload: bytes, max_samples: int) -> _Parsed:
         raise PayloadError(
             "bad_frame", f"{n} samples make {expected} bytes, the frame has {len(payload)}"
         )
-    samples = np.frombuffer(payload, "<f4", n * 6, FRAME_HEADER.size).reshape(n, 6)
+    with np.errstate(invalid="ignore"):  # a signalling NaN: refused as not_finite below
+        samples = np.frombuffer(payload, "<f4", n * 6, FRAME_HEADER.size).reshape(n, 6)
+        samples = samples.astype(np.float64)
     units = {
         "acc": "m/s2" if flags & FLAG_ACC_MS2 else "g",
         "gyro": "deg/s" if flags & FLAG_GYRO_DEG else "rad/s",
     }
     return (
-        samples.astype(np.float64),
+        samples,
         seq if flags & FLAG_SEQ else None,
         t if flags & FLAG_T else None,
         float(rate) if rate else None,
