@@ -198,3 +198,89 @@ def test_serve_with_a_dead_stage_says_offline_503_and_exits_non_zero(
     assert seen["status"][-1] == b"offline"
     status, body = seen["health"][-1]
     assert status == 503 and body["status"] == "failed" and "prepare" in body["failed"]
+
+
+@pytest.mark.asyncio
+async def test_chaos_under_load_never_pauses_the_good_devices(
+    broker: Mosquitto, prefix: str, bundle_factory: Callable[..., Bundle], tmp_path: Path
+) -> None:
+    """Twenty good devices stream while bad devices cycle through every bad and hostile
+    input, the control topic is flooded, and the recording folder is deleted: no good
+    device goes more than 2 s without a decision, and the gateway stays healthy."""
+    import shutil
+
+    from tests.gateway_helpers import BAD_INPUTS
+
+    bundle = bundle_factory("gru", "stateful")
+    folder = tmp_path / "recordings"
+    config = config_for(broker, prefix, bundle, f"recording.dir={folder}")
+    good = [f"good{k}" for k in range(20)]
+    arrived: dict[str, list[float]] = {d: [] for d in good}
+    bad_inputs = [(f"{prefix}/{d}/imu", p) for d, p, _ in BAD_INPUTS] + [
+        (f"{prefix}/hostile{k}/{suffix}", p) for k, (_, suffix, p, _) in enumerate(HOSTILE)
+    ]
+    controls = [
+        b"[" * 50_000,
+        b'{"command": "forget", "device": "good0"}',
+        b'{"command": "reload"}',
+        b'{"command": 1}',
+        b"\xff",
+    ]
+    stop = asyncio.Event()
+
+    async def listen() -> None:
+        async with aiomqtt.Client(broker.host, broker.port) as client:
+            await client.subscribe(f"{prefix}/+/activity", qos=0)
+            listening.set()
+            async for m in client.messages:
+                device = m.topic.value.split("/")[1]
+                if device in arrived:
+                    arrived[device].append(time.monotonic())
+
+    async def stream(client: aiomqtt.Client, device: str) -> None:
+        seq = 0
+        while not stop.is_set():
+            k = seq % (len(WALK) - 64)
+            await client.publish(f"{prefix}/{device}/imu", imu(WALK[k : k + 64], seq=seq))
+            seq += 64
+            await asyncio.sleep(0.1)
+
+    async def harm(client: aiomqtt.Client, items: list[tuple[str, bytes]], pause: float) -> None:
+        k = 0
+        while not stop.is_set():
+            topic, payload = items[k % len(items)]
+            await client.publish(topic, payload, qos=0)
+            k += 1
+            await asyncio.sleep(pause)
+
+    listening = asyncio.Event()
+    listener = asyncio.create_task(listen())
+    await listening.wait()
+    async with (
+        gateway_running(config, bundle) as gw,
+        aiomqtt.Client(broker.host, broker.port) as devices,
+        aiomqtt.Client(broker.host, broker.port) as attacker,
+    ):
+        tasks = [asyncio.create_task(stream(devices, d)) for d in good]
+        tasks.append(asyncio.create_task(harm(attacker, bad_inputs, 0.005)))
+        tasks.append(
+            asyncio.create_task(harm(attacker, [(f"{prefix}/control", c) for c in controls], 0.01))
+        )
+        await asyncio.sleep(3)
+        shutil.rmtree(folder)  # the recording folder vanishes under load
+        await asyncio.sleep(4)
+        stop.set()
+        await asyncio.gather(*tasks)
+        healthy, body = gw.health()
+        snapshot = gw.snapshot()
+    listener.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await listener
+    worst = max(float(np.diff(t).max()) for t in arrived.values())
+    print(f"chaos: {snapshot['rejected']}, faults {snapshot['faults']}, worst gap {worst:.3f} s")
+    assert healthy, body
+    assert snapshot["rejected"]  # the bad inputs were seen and refused
+    for device, times in arrived.items():
+        assert len(times) >= 30, device
+        gaps = np.diff(times)
+        assert gaps.max() <= 2.0, f"{device} waited {gaps.max():.2f} s for a decision"
