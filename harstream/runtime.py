@@ -195,6 +195,7 @@ def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:
             max_batch=config.batching.max_batch,
             max_linger_ms=config.batching.max_linger_ms,
             queue_size=config.service.queue_size,
+            queue_bytes=config.service.queue_bytes,
             error_interval_s=config.service.error_interval_s,
             homeassistant=config.homeassistant.enabled,
             discovery_prefix=config.homeassistant.discovery_prefix,

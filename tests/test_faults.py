@@ -194,3 +194,16 @@ async def test_a_dead_stage_stops_the_gateway_truthfully(
     with pytest.raises(StageError, match=f"the {stage} stage died"):
         await asyncio.wait_for(h.task, 5)  # no stop asked: it stops by itself
     assert h.broker.retained[f"{P}/status"] == b"offline"
+
+
+async def test_the_inbox_is_bounded_in_bytes_as_in_messages() -> None:
+    from harstream.gateway.pipeline import Arrival, Inbox
+    from harstream.gateway.transport import Incoming
+
+    inbox = Inbox(capacity=100, capacity_bytes=1000)
+    big = [Incoming("p/d/imu", bytes(300)) for _ in range(5)]
+    assert inbox.put(Arrival(big, 0.0, 0.0)) == 2  # 900 bytes fit, 2 messages do not
+    assert inbox.put(Arrival(big[:1], 0.0, 0.0)) == 1
+    taken = inbox.take(limit=10, timeout=0.0)
+    assert taken is not None and sum(len(a.messages) for a in taken[0]) == 3
+    assert inbox.put(Arrival(big, 0.0, 0.0)) == 2  # the room came back with the take

@@ -12,7 +12,10 @@ free, up to ``max_batch`` messages. Batching adapts to load: when the thread com
 to an empty inbox, the next message is processed the moment it arrives (a lone device
 never waits for a batch that never fills); when messages were already waiting, the
 gateway is busy and the thread lingers up to ``max_linger_ms`` for more, because every
-batch has fixed costs (an inference call costs nearly as much for 3 devices as for 30).
+batch has fixed costs (an inference call costs nearly as much for 3 devices as for 30),
+but only while one of the last ``LINGER_MEMORY`` batches held messages of two devices
+or more: a lone device streaming faster than real time finds its own next message
+waiting, and no other device's would come to fill the batch.
 Inference releases the GIL, so batch k's inference overlaps batch k+1's decoding.
 
 Decoding (``harstream.gateway.ingest``) routes each message by topic: harstream's own
@@ -92,6 +95,7 @@ __all__ = ["Arrival", "Inbox", "InferStats", "Outgoing", "Output", "Pipeline", "
 log = logging.getLogger("harstream.gateway")
 
 EVICT_EVERY_S = 5.0  # how often the prepare thread looks for idle devices (at most)
+LINGER_MEMORY = 4  # batches looked back on: linger while one of them held 2+ devices
 STALL_S = 5.0  # messages waiting this long without a batch completing: unhealthy
 FAILED_JOIN_S = 2.0  # how long a stop waits for the threads once a stage died
 
@@ -111,6 +115,7 @@ class PipelineSettings:
     discovery_prefix: str
     model_name: str
     names: Mapping[str, str] = field(default_factory=dict)  # device -> friendly name
+    queue_bytes: int = 64 * 1024 * 1024  # the inbox's payload bytes at most
     calibration_s: float = 5.0  # a calibration request without seconds
     calibration_file: Path | None = None  # where calibrations persist
     live_page: bool = False  # collect Output.decided / error_devices for the page
@@ -177,13 +182,16 @@ class InferStats:
 
 class Inbox:
     """A bounded hand-off from the event loop to the prepare thread. ``put`` never
-    blocks: beyond ``capacity`` messages it drops and says how many; ``take`` returns
-    everything queued (up to a limit) or waits until something is."""
+    blocks: beyond ``capacity`` messages or ``capacity_bytes`` of payload it drops and
+    says how many; ``take`` returns everything queued (up to a limit) or waits until
+    something is."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, capacity_bytes: int = 64 * 1024 * 1024) -> None:
         self.capacity = capacity
+        self.capacity_bytes = capacity_bytes
         self._arrivals: deque[Arrival] = deque()
         self._count = 0
+        self._bytes = 0
         self.waiting_since = 0.0  # monotonic: when the inbox last went from empty to not
         self._wake_at = 1  # put wakes the taker once this many messages are queued
         self._announce = False
@@ -199,9 +207,20 @@ class Inbox:
             room = self.capacity - self._count
             if room <= 0:
                 return len(arrival.messages)
+            room_bytes = self.capacity_bytes - self._bytes
+            size = 0
+            for k, message in enumerate(arrival.messages[:room]):
+                size += len(message.payload)
+                if size > room_bytes:
+                    size -= len(message.payload)
+                    room = k
+                    break
+            if room <= 0:
+                return len(arrival.messages)
             dropped = max(0, len(arrival.messages) - room)
             if dropped:
                 arrival = Arrival(arrival.messages[:room], arrival.wall, arrival.mono)
+            self._bytes += size
             if not self._count:
                 self.waiting_since = arrival.mono
             self._arrivals.append(arrival)
@@ -260,6 +279,7 @@ class Inbox:
                 arrival = self._arrivals.popleft()
                 taken.append(arrival)
                 count += len(arrival.messages)
+                self._bytes -= sum(len(m.payload) for m in arrival.messages)
             self._count -= count
             announce, self._announce = self._announce, False
             return taken, announce
@@ -319,7 +339,7 @@ class Pipeline:
         self.faults = Faults()
         self.wall_clock = wall_clock
         self.monotonic = monotonic
-        self.inbox = Inbox(settings.queue_size)
+        self.inbox = Inbox(settings.queue_size, settings.queue_bytes)
         self.prepare_stats = PrepareStats()
         self.infer_stats = InferStats()
         self._handoff: queue.Queue[_Batch | None] = queue.Queue(2)
@@ -415,7 +435,10 @@ class Pipeline:
         next_evict = self.monotonic() + every
         take = self.inbox.take
         limit, linger_s = self.settings.max_batch, self.settings.max_linger_ms / 1000
-        while (taken := take(limit, every, linger_s)) is not None:
+        # devices per batch, of the last few: lingering pays only when other devices'
+        # messages will come to share the batch (a lone device never waits for them)
+        crowd: deque[int] = deque([0], maxlen=LINGER_MEMORY)
+        while (taken := take(limit, every, linger_s if max(crowd) > 1 else 0.0)) is not None:
             arrivals, announce = taken
             if self._swap is not None:
                 swap, self._swap = self._swap, None
@@ -431,6 +454,7 @@ class Pipeline:
             if arrivals or announce:
                 batch = self._prepare(arrivals, announce, rejected)
                 if batch is not None:
+                    crowd.append(len(batch.received))
                     self._handoff.put(batch)
                 batches += 1
             counters, ingest = self.engine.counters, self.ingest.counters
