@@ -207,3 +207,27 @@ async def test_the_inbox_is_bounded_in_bytes_as_in_messages() -> None:
     taken = inbox.take(limit=10, timeout=0.0)
     assert taken is not None and sum(len(a.messages) for a in taken[0]) == 3
     assert inbox.put(Arrival(big, 0.0, 0.0)) == 2  # the room came back with the take
+
+
+async def test_health_reports_messages_waiting_without_progress(
+    bundle_factory: Callable[..., Bundle],
+) -> None:
+    """A pipeline whose stages are alive but make no progress (here: not started) while
+    messages wait is unhealthy after STALL_S; an empty inbox is healthy however idle."""
+    import time
+
+    from harstream.gateway.pipeline import STALL_S, Arrival, Pipeline
+    from harstream.gateway.transport import Incoming
+    from tests.gateway_helpers import engine_for
+    from tests.test_service import settings
+
+    bundle = bundle_factory("gru", "stateful")
+    pipeline = Pipeline(engine_for(bundle), settings(bundle).pipeline, lambda output: None)
+    assert pipeline.progress() == {"failed": None, "queue": 0, "stalled_s": 0.0, "ok": True}
+    now = time.monotonic()
+    pipeline.inbox.put(Arrival([Incoming(f"{P}/d/imu", imu(WALK[:5]))], 0.0, now - 1.0))
+    assert pipeline.progress()["ok"]  # waiting 1 s: not yet
+    pipeline.inbox.take(10, 0.0)
+    pipeline.inbox.put(Arrival([Incoming(f"{P}/d/imu", imu(WALK[:5]))], 0.0, now - STALL_S))
+    progress = pipeline.progress()
+    assert not progress["ok"] and progress["queue"] == 1 and progress["stalled_s"] >= STALL_S
