@@ -231,3 +231,33 @@ async def test_health_reports_messages_waiting_without_progress(
     pipeline.inbox.put(Arrival([Incoming(f"{P}/d/imu", imu(WALK[:5]))], 0.0, now - STALL_S))
     progress = pipeline.progress()
     assert not progress["ok"] and progress["queue"] == 1 and progress["stalled_s"] >= STALL_S
+
+
+async def test_a_lone_device_never_lingers_two_devices_do(
+    bundle_factory: Callable[..., Bundle],
+) -> None:
+    """Busy takes (messages already waiting: here the engine is slowed down) linger for
+    more only when other devices were seen in the last batches: a lone device faster
+    than real time never waits for a batch no other device would fill."""
+    import time
+
+    async def feed(h: Harness, devices: list[str]) -> int:
+        engine = h.gateway.pipeline.engine
+        real = engine.prepare
+
+        def slow(messages: list[Any]) -> Any:
+            time.sleep(0.02)  # messages pile up meanwhile: the next take is busy
+            return real(messages)
+
+        engine.prepare = slow  # type: ignore[method-assign]
+        for k in range(20):
+            for d in devices:
+                await h.send(d, imu(WALK[25 * k : 25 * (k + 1)], seq=25 * k))
+            await asyncio.sleep(0.01)
+        await h.settle(lambda: h.gateway.snapshot()["samples"] == 20 * 25 * len(devices))
+        return int(h.gateway.snapshot()["batches_lingered"])
+
+    async with Harness(bundle_factory("gru", "stateful"), "batching.max_linger_ms=5") as h:
+        assert await feed(h, ["lone"]) == 0
+    async with Harness(bundle_factory("gru", "stateful"), "batching.max_linger_ms=5") as h:
+        assert await feed(h, ["a", "b"]) > 0

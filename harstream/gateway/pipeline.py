@@ -169,6 +169,7 @@ class PrepareStats:
     resets: int = 0
     evicted: int = 0
     batches: int = 0
+    lingered: int = 0  # batches that waited for more messages (under load)
     model_swaps: int = 0
 
 
@@ -192,6 +193,7 @@ class Inbox:
         self._arrivals: deque[Arrival] = deque()
         self._count = 0
         self._bytes = 0
+        self.lingered = 0  # takes that waited for more messages (written by the taker)
         self.waiting_since = 0.0  # monotonic: when the inbox last went from empty to not
         self._wake_at = 1  # put wakes the taker once this many messages are queued
         self._announce = False
@@ -261,6 +263,7 @@ class Inbox:
             if not busy and not self._announce and not self._closed:
                 self._cond.wait(timeout)
             if busy and linger_s > 0:
+                self.lingered += 1
                 deadline = time.monotonic() + linger_s
                 self._wake_at = limit  # woken early only by a full batch (or wake, close)
                 while self._count < limit and not self._closed:
@@ -472,6 +475,7 @@ class Pipeline:
                 resets=counters["resets"],
                 evicted=counters["evicted"],
                 batches=batches,
+                lingered=self.inbox.lingered,
                 model_swaps=counters["model_swaps"],
             )
         self._handoff.put(None)

@@ -630,6 +630,7 @@ class Gateway:
             "evicted": prepare.evicted,
             "errors_suppressed": infer.errors_suppressed,
             "batches": prepare.batches,
+            "batches_lingered": prepare.lingered,
             "batch_errors": infer.batch_errors,
             "faults": self.pipeline.faults.counts(),
             "published": self.counters["published"],
