@@ -259,6 +259,7 @@ def ingest_settings(config: Config) -> IngestSettings:
         max_gap_s=config.stream.max_gap_s,
         reorder_window=config.stream.reorder_window,
         idle_timeout_s=config.stream.idle_timeout_s,
+        max_devices=config.stream.max_devices,
         devices={
             device: DeviceSettings(
                 units=c.units.model_dump() if c.units is not None else {}, axes=c.axes

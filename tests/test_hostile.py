@@ -284,3 +284,37 @@ async def test_chaos_under_load_never_pauses_the_good_devices(
         assert len(times) >= 30, device
         gaps = np.diff(times)
         assert gaps.max() <= 2.0, f"{device} waited {gaps.max():.2f} s for a decision"
+
+
+def test_field_device_streams_are_bounded_by_max_devices() -> None:
+    """A flood of new device ids cannot make streams (or Sensor Logger orderings) past
+    stream.max_devices: the engine's limit holds before the engine."""
+    from harstream.gateway.ingest import Ingest, IngestSettings
+    from harstream.gateway.transport import Incoming
+
+    settings = IngestSettings(
+        prefix="p",
+        rate_hz=50.0,
+        max_samples_per_message=500,
+        max_payload_bytes=65_536,
+        sensor_logger_topic="sl",
+        sensor_logger_max_bytes=1_000_000,
+        max_gap_s=2.0,
+        reorder_window=4,
+        idle_timeout_s=60.0,
+        max_devices=2,
+    )
+    ingest = Ingest(settings)
+    codes = []
+    for k in range(4):
+        _, errors = ingest.decode(Incoming(f"p/d{k}/imu", imu(WALK[:50], rate=100)), 1e9)
+        codes.append([code for _, code, _ in errors])
+    assert codes == [[], [], ["too_many_devices"], ["too_many_devices"]]
+    assert len(ingest.streams) == 2
+    logger = json.dumps({"messageId": 0, "payload": []}).encode()
+    for k in range(4):
+        _, errors = ingest.decode(Incoming(f"sl/phone{k}", logger), 1e9)
+    assert len(ingest.orders) == 2 and [c for _, c, _ in errors] == ["too_many_devices"]
+    # idle ones make room
+    _, errors = ingest.decode(Incoming("p/late/imu", imu(WALK[:50], rate=100)), 1e9 + 61)
+    assert errors == [] and "late" in ingest.streams
