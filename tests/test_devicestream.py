@@ -311,3 +311,12 @@ def test_a_sensor_waiting_for_its_partner_is_bounded() -> None:
         blocks, issues = stream.push([Readings("acc", t, signal(t))], now=1e9)
         assert blocks == []
     assert [i.code for i in issues] == [] and len(stream.sensors["acc"].t) <= MAX_BUFFERED
+
+
+def test_a_gap_before_the_stream_begins_is_skipped_not_filled() -> None:
+    """Found by the fuzzing: readings on a since-boot clock, then on epoch time, before
+    the first emission once made the grid span the gap (85 billion ticks: 633 GiB)."""
+    t = np.concatenate([np.arange(1.0, 35.0), 1.7e9 + np.arange(100) / 100])
+    stream = DeviceStream(50.0, max_gap_s=2.0)
+    blocks, _ = stream.push([Readings("acc", t, signal(t)), Readings("gyro", t, signal(t))], 0.0)
+    assert sum(len(b.samples) for b in blocks) <= 50 and blocks[0].t >= 1.7e9

@@ -254,6 +254,10 @@ class DeviceStream:
         them (then what follows the gap may be ready too)."""
         sensors = [self.sensors[k] for k in used]
         if self.origin is None:
+            for s in sensors:  # a gap before the stream began: it begins after the gap
+                long = np.flatnonzero(np.diff(s.t) > self.max_gap_s)
+                if len(long):
+                    s.t, s.v = s.t[long[-1] + 1 :], s.v[long[-1] + 1 :]
             self.origin = max(float(s.t[0]) for s in sensors)
             self.next_k = 0
             self._choose_filter(sensors)
