@@ -313,6 +313,7 @@ class LoggingConfig(_Section):
 class ServiceConfig(_Section):
     stats_interval_s: PositiveFloat = 10.0
     queue_size: PositiveInt = 10_000
+    queue_bytes: PositiveInt = 64 * 1024 * 1024
     error_interval_s: Annotated[float, Field(ge=0.0)] = 5.0  # per device, on its error topic
     max_payload_bytes: PositiveInt = 65_536
 

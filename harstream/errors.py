@@ -9,6 +9,8 @@
     │   └── RejectedError   a well-formed message the engine will not take (capacity, old seq)
     ├── PublishError    one outgoing message the transport will not send (bad topic, too
     │                   large, queue full, not connected): count it, go on
+    ├── StageError      a gateway stage died of a bug no boundary caught: the gateway says
+    │                   offline and exits non-zero, for its supervisor to restart it
     └── TransportError  (harstream.gateway.transport) the broker is unreachable or the
                         connection was lost: reconnect with backoff
 
@@ -27,6 +29,7 @@ __all__ = [
     "PayloadError",
     "PublishError",
     "RejectedError",
+    "StageError",
 ]
 
 
@@ -63,3 +66,7 @@ class PublishError(HarstreamError):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+
+
+class StageError(HarstreamError):
+    """A pipeline stage of the gateway died (a bug): the gateway cannot go on."""

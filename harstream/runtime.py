@@ -196,6 +196,7 @@ def gateway_settings(config: Config, bundle: Bundle) -> GatewaySettings:
             max_batch=config.batching.max_batch,
             max_linger_ms=config.batching.max_linger_ms,
             queue_size=config.service.queue_size,
+            queue_bytes=config.service.queue_bytes,
             error_interval_s=config.service.error_interval_s,
             homeassistant=config.homeassistant.enabled,
             discovery_prefix=config.homeassistant.discovery_prefix,
@@ -259,6 +260,7 @@ def ingest_settings(config: Config) -> IngestSettings:
         max_gap_s=config.stream.max_gap_s,
         reorder_window=config.stream.reorder_window,
         idle_timeout_s=config.stream.idle_timeout_s,
+        max_devices=config.stream.max_devices,
         devices={
             device: DeviceSettings(
                 units=c.units.model_dump() if c.units is not None else {}, axes=c.axes

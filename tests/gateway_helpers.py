@@ -50,6 +50,22 @@ BAD_INPUTS: list[tuple[str, bytes, str]] = [
     ("dev-bad", imu(WALK[:5], seq=1.5), "bad_seq"),
     ("dev-bad", imu(WALK[:5], t="now"), "bad_t"),
     ("dev-bad", b"[" * 70_000, "too_large"),
+    # issue 26: inputs that once raised past the decoder, and limits after expansion
+    ("dev-bad", imu(WALK[:5], units={"acc": ["g"]}), "bad_units"),
+    ("dev-bad", imu(WALK[:5], units={"gyro": {"deg/s": 1}}), "bad_units"),
+    ("dev-bad", imu(WALK[:5], seq=2**63), "bad_seq"),
+    ("dev-bad", imu(WALK[:5], t=1e300), "bad_t"),
+    ("dev-bad", imu(WALK[:5], t=-1.0), "bad_t"),
+    ("dev-bad", imu(WALK[:5], times=[-5.0, 1, 2, 3, 4]), "bad_times"),
+    ("dev-bad", imu(np.zeros((500, 6)), times=[k * 1.99 for k in range(500)]), "too_many_samples"),
+    ("dev-bad", imu(np.zeros((500, 6)), rate=25), "too_many_samples"),
+    ("dev-bad", imu(np.full((2, 6), 1e300)), "out_of_range"),
+    ("dev-bad", imu(np.full((2, 6), 100.0)), "out_of_range"),
+    (
+        "dev-bad",
+        imu(np.full((2, 6), 700.0), units={"acc": "m/s2", "gyro": "deg/s"}),
+        "out_of_range",
+    ),
     # the binary frame, as strictly
     ("dev-bad", encode_frame(WALK[:5])[:-4], "bad_frame"),
     ("dev-bad", FRAME_MAGIC + bytes(10), "bad_frame"),

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from harstream.core.devicestream import DeviceStream, Readings
+from harstream.core.devicestream import MAX_BUFFERED, DeviceStream, Readings
 from harstream.core.payload import STANDARD_GRAVITY, decode_sensor_logger
 from harstream.errors import PayloadError
 from replay import Recording, iter_hapt
@@ -284,3 +284,39 @@ def test_a_broken_export_names_its_problem(
     bad_zip.write_bytes(b"not a zip")
     assert main(["predict", str(bad_zip)]) == 1
     assert "not a Sensor Logger export" in capsys.readouterr().err
+
+
+def test_a_gap_judged_by_one_pair_of_readings_whatever_the_rounding() -> None:
+    """b + 2.0 == a in floating point though a - b > 2.0: the gap test and where the
+    stream starts again once disagreed (an IndexError that killed the gateway)."""
+    b, a = 30.8660577820968, 32.8660577820968
+    stream = DeviceStream(50.0, max_gap_s=2.0)
+    before = b - np.arange(99, -1, -1) / 50
+    first, _ = stream.push(
+        [Readings("acc", before, signal(before)), Readings("gyro", before, signal(before))], now=1e9
+    )
+    assert sum(len(blk.samples) for blk in first) == 100
+    after = a + np.arange(100) / 50
+    blocks, _ = stream.push(
+        [Readings("acc", after, signal(after)), Readings("gyro", after, signal(after))], now=1e9
+    )
+    assert stream.restarts == 1 and blocks and blocks[-1].seq > 100
+
+
+def test_a_sensor_waiting_for_its_partner_is_bounded() -> None:
+    """Acceleration without a gyroscope is held for a while, not without bound."""
+    stream = DeviceStream(50.0)
+    for k in range(100):
+        t = k + np.arange(1000) / 1000
+        blocks, issues = stream.push([Readings("acc", t, signal(t))], now=1e9)
+        assert blocks == []
+    assert [i.code for i in issues] == [] and len(stream.sensors["acc"].t) <= MAX_BUFFERED
+
+
+def test_a_gap_before_the_stream_begins_is_skipped_not_filled() -> None:
+    """Found by the fuzzing: readings on a since-boot clock, then on epoch time, before
+    the first emission once made the grid span the gap (85 billion ticks: 633 GiB)."""
+    t = np.concatenate([np.arange(1.0, 35.0), 1.7e9 + np.arange(100) / 100])
+    stream = DeviceStream(50.0, max_gap_s=2.0)
+    blocks, _ = stream.push([Readings("acc", t, signal(t)), Readings("gyro", t, signal(t))], 0.0)
+    assert sum(len(b.samples) for b in blocks) <= 50 and blocks[0].t >= 1.7e9

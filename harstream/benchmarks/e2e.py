@@ -98,9 +98,11 @@ def e2e_run(
     hop: int | None = None,
     baseline_model: Path | None = None,
     gateway_pythonpath: Path | None = None,
+    speed: float = 1.0,
 ) -> dict[str, Any]:
-    """One point: ``devices`` at 50 Hz for ``seconds``, through ``harstream serve`` or,
-    given ``baseline_model``, through the baseline gateway (harstream.benchmarks.baseline).
+    """One point: ``devices`` at 50 Hz (times ``speed``: faster than real time) for
+    ``seconds``, through ``harstream serve`` or, given ``baseline_model``, through the
+    baseline gateway (harstream.benchmarks.baseline).
     ``gateway_pythonpath`` runs the gateway process from another checkout (an earlier
     commit, for a before/after pair under the same load generator and broker)."""
     hop = hop or bundle.hop
@@ -149,6 +151,7 @@ def e2e_run(
                 "seconds": seconds,
                 "message_samples": message_samples,
                 "message_format": message_format,
+                "rate_hz": 50.0 * speed,
                 "hop": hop,
                 "first_decision": first,
             }

@@ -48,8 +48,8 @@ def _e2e(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
     devices = [1] if args.quick else [int(d) for d in args.devices.split(",")]
     seconds = 4.0 if args.quick else args.seconds
     print(
-        f"end to end through mosquitto, {args.message_samples}-sample messages at 50 Hz, "
-        f"{seconds:g} s per point"
+        f"end to end through mosquitto, {args.message_samples}-sample messages at "
+        f"{50 * args.speed:g} Hz, {seconds:g} s per point"
     )
     print(  # CPU: cores busy, of the gateway, the broker and the load generator
         f"{'devices':>8} {'p50 ms':>8} {'p99 ms':>8} {'lost':>6} {'decisions':>10} "
@@ -66,6 +66,7 @@ def _e2e(args: argparse.Namespace, bundle: Bundle) -> list[dict[str, Any]]:
                 message_format=args.message_format,
                 overrides=tuple(args.gateway_set),
                 gateway_pythonpath=path,
+                speed=args.speed,
             )
             r["gateway"] = name
             results.append(r)
@@ -490,6 +491,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         default=[],
         metavar="KEY=VALUE",
         help="e2e: a config override for the gateway process (repeatable)",
+    )
+    bench.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="e2e: devices stream this many times faster than real time (25: a replay)",
     )
     bench.add_argument(
         "--p99-ms", type=float, default=100.0, help="capacity: the latency bound (p99, ms)"

@@ -57,6 +57,7 @@ KINDS = ("acc", "linear_acc", "gravity", "gyro")
 EPOCH_2001 = 978_307_200.0  # device times before this are since-boot or since-start
 STILL_GYRO = 0.15  # rad/s: below this (and steady acceleration) the device is still
 STILL_SECONDS = 3.0  # how long stillness must last before the units are judged
+MAX_BUFFERED = 8192  # readings kept per sensor while waiting (20 s at 400 Hz)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +95,12 @@ class _Sensor:
         self.rate_hz: float | None = None  # estimated once, from the first readings
         self.state: np.ndarray | None = None  # (3, states) of the device's anti-alias filter
 
-    def add(self, t: np.ndarray, v: np.ndarray, max_gap_s: float) -> tuple[int, float | None]:
+    def add(
+        self, t: np.ndarray, v: np.ndarray, max_gap_s: float
+    ) -> tuple[int, tuple[float, float] | None]:
         """Append readings newer than the newest so far; returns how many were dropped
-        as late, and where the first gap longer than ``max_gap_s`` begins (None)."""
+        as late, and the first gap longer than ``max_gap_s`` (the readings before and
+        after it; None)."""
         order = np.argsort(t, kind="stable")
         t, v = t[order], v[order]
         fresh = t > self.last_t
@@ -110,7 +114,10 @@ class _Sensor:
         self.t = np.concatenate([self.t, t])
         self.v = np.concatenate([self.v, v])
         self.last_t = float(t[-1])
-        return late, float(times[long[0]]) if len(long) else None
+        if not len(long):
+            return late, None
+        # the same pair of readings decides the gap and where the stream starts again
+        return late, (float(times[long[0]]), float(times[long[0] + 1]))
 
     def estimate_rate(self) -> float | None:
         """The sensor's rate from the median interval of its first readings (once)."""
@@ -176,7 +183,19 @@ class DeviceStream:
     ) -> tuple[list[GridBlock], list[StreamIssue]]:
         """Add one message's readings (``now``: the gateway's receive time, epoch
         seconds); return the grid samples they complete (two blocks when a long gap
-        restarts the stream in between) and issues."""
+        restarts the stream in between) and issues. Between pushes each sensor keeps at
+        most ``MAX_BUFFERED`` readings: one whose partner never comes (acceleration
+        without a gyroscope) cannot fill memory."""
+        try:
+            return self._push(readings, now)
+        finally:
+            for sensor in self.sensors.values():
+                if len(sensor.t) > MAX_BUFFERED:
+                    sensor.t, sensor.v = sensor.t[-MAX_BUFFERED:], sensor.v[-MAX_BUFFERED:]
+
+    def _push(
+        self, readings: Sequence[Readings], now: float
+    ) -> tuple[list[GridBlock], list[StreamIssue]]:
         issues: list[StreamIssue] = []
         for r in readings:
             if not len(r.t):
@@ -186,11 +205,11 @@ class DeviceStream:
                 self.clock_offset = now - float(r.t[-1]) if r.t[-1] < EPOCH_2001 else 0.0
             sensor = self.sensors[r.kind]
             t, xyz = np.asarray(r.t, np.float64), np.asarray(r.xyz, np.float64)
-            late, gap_from = sensor.add(t, xyz, self.max_gap_s)
+            late, gap = sensor.add(t, xyz, self.max_gap_s)
             self.late += late
-            if gap_from is not None and self.origin is not None and self.restart_at is None:
-                self.gap_from = gap_from  # emit up to the gap, then start anew after it
-                self.restart_at = float(t[t > gap_from + self.max_gap_s][0])
+            if gap is not None and self.origin is not None and self.restart_at is None:
+                # emit up to the gap, then start anew after it
+                self.gap_from, self.restart_at = gap
         acc_kinds = self._acc_kinds()
         if acc_kinds is None:
             if self._have("linear_acc"):
@@ -235,6 +254,10 @@ class DeviceStream:
         them (then what follows the gap may be ready too)."""
         sensors = [self.sensors[k] for k in used]
         if self.origin is None:
+            for s in sensors:  # a gap before the stream began: it begins after the gap
+                long = np.flatnonzero(np.diff(s.t) > self.max_gap_s)
+                if len(long):
+                    s.t, s.v = s.t[long[-1] + 1 :], s.v[long[-1] + 1 :]
             self.origin = max(float(s.t[0]) for s in sensors)
             self.next_k = 0
             self._choose_filter(sensors)

@@ -183,6 +183,14 @@ class Decisions(Sequence[Decision]):
             *(np.concatenate([getattr(p, k) for p in parts]) for k in _COLUMNS),
         )
 
+    def take(self, rows: np.ndarray) -> Decisions:
+        """The decisions at ``rows`` (indices), in that order."""
+        return Decisions(
+            self.labels,
+            [self.device[i] for i in rows.tolist()],
+            *(getattr(self, k)[rows] for k in _COLUMNS),
+        )
+
     @property
     def raw(self) -> np.ndarray:
         """Each decision's argmax of ``probs`` (an index into ``labels``)."""

@@ -9,7 +9,11 @@ Input, on ``{prefix}/{device}/imu``::
 and a Sensor Logger message (``decode_sensor_logger``). The decoders check everything
 and raise :class:`~harstream.errors.PayloadError` with a short code: ``bad_device_id``,
 ``too_large``, ``bad_json``, ``bad_shape``, ``not_finite``, ``too_many_samples``,
-``bad_seq``, ``bad_t``, ``bad_rate``, ``bad_units``, ``bad_times``. Output encoders build
+``bad_seq``, ``bad_t``, ``bad_rate``, ``bad_units``, ``bad_times``, ``out_of_range``
+(readings beyond what a body-worn IMU can measure, ``MAX_ACC_G`` and ``MAX_GYRO_RADS``).
+Every limit holds after expansion: a message whose readings span more of the model's
+grid than ``max_samples`` is ``too_many_samples`` however few readings it has. Output
+encoders build
 the activity, transition, error, stats and Home Assistant discovery payloads. This module
 knows bytes and dicts; it knows nothing about sockets.
 
@@ -47,11 +51,16 @@ __all__ = [
     "DEVICE_ID",
     "FRAME_MAGIC",
     "GYRO_UNITS",
+    "MAX_ACC_G",
     "MAX_CALIBRATION_S",
+    "MAX_GYRO_RADS",
+    "MAX_SEQ",
+    "MAX_T",
     "SENSOR_LOGGER_KINDS",
     "STANDARD_GRAVITY",
     "DeviceReadings",
     "SensorLoggerBatch",
+    "check_span",
     "decode_calibrate",
     "decode_imu",
     "decode_sensor_logger",
@@ -73,6 +82,14 @@ DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 STANDARD_GRAVITY = 9.80665  # m/s2 per g
 MIN_RATE_HZ, MAX_RATE_HZ = 25.0, 400.0  # what a device may say it streams at
+#: the physical ranges a reading must lie in (after units): beyond any body-worn IMU's
+#: full scale (16-32 g, 2000-4000 deg/s); larger values are a device fault, refused as
+#: out_of_range (they would drive the model's filters and state past float range)
+MAX_ACC_G, MAX_GYRO_RADS = 64.0, 70.0
+#: seq: an integer the engine's int64 arithmetic keeps exact (2^53 - 1)
+MAX_SEQ = 2**53 - 1
+#: t and times: seconds from 0 (a since-boot clock) to 2100-01-01 (epoch)
+MAX_T = 4_102_444_800.0
 ACC_UNITS = {"g": 1.0, "m/s2": 1 / STANDARD_GRAVITY}
 GYRO_UNITS = {"rad/s": 1.0, "deg/s": math.pi / 180}
 
@@ -130,16 +147,19 @@ def decode_imu(
         samples, seq, t, rate, sent_units, times = _from_json(payload, max_samples)
     if not np.all(np.isfinite(samples)):
         raise PayloadError("not_finite", "samples must be finite numbers")
-    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
-        raise PayloadError("bad_seq", "seq must be a non-negative integer")
-    if t is not None and (not _is_number(t) or not math.isfinite(t)):
-        raise PayloadError("bad_t", "t must be a finite number (epoch seconds)")
+    if seq is not None and (
+        not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ
+    ):
+        raise PayloadError("bad_seq", f"seq must be an integer from 0 to {MAX_SEQ}")
+    if t is not None and (not _is_number(t) or not 0 <= t <= MAX_T):
+        raise PayloadError("bad_t", f"t must be a number from 0 to {MAX_T:.0f} (epoch seconds)")
     rate = rate_hz if rate is None else rate
     if not _is_number(rate) or not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
         raise PayloadError(
             "bad_rate", f"rate must be a number from {MIN_RATE_HZ:g} to {MAX_RATE_HZ:g} Hz"
         )
     acc_scale, gyro_scale = _unit_scales({**(units or {}), **sent_units})
+    _check_range(samples, acc_scale, gyro_scale)
     if rate == rate_hz and times is None and acc_scale == gyro_scale == 1.0:
         return Message(device, samples, seq, None if t is None else float(t), now)
     if times is None:  # the device's own clock if it sent one, else ours
@@ -150,6 +170,7 @@ def decode_imu(
             times = seq / rate + offsets  # since the stream began: anchored later
         else:
             times = now - offsets[::-1]
+    check_span(float(times[-1] - times[0]), rate_hz, max_samples)
     readings = [
         Readings("acc", times, samples[:, :3] * acc_scale),
         Readings("gyro", times, samples[:, 3:] * gyro_scale),
@@ -201,13 +222,15 @@ def _from_frame(payload: bytes, max_samples: int) -> _Parsed:
         raise PayloadError(
             "bad_frame", f"{n} samples make {expected} bytes, the frame has {len(payload)}"
         )
-    samples = np.frombuffer(payload, "<f4", n * 6, FRAME_HEADER.size).reshape(n, 6)
+    with np.errstate(invalid="ignore"):  # a signalling NaN: refused as not_finite below
+        samples = np.frombuffer(payload, "<f4", n * 6, FRAME_HEADER.size).reshape(n, 6)
+        samples = samples.astype(np.float64)
     units = {
         "acc": "m/s2" if flags & FLAG_ACC_MS2 else "g",
         "gyro": "deg/s" if flags & FLAG_GYRO_DEG else "rad/s",
     }
     return (
-        samples.astype(np.float64),
+        samples,
         seq if flags & FLAG_SEQ else None,
         t if flags & FLAG_T else None,
         float(rate) if rate else None,
@@ -256,6 +279,8 @@ def _units(raw: Any) -> dict[str, str]:
 def _unit_scales(units: Mapping[str, Any]) -> tuple[float, float]:
     """Factors to g and rad/s."""
     acc, gyro = units.get("acc", "g"), units.get("gyro", "rad/s")
+    if not isinstance(acc, str) or not isinstance(gyro, str):
+        raise PayloadError("bad_units", 'units are names: {"acc": "g", "gyro": "rad/s"}')
     if acc not in ACC_UNITS or gyro not in GYRO_UNITS:
         raise PayloadError(
             "bad_units",
@@ -272,11 +297,38 @@ def _times(raw: Any, n: int) -> np.ndarray | None:
         times = np.array(raw, np.float64)
     except (TypeError, ValueError):
         raise PayloadError("bad_times", "times must be numbers (seconds)") from None
-    if times.shape != (n,) or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+    if (
+        times.shape != (n,)
+        or not np.all((times >= 0) & (times <= MAX_T))
+        or np.any(np.diff(times) <= 0)
+    ):
         raise PayloadError(
-            "bad_times", f"times must be {n} finite, increasing numbers (one per sample)"
+            "bad_times",
+            f"times must be {n} increasing numbers from 0 to {MAX_T:.0f} (one per sample)",
         )
     return times
+
+
+def _check_range(samples: np.ndarray, acc_scale: float, gyro_scale: float) -> None:
+    """Readings (in the message's units) within the physical ranges, else out_of_range."""
+    peak = np.abs(samples).max(axis=0)
+    if peak[:3].max() * acc_scale > MAX_ACC_G or peak[3:].max() * gyro_scale > MAX_GYRO_RADS:
+        raise PayloadError(
+            "out_of_range",
+            f"acceleration must lie within +-{MAX_ACC_G:g} g, angular velocity within "
+            f"+-{MAX_GYRO_RADS:g} rad/s",
+        )
+
+
+def check_span(span_s: float, rate_hz: float, max_samples: int) -> None:
+    """Readings spanning ``span_s`` seconds become about ``span_s * rate_hz`` samples on
+    the model's grid: more than ``max_samples`` is too_many_samples."""
+    if span_s * rate_hz + 1 > max_samples:
+        raise PayloadError(
+            "too_many_samples",
+            f"the readings span {span_s:.3g} s: {span_s * rate_hz + 1:.0f} samples at "
+            f"{rate_hz:g} Hz > {max_samples}",
+        )
 
 
 #: Sensor Logger's reading names -> (kind, scale to the model's units); others ignored
@@ -342,6 +394,11 @@ def decode_sensor_logger(payload: bytes, *, max_bytes: int) -> SensorLoggerBatch
             raise PayloadError("bad_shape", f"{name}: time and x y z must be numbers") from None
         if array.ndim != 2 or not np.all(np.isfinite(array)):
             raise PayloadError("not_finite", f"{name} values must be finite numbers")
+        if not np.all((array[:, 0] >= 0) & (array[:, 0] <= MAX_T * 1e9)):
+            raise PayloadError("bad_times", f"{name}: time must be epoch ns up to 2100")
+        limit = MAX_GYRO_RADS if kind == "gyro" else MAX_ACC_G / scale
+        if np.abs(array[:, 1:]).max() > limit:
+            raise PayloadError("out_of_range", f"{name} values beyond {limit:g}")
         readings.append(Readings(kind, array[:, 0] / 1e9, array[:, 1:] * scale))
     return SensorLoggerBatch(
         device_id_from(str(data.get("deviceId") or "")),

@@ -11,7 +11,9 @@ Served by the gateway's HTTP server (``ingest.http.port``) when ``dashboard.enab
   most: each device's latest decision since the last (one write per interval, not one
   per batch, so that an open page costs the gateway next to nothing);
 - ``/metrics``: the same counters in the Prometheus text format (prometheus_client);
-  ``/healthz``: 200 while connected to the broker, else 503 (for supervisors; no token).
+  ``/healthz``: 200 while the gateway is healthy (connected to the broker, its stages
+  alive and completing batches while messages wait), else 503 with the reason (for
+  supervisors; no token).
 
 Reading is not ingesting: the page and the API take ``dashboard.token`` (bearer header,
 or ``?token=`` for the page and its event stream), never the ingest token.
@@ -137,10 +139,13 @@ class Dashboard:
         snapshot: Callable[[], dict[str, Any]],
         connected: Callable[[], bool],
         labels: tuple[str, ...],
+        *,
+        health: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
     ) -> None:
         self.settings = settings
         self.snapshot = snapshot
         self.connected = connected
+        self.health = health  # /healthz: (healthy, body); else by `connected` alone
         self.labels = labels
         self.history = History(settings.history_s, settings.max_runs, settings.max_devices)
         self._clients: set[asyncio.Queue[bytes]] = set()
@@ -320,6 +325,9 @@ class Dashboard:
     async def _healthz(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
+        if self.health is not None:
+            ok, body = self.health()
+            return web.json_response(body, status=200 if ok else 503)
         up = self.connected()
         return web.json_response(
             {"status": "ok" if up else "disconnected"}, status=200 if up else 503

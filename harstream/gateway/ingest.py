@@ -14,7 +14,9 @@ Runs in the pipeline's prepare thread, one incoming message at a time, without I
 
 Per-device settings from the config: units for devices whose messages do not say, and
 an axis convention (a permutation with signs) applied to both sensors. Streams of
-devices silent for ``idle_timeout_s`` are dropped (``evict_idle``).
+devices silent for ``idle_timeout_s`` are dropped (``evict_idle``); at most
+``max_devices`` streams are kept (a new device beyond them is ``too_many_devices``, as
+in the engine), so a flood of device ids cannot fill memory before the engine's check.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from harstream.core.devicestream import DeviceStream, Readings
 from harstream.core.engine import Message
 from harstream.core.payload import (
     DeviceReadings,
+    check_span,
     decode_imu,
     decode_sensor_logger,
     device_id_from,
@@ -68,6 +71,7 @@ class IngestSettings:
     reorder_window: int
     idle_timeout_s: float
     devices: Mapping[str, DeviceSettings] = field(default_factory=dict)
+    max_devices: int = 10_000  # field devices with a stream (stream.max_devices)
 
 
 @dataclass
@@ -133,9 +137,18 @@ class Ingest:
         named = incoming.topic[len(s.sensor_logger_topic) + 1 :]
         try:
             batch = decode_sensor_logger(incoming.payload, max_bytes=s.sensor_logger_max_bytes)
+            times = [r.t for r in batch.readings if len(r.t)]
+            if times:  # what the readings become on the grid: within the message limit
+                span = max(float(t.max()) for t in times) - min(float(t.min()) for t in times)
+                check_span(span, s.rate_hz, s.max_samples_per_message)
         except PayloadError as exc:
             return [], [(device_id_from(named) if named else "sensor-logger", exc.code, exc.detail)]
         device = device_id_from(named) if named else batch.device_id
+        if device not in self.orders and len(self.orders) >= s.max_devices:
+            self.evict_idle(wall)
+            if len(self.orders) >= s.max_devices:
+                self.counters["rejected_too_many_devices"] += 1
+                return [], [(device, "too_many_devices", f"at most {s.max_devices} field devices")]
         readings = DeviceReadings(device, batch.readings, wall, batch.message_id, batch.session_id)
         messages: list[Message] = []
         errors: list[Error] = []
@@ -175,6 +188,12 @@ class Ingest:
         device = readings.device
         stream = self.streams.get(device)
         if stream is None:
+            if len(self.streams) >= self.settings.max_devices:  # as the engine: evict, or refuse
+                self.evict_idle(readings.received)
+            if len(self.streams) >= self.settings.max_devices:
+                self.counters["rejected_too_many_devices"] += 1
+                limit = self.settings.max_devices
+                return [], [(device, "too_many_devices", f"at most {limit} field devices")]
             stream = self.streams[device] = DeviceStream(
                 self.settings.rate_hz, max_gap_s=self.settings.max_gap_s
             )

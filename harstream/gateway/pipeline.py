@@ -12,7 +12,10 @@ free, up to ``max_batch`` messages. Batching adapts to load: when the thread com
 to an empty inbox, the next message is processed the moment it arrives (a lone device
 never waits for a batch that never fills); when messages were already waiting, the
 gateway is busy and the thread lingers up to ``max_linger_ms`` for more, because every
-batch has fixed costs (an inference call costs nearly as much for 3 devices as for 30).
+batch has fixed costs (an inference call costs nearly as much for 3 devices as for 30),
+but only while one of the last ``LINGER_MEMORY`` batches held messages of two devices
+or more: a lone device streaming faster than real time finds its own next message
+waiting, and no other device's would come to fill the batch.
 Inference releases the GIL, so batch k's inference overlaps batch k+1's decoding.
 
 Decoding (``harstream.gateway.ingest``) routes each message by topic: harstream's own
@@ -37,6 +40,16 @@ switches to the new engine before its next batch (the new engine adopts every de
 its stream restarts, its calibration stays) and marks that batch, and the infer thread
 switches when it reaches it, so every batch is completed by the engine that prepared it.
 
+Faults stay where they are raised: each incoming message, each device's engine step (a
+batch the engine fails on is prepared again device by device), each device's recording
+and each batch's inference and output are handled inside their own ``try``; what
+escapes one is rejected on that device's error topic (``internal_error``,
+``recording_failed``) and logged and counted by :class:`~harstream.gateway.faults.Faults`.
+An exception that escapes a stage's loop (a bug) marks the pipeline ``failed`` and calls
+``on_failure``: the gateway stops, says ``offline`` and exits with an error.
+:meth:`Pipeline.progress` says, for /healthz, how long messages have waited without a
+batch completing.
+
 Each stage owns its counters and publishes a snapshot of them after every batch
 (:class:`PrepareStats`, :class:`InferStats`), which the stats task reads; nothing is
 written by two threads. Per-device state lives in the engine; each stage touches only
@@ -45,6 +58,7 @@ its own side of it (see ``Engine.prepare``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -53,6 +67,9 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from harstream.core.engine import Decisions, Engine, Message, Prepared
 from harstream.core.payload import (
@@ -67,6 +84,8 @@ from harstream.core.payload import (
 )
 from harstream.errors import PayloadError
 from harstream.gateway.calibrations import CalibrationFile
+from harstream.gateway.faults import Faults
+from harstream.gateway.inbox import Arrival, Inbox
 from harstream.gateway.ingest import Ingest, IngestSettings
 from harstream.gateway.recorder import Recorder
 from harstream.gateway.scale import Router
@@ -77,6 +96,9 @@ __all__ = ["Arrival", "Inbox", "InferStats", "Outgoing", "Output", "Pipeline", "
 log = logging.getLogger("harstream.gateway")
 
 EVICT_EVERY_S = 5.0  # how often the prepare thread looks for idle devices (at most)
+LINGER_MEMORY = 4  # batches looked back on: linger while one of them held 2+ devices
+STALL_S = 5.0  # messages waiting this long without a batch completing: unhealthy
+FAILED_JOIN_S = 2.0  # how long a stop waits for the threads once a stage died
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +116,7 @@ class PipelineSettings:
     discovery_prefix: str
     model_name: str
     names: Mapping[str, str] = field(default_factory=dict)  # device -> friendly name
+    queue_bytes: int = 64 * 1024 * 1024  # the inbox's payload bytes at most
     calibration_s: float = 5.0  # a calibration request without seconds
     calibration_file: Path | None = None  # where calibrations persist
     live_page: bool = False  # collect Output.decided / error_devices for the page
@@ -101,15 +124,6 @@ class PipelineSettings:
     @property
     def prefix(self) -> str:
         return self.ingest.prefix
-
-
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """What one read of the connection brought, with when it came."""
-
-    messages: list[Incoming]
-    wall: float  # epoch seconds
-    mono: float  # monotonic seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +161,7 @@ class PrepareStats:
     resets: int = 0
     evicted: int = 0
     batches: int = 0
+    lingered: int = 0  # batches that waited for more messages (under load)
     model_swaps: int = 0
 
 
@@ -155,93 +170,7 @@ class InferStats:
     decisions: int = 0
     errors_suppressed: int = 0
     batch_errors: int = 0
-
-
-class Inbox:
-    """A bounded hand-off from the event loop to the prepare thread. ``put`` never
-    blocks: beyond ``capacity`` messages it drops and says how many; ``take`` returns
-    everything queued (up to a limit) or waits until something is."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._arrivals: deque[Arrival] = deque()
-        self._count = 0
-        self._wake_at = 1  # put wakes the taker once this many messages are queued
-        self._announce = False
-        self._closed = False
-        self._cond = threading.Condition()
-
-    def __len__(self) -> int:
-        return self._count
-
-    def put(self, arrival: Arrival) -> int:
-        """Queue ``arrival``; returns how many of its messages were dropped (full)."""
-        with self._cond:
-            room = self.capacity - self._count
-            if room <= 0:
-                return len(arrival.messages)
-            dropped = max(0, len(arrival.messages) - room)
-            if dropped:
-                arrival = Arrival(arrival.messages[:room], arrival.wall, arrival.mono)
-            self._arrivals.append(arrival)
-            self._count += len(arrival.messages)
-            if self._count >= self._wake_at:  # a lingering taker sleeps until it is due
-                self._cond.notify()
-            return dropped
-
-    def wake(self) -> None:
-        """Make a waiting ``take`` return now (something besides messages is due)."""
-        with self._cond:
-            self._cond.notify()
-
-    def request_announce(self) -> None:
-        """Ask the prepare thread to announce every device (Home Assistant restarted)."""
-        with self._cond:
-            self._announce = True
-            self._cond.notify()
-
-    def close(self) -> None:
-        """No more puts: ``take`` returns what is left, then None."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def take(
-        self, limit: int, timeout: float, linger_s: float = 0.0
-    ) -> tuple[list[Arrival], bool] | None:
-        """Up to about ``limit`` messages (whole arrivals) and the announce flag; waits
-        up to ``timeout`` for the first. None once closed and empty.
-
-        When messages were already waiting (they came while the caller was busy: the
-        gateway is under load), waits up to ``linger_s`` more for the batch to fill, so
-        that the per-batch costs are shared by more messages; when the caller was idle,
-        the first message goes at once."""
-        with self._cond:
-            busy = bool(self._arrivals)
-            if not busy and not self._announce and not self._closed:
-                self._cond.wait(timeout)
-            if busy and linger_s > 0:
-                deadline = time.monotonic() + linger_s
-                self._wake_at = limit  # woken early only by a full batch (or wake, close)
-                while self._count < limit and not self._closed:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-                self._wake_at = 1
-            if not self._arrivals and self._closed:
-                return None
-            taken: list[Arrival] = []
-            count = 0
-            while self._arrivals and (
-                count == 0 or count + len(self._arrivals[0].messages) <= limit
-            ):
-                arrival = self._arrivals.popleft()
-                taken.append(arrival)
-                count += len(arrival.messages)
-            self._count -= count
-            announce, self._announce = self._announce, False
-            return taken, announce
+    completed_at: float = 0.0  # monotonic: when the last batch was handed over
 
 
 @dataclass(slots=True)
@@ -279,6 +208,7 @@ class Pipeline:
         settings: PipelineSettings,
         deliver: Callable[[Output], None],
         *,
+        on_failure: Callable[[], None] | None = None,
         recorder: Recorder | None = None,
         router: Router | None = None,
         wall_clock: Callable[[], float] = time.time,
@@ -293,9 +223,12 @@ class Pipeline:
         self._forgets: list[tuple[str, Callable[[bool], None]]] = []  # `data forget` requests
         self.settings = settings
         self.deliver = deliver
+        self.on_failure = on_failure  # called in the dying thread (see _supervised)
+        self.failed: str | None = None  # a stage that died: what killed it
+        self.faults = Faults()
         self.wall_clock = wall_clock
         self.monotonic = monotonic
-        self.inbox = Inbox(settings.queue_size)
+        self.inbox = Inbox(settings.queue_size, settings.queue_bytes)
         self.prepare_stats = PrepareStats()
         self.infer_stats = InferStats()
         self._handoff: queue.Queue[_Batch | None] = queue.Queue(2)
@@ -311,8 +244,18 @@ class Pipeline:
         self._last_error: OrderedDict[str, float] = OrderedDict()
         self._partition_warned = -1e9
         self._threads = [
-            threading.Thread(target=self._prepare_loop, name="harstream-prepare", daemon=True),
-            threading.Thread(target=self._infer_loop, name="harstream-infer", daemon=True),
+            threading.Thread(
+                target=self._supervised,
+                args=("prepare", self._prepare_loop),
+                name="harstream-prepare",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._supervised,
+                args=("infer", self._infer_loop),
+                name="harstream-infer",
+                daemon=True,
+            ),
         ]
 
     def swap(self, engine: Engine, model_name: str, done: Callable[[], None]) -> None:
@@ -336,8 +279,48 @@ class Pipeline:
         self.inbox.close()
 
     def join(self, timeout: float | None = None) -> None:
+        """Wait for both threads; once a stage died, at most ``FAILED_JOIN_S`` more (the
+        other may wait forever on the dead one: the threads are daemons)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        given_up = None  # when to stop waiting because a stage died
         for thread in self._threads:
-            thread.join(timeout)
+            while thread.is_alive():
+                now = time.monotonic()
+                if self.failed is not None and given_up is None:
+                    given_up = now + FAILED_JOIN_S
+                limits = [d for d in (deadline, given_up) if d is not None]
+                if limits and now >= min(limits):
+                    return
+                thread.join(min([0.1, *(d - now for d in limits)]))
+
+    def _supervised(self, stage: str, loop: Callable[[], None]) -> None:
+        """Run a stage's loop; an exception that escapes it is a bug no boundary caught:
+        the pipeline is broken, so say so (``failed``, ``on_failure``), and the gateway
+        stops with an error for its supervisor to restart it."""
+        try:
+            loop()
+        except BaseException as exc:
+            self.failed = f"the {stage} stage died: {type(exc).__name__}: {exc}"
+            log.critical("%s; the gateway stops", self.failed, exc_info=True)
+            if stage == "prepare":  # let the infer thread finish
+                with contextlib.suppress(queue.Full):
+                    self._handoff.put(None, timeout=FAILED_JOIN_S)
+            if self.on_failure is not None:
+                self.on_failure()
+
+    def progress(self) -> dict[str, Any]:
+        """For /healthz: alive, and how long messages have waited without a batch
+        completing (0 while the inbox is empty)."""
+        now = self.monotonic()
+        queued = len(self.inbox)
+        since = max(self.infer_stats.completed_at, self.inbox.waiting_since)
+        stalled_s = now - since if queued else 0.0
+        return {
+            "failed": self.failed,
+            "queue": queued,
+            "stalled_s": round(stalled_s, 3),
+            "ok": self.failed is None and stalled_s < STALL_S,
+        }
 
     # --- the prepare thread ----------------------------------------------------------
 
@@ -348,7 +331,10 @@ class Pipeline:
         next_evict = self.monotonic() + every
         take = self.inbox.take
         limit, linger_s = self.settings.max_batch, self.settings.max_linger_ms / 1000
-        while (taken := take(limit, every, linger_s)) is not None:
+        # devices per batch, of the last few: lingering pays only when other devices'
+        # messages will come to share the batch (a lone device never waits for them)
+        crowd: deque[int] = deque([0], maxlen=LINGER_MEMORY)
+        while (taken := take(limit, every, linger_s if max(crowd) > 1 else 0.0)) is not None:
             arrivals, announce = taken
             if self._swap is not None:
                 swap, self._swap = self._swap, None
@@ -368,17 +354,12 @@ class Pipeline:
                     self._save_calibrations()
                 done(had)
             if self.monotonic() >= next_evict:
-                now = self.wall_clock()
-                gone = self.engine.evict_idle(now)
-                self.ingest.evict_idle(now)
-                if gone:
-                    self._handoff.put(_Batch(Prepared(), evicted=gone))
-                    if self.recorder is not None:
-                        self.recorder.end(gone)
+                self._evict()
                 next_evict = self.monotonic() + every
             if arrivals or announce:
                 batch = self._prepare(arrivals, announce, rejected)
                 if batch is not None:
+                    crowd.append(len(batch.received))
                     self._handoff.put(batch)
                 batches += 1
             counters, ingest = self.engine.counters, self.ingest.counters
@@ -396,46 +377,41 @@ class Pipeline:
                 resets=counters["resets"],
                 evicted=counters["evicted"],
                 batches=batches,
+                lingered=self.inbox.lingered,
                 model_swaps=counters["model_swaps"],
             )
         self._handoff.put(None)
+
+    def _evict(self) -> None:
+        """Devices silent for ``idle_timeout_s`` leave the engine, ingest and recorder."""
+        now = self.wall_clock()
+        try:
+            gone = self.engine.evict_idle(now)
+            self.ingest.evict_idle(now)
+            if gone and self.recorder is not None:
+                self.recorder.end(gone)
+        except Exception as exc:  # the next round tries again
+            self.faults.caught("evict", "", exc)
+            return
+        if gone:
+            self._handoff.put(_Batch(Prepared(), evicted=gone))
 
     def _prepare(
         self, arrivals: list[Arrival], announce: bool, rejected: Counter[str]
     ) -> _Batch | None:
         messages: list[Message] = []
         batch = _Batch(Prepared())
-        router = self.router
         for arrival in arrivals:
             for received in arrival.messages:
-                incoming = received
-                if router is not None:
-                    topic, refused = router.unmap(received.topic)
-                    if topic is None:
-                        if refused is not None:  # the broker and the workers disagree
-                            rejected["wrong_partition"] += 1
-                            self._warn_partition(refused)
-                        continue
-                    if topic != received.topic:
-                        incoming = Incoming(topic, received.payload)
-                if incoming.topic.endswith(self._calibrate_suffix):
-                    self._calibration_request(incoming, batch, rejected)
-                    continue
-                if incoming.topic.endswith(self._label_suffix):
-                    self._label(incoming, batch, rejected)
-                    continue
-                decoded, errors = self.ingest.decode(incoming, arrival.wall)
-                for device, code, detail in errors:
-                    rejected[code] += 1
-                    batch.errors.append((device, code, detail))
-                for message in decoded:
-                    messages.append(message)
-                    batch.received.setdefault(message.device, arrival.mono)
+                try:
+                    self._decode(received, arrival, batch, messages, rejected)
+                except Exception as exc:  # one message's fault stays its own
+                    device = self.faults.caught("decode", received.topic, exc)
+                    self._refuse(batch, rejected, device, "internal_error", f"{exc!r}"[:200])
         try:
             batch.prepared = self.engine.prepare(messages)
-        except Exception:  # a bug must not take every other device down with it
-            log.exception("preparing a batch of %d messages failed; dropped", len(messages))
-            return None
+        except Exception as exc:  # find the device that broke it
+            batch.prepared = self._prepare_apart(messages, exc, batch, rejected)
         saved = False
         for event in batch.prepared.events:
             if event.code in ("calibrated", "calibration_failed"):
@@ -450,9 +426,69 @@ class Pipeline:
         if saved:
             self._save_calibrations()
         if self.recorder is not None:
-            self._record(batch)
+            self._record(batch, rejected)
         batch.announce = self.engine.devices if announce else batch.prepared.new_devices
         return batch
+
+    def _decode(
+        self,
+        received: Incoming,
+        arrival: Arrival,
+        batch: _Batch,
+        messages: list[Message],
+        rejected: Counter[str],
+    ) -> None:
+        """One incoming message: routed, decoded, its engine messages added."""
+        incoming = received
+        router = self.router
+        if router is not None:
+            topic, refused = router.unmap(received.topic)
+            if topic is None:
+                if refused is not None:  # the broker and the workers disagree
+                    rejected["wrong_partition"] += 1
+                    self._warn_partition(refused)
+                return
+            if topic != received.topic:
+                incoming = Incoming(topic, received.payload)
+        if incoming.topic.endswith(self._calibrate_suffix):
+            self._calibration_request(incoming, batch, rejected)
+            return
+        if incoming.topic.endswith(self._label_suffix):
+            self._label(incoming, batch, rejected)
+            return
+        decoded, errors = self.ingest.decode(incoming, arrival.wall)
+        for device, code, detail in errors:
+            self._refuse(batch, rejected, device, code, detail)
+        for message in decoded:
+            messages.append(message)
+            batch.received.setdefault(message.device, arrival.mono)
+
+    def _prepare_apart(
+        self, messages: list[Message], exc: Exception, batch: _Batch, rejected: Counter[str]
+    ) -> Prepared:
+        """The engine failed on a batch: prepare each device's messages on their own, so
+        that only the device that breaks it loses its messages (rare: a bug)."""
+        log.warning("preparing a batch failed (%r); preparing its devices apart", exc)
+        by_device: dict[str, list[Message]] = {}
+        for message in messages:
+            by_device.setdefault(message.device, []).append(message)
+        merged = Prepared()
+        for device, mine in by_device.items():
+            try:
+                part = self.engine.prepare(mine)
+            except Exception as failure:  # this device's alone
+                self.faults.caught("prepare", device, failure)
+                self._refuse(batch, rejected, device, "internal_error", f"{failure!r}"[:200])
+                continue
+            merged.rounds += part.rounds  # rounds complete in order: devices stay apart
+            merged.events += part.events
+            merged.new_devices += part.new_devices
+        return merged
+
+    @staticmethod
+    def _refuse(batch: _Batch, rejected: Counter[str], device: str, code: str, detail: str) -> None:
+        rejected[code] += 1
+        batch.errors.append((device, code, detail))
 
     def _calibration_request(
         self, incoming: Incoming, batch: _Batch, rejected: Counter[str]
@@ -490,8 +526,9 @@ class Pipeline:
             log.error("a message for another worker: %s (workers and broker disagree)", reason)
             self._partition_warned = now
 
-    def _record(self, batch: _Batch) -> None:
-        """Hand the samples the engine admitted to the recorder, with their times."""
+    def _record(self, batch: _Batch, rejected: Counter[str]) -> None:
+        """Hand the samples the engine admitted to the recorder, with their times; a
+        device whose recording fails keeps being recognised (``recording_failed``)."""
         recorder, engine = self.recorder, self.engine
         assert recorder is not None
         rate = engine.rate_hz
@@ -503,9 +540,13 @@ class Pipeline:
                 t0 = msg.t if msg.t is not None else msg.received - (len(msg.samples) - 1) / rate
                 vertical = engine.vertical_of(msg.device)
                 source = "calibration" if msg.device in engine.verticals else "reference"
-                batch.sessions[msg.device] = recorder.samples(
-                    msg.device, start, restart, msg.samples, t0, vertical, source
-                )
+                try:
+                    batch.sessions[msg.device] = recorder.samples(
+                        msg.device, start, restart, msg.samples, t0, vertical, source
+                    )
+                except Exception as exc:  # this device's recording alone
+                    self.faults.caught("record", msg.device, exc)
+                    self._refuse(batch, rejected, msg.device, "recording_failed", f"{exc!r}"[:200])
 
     def _label(self, incoming: Incoming, batch: _Batch, rejected: Counter[str]) -> None:
         """``{prefix}/{device}/label``: a live label for the device's recording."""
@@ -532,7 +573,7 @@ class Pipeline:
             return
         try:
             self.calibrations.save(self.engine.verticals)
-        except OSError:  # a full or read-only disk must not stop recognition
+        except Exception:  # a full or read-only disk must not stop recognition
             log.exception("cannot save calibrations to %s", self.calibrations.path)
 
     # --- the infer thread ------------------------------------------------------------
@@ -546,18 +587,27 @@ class Pipeline:
                 batch.swap.done()
                 continue
             try:
-                decisions = self._completing.complete(batch.prepared)
-                if self.recorder is not None and decisions:
-                    self.recorder.decisions(batch.sessions, decisions)
-                output = self._output(batch, decisions)
-            except Exception:
+                decisions = self._finite(self._completing.complete(batch.prepared), batch)
+            except Exception as exc:  # this batch's decisions alone
                 errors += 1
-                log.exception("inference of a batch failed; its decisions are dropped")
-                continue
+                self.faults.caught("infer", "", exc)
+                decisions = Decisions.empty(self._completing.labels)
+            if self.recorder is not None and decisions:
+                try:
+                    self.recorder.decisions(batch.sessions, decisions)
+                except Exception as exc:  # recognition goes on
+                    self.faults.caught("record", "", exc)
+            try:
+                output = self._output(batch, decisions)
+            except Exception as exc:  # this batch's messages alone
+                errors += 1
+                self.faults.caught("output", "", exc)
+                output = Output()
             self.infer_stats = InferStats(
                 decisions=self._completing.decisions,
                 errors_suppressed=self.infer_stats.errors_suppressed,
                 batch_errors=errors,
+                completed_at=self.monotonic(),
             )
             self.deliver(output)
 
@@ -613,9 +663,23 @@ class Pipeline:
         if suppressed:
             stats = self.infer_stats
             self.infer_stats = InferStats(
-                stats.decisions, stats.errors_suppressed + suppressed, stats.batch_errors
+                stats.decisions,
+                stats.errors_suppressed + suppressed,
+                stats.batch_errors,
+                stats.completed_at,
             )
         return out
+
+    def _finite(self, decisions: Decisions, batch: _Batch) -> Decisions:
+        """Decisions with a non-finite confidence or probability never leave (they would
+        break JSON for every reader): dropped, reported as ``internal_error``."""
+        ok = np.isfinite(decisions.confidence) & np.isfinite(decisions.probs).all(axis=1)
+        if ok.all():
+            return decisions
+        for i in np.flatnonzero(~ok).tolist():
+            batch.errors.append((decisions.device[i], "internal_error", "non-finite output"))
+        log.error("%d non-finite decisions dropped", int((~ok).sum()))
+        return decisions.take(np.flatnonzero(ok))
 
     def _decided(self, batch: _Batch, decisions: Decisions, out: Output) -> None:
         """A batch's decisions: encoded together, handed over as one list."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import secrets
@@ -40,11 +39,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from harstream.core.engine import Engine
 from harstream.core.partitions import coverage, format_owned, partition_of
 from harstream.core.payload import encode, valid_device_id
-from harstream.errors import ConfigError, HarstreamError, PublishError
+from harstream.errors import ConfigError, HarstreamError, PublishError, StageError
 from harstream.gateway.dashboard import Dashboard, DashboardSettings
 from harstream.gateway.http import HttpIngest, HttpSettings
 from harstream.gateway.pipeline import Arrival, Output, Pipeline, PipelineSettings
@@ -64,6 +64,7 @@ log = logging.getLogger("harstream.gateway")
 
 PROBES = 8  # start-up probe devices of a worker
 COVERAGE_GRACE_S = 5.0  # a new worker waits this long for the others' announcements
+HEALTH_GRACE_S = 1.0  # after a stage died, /healthz answers 503 this long before exiting
 
 
 @dataclass(frozen=True)
@@ -133,10 +134,12 @@ class Gateway:
             if settings.scale is not None
             else None
         )
+        self._halt: asyncio.Event | None = None  # set to stop: by `stop`, or a dead stage
         self.pipeline = Pipeline(
             engine,
             settings.pipeline,
             self._deliver,
+            on_failure=self._stage_died,
             recorder=self.recorder,
             router=self.router,
             wall_clock=wall_clock,
@@ -151,7 +154,11 @@ class Gateway:
         self.dashboard = None
         if settings.http is not None and settings.dashboard is not None:
             self.dashboard = Dashboard(
-                settings.dashboard, self.live_numbers, self.connected.is_set, engine.labels
+                settings.dashboard,
+                self.live_numbers,
+                self.connected.is_set,
+                engine.labels,
+                health=self.health,
             )
         # a worker forwards what comes over HTTP through the broker, to the device's owner
         take = self.accept if self.router is None else self._forward
@@ -184,6 +191,7 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then drain, say ``offline`` and return."""
         self._loop = asyncio.get_running_loop()
+        halt = self._halt = asyncio.Event()  # `stop`, or a stage that died
         if self.recorder is not None:
             self.recorder.start()
         self.pipeline.start()
@@ -191,8 +199,11 @@ class Gateway:
             await self.http.start()
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._connection(stop), name="connection")
-                tasks.create_task(self._stats(stop), name="stats")
+                follow = tasks.create_task(self._follow(stop, halt), name="stop")
+                tasks.create_task(self._connection(halt), name="connection")
+                tasks.create_task(self._stats(halt), name="stats")
+                await halt.wait()
+                follow.cancel()
         except ExceptionGroup as group:  # a start that cannot work (a worker's probe)
             errors = [e for e in group.exceptions if isinstance(e, HarstreamError)]
             if errors:
@@ -200,11 +211,37 @@ class Gateway:
             raise
         finally:
             if self.http is not None:
+                if self.pipeline.failed is not None:  # a probe gets to see the 503 and why
+                    await asyncio.sleep(HEALTH_GRACE_S)
                 await self.http.stop()
             self.pipeline.stop()  # idempotent: after a crash too, the threads end
             if self.recorder is not None:
                 await asyncio.to_thread(self.pipeline.join)
                 await asyncio.to_thread(self.recorder.stop)
+        if self.pipeline.failed is not None:  # offline is said: now the supervisor's turn
+            raise StageError(f"{self.pipeline.failed} (see the log); exiting to be restarted")
+
+    @staticmethod
+    async def _follow(stop: asyncio.Event, halt: asyncio.Event) -> None:
+        await stop.wait()
+        halt.set()
+
+    def _stage_died(self) -> None:
+        """Called in the dying stage's thread: stop the gateway (``offline``, exit)."""
+        loop, halt = self._loop, self._halt
+        if loop is not None and halt is not None:
+            loop.call_soon_threadsafe(halt.set)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """/healthz: connected to the broker, both stages alive, and batches completing
+        while messages wait (``stalled_s`` under ``pipeline.STALL_S``)."""
+        progress = self.pipeline.progress()
+        connected = self.connected.is_set()
+        ok = connected and bool(progress.pop("ok"))
+        status = "ok" if ok else "failed" if progress["failed"] else "disconnected"
+        if connected and not progress["failed"] and not ok:
+            status = "stalled"
+        return ok, {"status": status, "connected": connected, **progress}
 
     async def _connection(self, stop: asyncio.Event) -> None:
         will = Will(self.status_topic, self._status(b"offline"), qos=1, retain=True)
@@ -352,12 +389,19 @@ class Gateway:
         rest = []
         for message in batch:
             if message.topic == self.control_topic:
-                self._control(message.payload)
+                try:
+                    self._control(message.payload)
+                except Exception as exc:  # one command's fault stays its own
+                    self.pipeline.faults.caught("control", message.topic, exc)
+                    self._result("unknown", False, f"internal error: {exc!r}"[:200])
             elif message.topic == ha_status:
                 if message.payload == b"online":
                     self.pipeline.inbox.request_announce()  # the pipeline knows the devices
             elif workers is not None and message.topic.startswith(workers):
-                self._worker_news(message)
+                try:
+                    self._worker_news(message)
+                except Exception as exc:  # one announcement's fault stays its own
+                    self.pipeline.faults.caught("worker", message.topic, exc)
             else:
                 rest.append(message)
         if rest:
@@ -461,10 +505,10 @@ class Gateway:
 
     def _control(self, payload: bytes) -> None:
         """A command on ``{prefix}/control``; its result on ``{prefix}/control/result``."""
-        try:
-            body = json.loads(payload)
+        try:  # orjson: strict, and a nesting limit instead of a RecursionError
+            body = orjson.loads(payload)
             command = body.get("command") if isinstance(body, dict) else None
-        except ValueError:
+        except orjson.JSONDecodeError:
             command = None
         if command == "reload" and set(body) == {"command"}:
             self.request_reload()
@@ -629,7 +673,9 @@ class Gateway:
             "evicted": prepare.evicted,
             "errors_suppressed": infer.errors_suppressed,
             "batches": prepare.batches,
+            "batches_lingered": prepare.lingered,
             "batch_errors": infer.batch_errors,
+            "faults": self.pipeline.faults.counts(),
             "published": self.counters["published"],
             "publish_failed": sum(self.publish_failed.values()),
             "publish_failed_by_reason": dict(self.publish_failed),
