@@ -230,9 +230,12 @@ def test_a_device_stream_takes_any_readings(batches: list[list[Readings]]) -> No
 
 
 P = "fz"
+# not "good": the pipeline test's good device is one the junk must leave alone; junk on a
+# device's own topic may rightly disturb that device (a stray seq makes its next messages
+# old or a gap), which is its own stream's business, not a fault
 devices = st.one_of(
-    st.sampled_from(["a", "b", "good", "x" * 64, "x" * 65, "", "a.b", "é", "+", "#"]),
-    st.text(max_size=8),
+    st.sampled_from(["a", "b", "goodx", "x" * 64, "x" * 65, "", "a.b", "é", "+", "#"]),
+    st.text(max_size=8).filter(lambda d: d != "good"),
 )
 topics = st.one_of(
     st.builds(
