@@ -25,7 +25,9 @@ seen for the first time is announced ``online`` on ``{prefix}/{device}/availabil
 Calibration (models with gravity-aligned inputs): a message on
 ``{prefix}/{device}/calibrate`` (or ``POST /calibrate/{device}``) starts one in the
 engine; its result, and a clear, are published retained on
-``{prefix}/{device}/calibration`` and saved to ``calibration.state_file``.
+``{prefix}/{device}/calibration`` and saved to ``calibration.state_file``; so are the
+verticals the engine learns from each device's walking (source ``walking``) and its
+re-mounts (status ``remounted``).
 
 Recording (``recording.dir``): the prepare thread hands the samples the engine admitted
 to the :class:`~harstream.gateway.recorder.Recorder`, which says which session they
@@ -75,6 +77,14 @@ from harstream.gateway.transport import Incoming
 __all__ = ["Arrival", "Inbox", "InferStats", "Outgoing", "Output", "Pipeline", "PrepareStats"]
 
 log = logging.getLogger("harstream.gateway")
+
+#: The engine's calibration events -> the status published on the calibration topic.
+_CALIBRATION_EVENTS = {
+    "calibrated": "calibrated",
+    "calibration_failed": "failed",
+    "refined": "refined",
+    "remounted": "remounted",
+}
 
 EVICT_EVERY_S = 5.0  # how often the prepare thread looks for idle devices (at most)
 
@@ -253,8 +263,11 @@ class _Batch:
     received: dict[str, float] = field(default_factory=dict)  # device -> monotonic receipt
     announce: list[str] = field(default_factory=list)  # to (re)announce to Home Assistant
     evicted: list[str] = field(default_factory=list)  # gone silent: say they are offline
-    # device, status (started | calibrated | failed | cleared), vertical in force, detail
-    calibrations: list[tuple[str, str, list[float] | None, str]] = field(default_factory=list)
+    # device, status (started | calibrated | failed | cleared | refined | remounted),
+    # the device's own vertical in force, its source (standing | walking | None), detail
+    calibrations: list[tuple[str, str, list[float] | None, str | None, str]] = field(
+        default_factory=list
+    )
     sessions: dict[str, str] = field(default_factory=dict)  # device -> recording session
     swap: _Swap | None = None  # this batch is the new engine's first
 
@@ -305,8 +318,9 @@ class Pipeline:
             CalibrationFile(settings.calibration_file) if settings.calibration_file else None
         )
         if self.calibrations is not None:  # fails the start on a bad file
-            for device, vertical in self.calibrations.load().items():
-                engine.set_vertical(device, vertical)
+            verticals, sources = self.calibrations.load_sources()
+            for device, vertical in verticals.items():
+                engine.set_vertical(device, vertical, sources[device])
         self._last_error: OrderedDict[str, float] = OrderedDict()
         self._partition_warned = -1e9
         self._threads = [
@@ -421,12 +435,12 @@ class Pipeline:
             return None
         saved = False
         for event in batch.prepared.events:
-            if event.code in ("calibrated", "calibration_failed"):
-                status = "calibrated" if event.code == "calibrated" else "failed"
+            if event.code in _CALIBRATION_EVENTS:
+                status = _CALIBRATION_EVENTS[event.code]
                 batch.calibrations.append(
-                    (event.device, status, self._vertical(event.device), event.detail)
+                    (event.device, status, *self._vertical(event.device), event.detail)
                 )
-                saved = saved or status == "calibrated"
+                saved = saved or status != "failed"
                 continue
             rejected[event.code] += 1
             batch.errors.append((event.device, event.code, event.detail))
@@ -452,7 +466,7 @@ class Pipeline:
             if seconds is None:
                 self.engine.set_vertical(device, None)
                 self._save_calibrations()
-                batch.calibrations.append((device, "cleared", self._vertical(device), ""))
+                batch.calibrations.append((device, "cleared", *self._vertical(device), ""))
                 return
             self.engine.calibrate(device, seconds)
         except PayloadError as exc:
@@ -465,7 +479,7 @@ class Pipeline:
             batch.errors.append((device, code, str(exc)))
             return
         detail = f"stand still for {seconds:g} s"
-        batch.calibrations.append((device, "started", self._vertical(device), detail))
+        batch.calibrations.append((device, "started", *self._vertical(device), detail))
 
     def _warn_partition(self, reason: str) -> None:
         now = self.monotonic()
@@ -506,15 +520,18 @@ class Pipeline:
             return
         log.info("label stored: %s", stored)
 
-    def _vertical(self, device: str) -> list[float] | None:
+    def _vertical(self, device: str) -> tuple[list[float] | None, str | None]:
+        """The device's own vertical in force and its source."""
         vertical = self.engine.verticals.get(device)
-        return None if vertical is None else vertical.tolist()
+        if vertical is None:
+            return None, None
+        return vertical.tolist(), self.engine.sources.get(device)
 
     def _save_calibrations(self) -> None:
         if self.calibrations is None:
             return
         try:
-            self.calibrations.save(self.engine.verticals)
+            self.calibrations.save(self.engine.verticals, self.engine.sources)
         except OSError:  # a full or read-only disk must not stop recognition
             log.exception("cannot save calibrations to %s", self.calibrations.path)
 
@@ -568,8 +585,8 @@ class Pipeline:
                     )
                 )
         now = self.wall_clock()
-        for device, status, vertical, detail in batch.calibrations:
-            payload = encode_calibration(device, status, vertical, detail, now)
+        for device, status, vertical, source, detail in batch.calibrations:
+            payload = encode_calibration(device, status, vertical, detail, now, source)
             send(Outgoing(f"{s.prefix}/{device}/calibration", payload, 1, True))
         for device in batch.evicted:
             idle = s.ingest.idle_timeout_s
