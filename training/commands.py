@@ -47,6 +47,10 @@ def _stream_configs(args: argparse.Namespace) -> dict[str, Any]:
         if not sep:
             raise ConfigError(f"--stream-config {item}: expected NAME=YAML")
         configs[name] = load_config(path, args.overrides)
+    if getattr(args, "calibration", None) == "none":  # uncalibrated: nothing learnt either
+        for name, config in configs.items():
+            cal = config.calibration.model_copy(update={"from_walking": False})
+            configs[name] = config.model_copy(update={"calibration": cal})
     return configs
 
 
@@ -163,6 +167,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _orientation_report(args, config)
     if args.streams == "spliced":
         return _life_order(args, config)
+    if args.calibration == "walking":
+        return _walking_report(args, config)
     report_path = args.report or Path(args.model) / "report.json"
     recordings = None
     if args.rotate != "none" or args.calibration != "standing":
@@ -210,6 +216,40 @@ def _orientation_report(args: argparse.Namespace, config: Any) -> int:
         title = f"Orientation robustness ({args.subjects} subjects)"
         csv, markdown = write_table(table, args.report, title)
         print(f"wrote {csv} and {markdown}")
+    return 0
+
+
+def _walking_report(args: argparse.Namespace, config: Any) -> int:
+    """``evaluate --calibration walking``: the vertical learnt online (training.walking)."""
+    import pandas as pd
+
+    from harstream.core.bundle import load_bundle
+    from training.data import TEST_SUBJECTS
+    from training.metrics import write_table
+    from training.robustness import rotation_seeds
+    from training.walking import seconds_table, subject_devices, walking_report
+
+    if args.record:
+        raise ConfigError("--calibration walking takes no --record")
+    subjects = TEST_SUBJECTS if args.subjects == "test" else config.train.validation_subjects
+    bundle, data_dir = load_bundle(args.model), _data_dir(args, config)
+    rotations = rotation_seeds(args.rotate)
+    table = walking_report(bundle, config, data_dir, subjects, rotations, config.train.jobs)
+    print(
+        f"{bundle.name} on the {args.subjects} subjects {list(subjects)}, turned {args.rotate}: "
+        "each subject one device, its recordings joined (lab) or spliced in random orders"
+    )
+    print(table.to_string(index=False))
+    path = args.report or Path(args.model or "runs/default") / "walking"
+    written = list(write_table(table, path, f"Calibration from walking ({args.subjects})"))
+    if args.walking_seconds:
+        seconds = [float(s) for s in args.walking_seconds.split(",")]
+        devices = subject_devices(bundle, data_dir, subjects, rotations[0])
+        sweep = pd.DataFrame(seconds_table(bundle, config, devices, seconds))
+        print("the first vertical after N s of walking, in force from the start:")
+        print(sweep.to_string(index=False))
+        written += write_table(sweep, path.with_name(f"{path.name}-seconds"), "Seconds of walking")
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -516,10 +556,18 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     evaluate.add_argument(
         "--calibration",
-        choices=["standing", "reference", "none"],
+        choices=["standing", "reference", "walking", "none"],
         default="standing",
         help="models with aligned inputs: a 5 s standing calibration per recording "
-        "(default), the training phone's mount assumed, or none",
+        "(default), the training phone's mount assumed, learnt online from the device's "
+        "walking (its own table; --walking-seconds adds the sweep), or none (nothing "
+        "learnt from walking either)",
+    )
+    evaluate.add_argument(
+        "--walking-seconds",
+        metavar="S,S,...",
+        help="with --calibration walking: also the accuracy of the vertical learnt from each "
+        "number of walking seconds (choose calibration.walking_s on validation)",
     )
     evaluate.add_argument(
         "--orientations",
