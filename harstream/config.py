@@ -211,7 +211,7 @@ class CalibrationConfig(_Section):
     #: from walking"): a device needs no standing calibration for its posture
     from_walking: bool = True
     #: seconds of confident WALKING before the first vertical (chosen on validation)
-    walking_s: PositiveFloat = 10.0
+    walking_s: PositiveFloat = 5.0
     #: the least smoothed confidence of a WALKING decision that is taken
     walking_confidence: Probability = 0.8
     #: walking that disagrees with the vertical in force by more than this (degrees) ...

@@ -329,7 +329,7 @@ SOURCES = (None, "standing", "walking")
 class WalkingCalibration:
     """Calibration from walking (the defaults and their reasons: ``CalibrationConfig``)."""
 
-    seconds: float = 10.0  # walking seconds before the first vertical
+    seconds: float = 5.0  # walking seconds before the first vertical
     confidence: float = 0.8  # the least published confidence of a WALKING decision taken
     settle: int = 2  # the first decisions of each walking bout are not taken
     steady_deg: float = 10.0  # a bout ends where gravity turns more than this in a decision
