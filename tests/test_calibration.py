@@ -142,17 +142,18 @@ async def test_walking_calibrates_a_device_and_a_turn_remounts_it(
         async with gateway_running(config, bundle) as gateway:
             for k in range(0, n, 50):  # 1 s messages, as fast as the broker takes them
                 await listener.client.publish(topic, imu(SUBJECT_9.samples[k : k + 50], seq=k))
-            await listener.until(lambda: any(s["status"] == "calibrated" for s in statuses()))
+            await listener.until(lambda: any(s["status"] == "calibrated" for s in statuses()), 60)
             first = next(s for s in statuses() if s["status"] == "calibrated")
             assert first["source"] == "walking" and "walking" in str(first["detail"])
             learnt = np.array(first["vertical"])
             for k in range(0, n, 50):  # re-clipped a quarter turn, walking on
                 await listener.client.publish(topic, imu(again[k : k + 50], seq=n + k))
-            await listener.until(lambda: any(s["status"] == "remounted" for s in statuses()))
-            remounted = next(s for s in statuses() if s["status"] == "remounted")
-            assert "re-mounted" in str(remounted["detail"])
-            await listener.until(lambda: statuses()[-1]["status"] != "remounted")
-            last = statuses()[-1]
+            await listener.until(lambda: any(s["status"] == "remounted" for s in statuses()), 60)
+            at = next(i for i, s in enumerate(statuses()) if s["status"] == "remounted")
+            assert "re-mounted" in str(statuses()[at]["detail"])
+            assert statuses()[at]["vertical"] is None  # the old vertical dropped
+            await listener.until(lambda: len(statuses()) > at + 1, 60)
+            last = statuses()[at + 1]  # the walking seconds that showed it: in force at once
             assert last["status"] == "calibrated" and last["source"] == "walking"
             turned_by = np.degrees(np.arccos(np.clip(learnt @ np.array(last["vertical"]), -1, 1)))
             assert 60 < turned_by < 120  # the quarter turn, as walking sees it

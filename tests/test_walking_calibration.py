@@ -161,3 +161,19 @@ def test_a_model_swap_keeps_the_sources() -> None:
     swapped.adopt(engine)
     assert swapped.sources == {"belt": "walking"}
     np.testing.assert_allclose(swapped.vertical_of("belt"), engine.vertical_of("belt"))  # type: ignore[arg-type]
+
+
+def test_one_remount_when_one_batch_holds_the_whole_turned_walk() -> None:
+    """A batch of many messages of one device is prepared before any of it completes:
+    the vertical a re-mount dropped is not dropped again by the rest of the batch."""
+    engine = default_engine()
+    stream(engine, "belt", SUBJECT_9.samples)
+    n = len(SUBJECT_9.samples)
+    again = turned(SUBJECT_9.samples, rotation("y", 90))
+    batch = [Message("belt", again[a : a + 50], seq=n + a) for a in range(0, n, 50)]
+    events = engine.feed_many(batch).events + engine.feed_many([]).events
+    codes = [e.code for e in events]
+    assert codes.count("remounted") == 1 and engine.counters["remounts"] == 1
+    at = codes.index("remounted")
+    assert codes[at + 1] == "calibrated" and set(codes) == {"refined", "remounted", "calibrated"}
+    assert angle(engine.vertical_of("belt"), walking_vertical(again)) < 5.0  # type: ignore[arg-type]

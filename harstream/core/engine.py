@@ -297,6 +297,7 @@ class _Round:
     step: np.ndarray
     gravity: np.ndarray  # (decisions, 4): unit gravity and the hop's motion; NaN: none
     own: np.ndarray  # (messages, 3): the device's own vertical in force; NaN: none
+    version: np.ndarray  # (messages,): which of the device's verticals that is
 
 
 @dataclass
@@ -446,6 +447,7 @@ class Engine:
             "last_seen": ((), np.float64, np.inf),  # free slots are never idle
             "vertical": ((3,), np.float64, np.nan),
             "own": ((), bool, False),  # the vertical is the device's own, not the default
+            "version": ((), np.int64, 0),  # counts changes of the vertical
         }
         if self.mode == "window":
             spec["ring"] = ((self.window, channels), np.float32, 0.0)
@@ -464,6 +466,7 @@ class Engine:
         spec: dict[str, Spec] = {
             "activity": ((), np.int64, -1),
             "walk_run": ((), np.int64, 0),
+            "dropped": ((), np.int64, -1),  # the vertical version a re-mount dropped
             "walk_last": ((3,), np.float64, 0.0),
             "walk_sum": ((3,), np.float64, 0.0),
             "walk_s": ((), np.float64, 0.0),
@@ -485,6 +488,12 @@ class Engine:
     @property
     def device_count(self) -> int:
         return len(self._slot)
+
+    @property
+    def learnt_waiting(self) -> bool:
+        """Whether the complete stage learnt something (from walking) that the prepare
+        stage has yet to apply (at the start of its next ``prepare``, even an empty one)."""
+        return bool(self._learnt)
 
     def _allocate(self, device: str) -> int:
         """A slot for a new device, its input side reset."""
@@ -581,6 +590,7 @@ class Engine:
             now = self.vertical_of(device)
             self._in.vertical[slot] = np.nan if now is None else now
             self._in.own[slot] = vertical is not None
+            self._in.version[slot] += 1
 
     def vertical_of(self, device: str) -> np.ndarray | None:
         return self.verticals.get(device, self.default_vertical)
@@ -635,15 +645,16 @@ class Engine:
         confidence: np.ndarray,
         gravity: np.ndarray,
         motion: np.ndarray,
-        own: np.ndarray,
         rows: np.ndarray,
         r: _Round,
     ) -> None:
         """The complete stage: one decision of each of ``slots`` into their walking
         estimates (``gravity``: unit gravity at each; ``motion``: mean |body
-        acceleration| over its hop; ``own``: the device's own vertical in force, NaN:
-        none; ``rows``: their messages in ``r``). What a device learnt (a first or
-        refined vertical, a re-mount) is queued for the prepare stage.
+        acceleration| over its hop; ``rows``: their messages in ``r``, which carry the
+        device's own vertical in force). What a device learnt (a first or refined
+        vertical, a re-mount) is queued for the prepare stage; until that stage applies
+        it, rounds it prepared before still carry a vertical this stage already dropped
+        (their ``version`` says so), and the estimate stands in for it.
 
         Only WALKING feeds the estimate. The re-mount check also takes a posture that
         moves like walking (``walking_motion_g``, steady): a vertical gone wrong makes
@@ -673,7 +684,8 @@ class Engine:
         off_sum, off_s = out.off_sum[slots], out.off_s[slots]
         # what the walking is compared with: the device's own vertical in force, else
         # the estimate so far (a device turned before its first vertical starts anew)
-        has_own = np.isfinite(own[:, 0])
+        own, version = r.own[rows], r.version[rows]
+        has_own = np.isfinite(own[:, 0]) & (version != out.dropped[slots])
         norm = np.linalg.norm(walk_sum, axis=1, keepdims=True)
         estimate = walk_sum / np.maximum(norm, 1e-12)
         has_ref = has_own | (walk_s >= 2 * hop_s)
@@ -700,6 +712,7 @@ class Engine:
         ready = walk_s >= w.seconds - 1e-9
         first = ready & ((on & (before < w.seconds - 1e-9)) | (moved & ~has_own))
         remount = moved & has_own
+        out.dropped[slots[remount]] = version[remount]
         for i in np.flatnonzero(remount | (ready & (first | ended))).tolist():
             device = r.messages[int(rows[i])].device
             what = "remount" if remount[i] else "walking"
@@ -905,6 +918,7 @@ class Engine:
             step=step,
             gravity=gravity,
             own=np.where(inp.own[slots, None], inp.vertical[slots], np.nan),
+            version=inp.version[slots].copy(),
         )
 
     def _gravity_at(
@@ -1086,7 +1100,7 @@ class Engine:
             if self.walking is not None:
                 at = r.row[mine]
                 seen = r.gravity[mine]
-                self._learn(s, published, conf, seen[:, :3], seen[:, 3], r.own[at], at, r)
+                self._learn(s, published, conf, seen[:, :3], seen[:, 3], at, r)
         self.decisions += len(slots)
         seq = r.first[r.row] + r.stop - 1
         offset = seq - r.start[r.row]
@@ -1100,7 +1114,7 @@ class Engine:
         )
 
 
-_WALK_ARRAYS = ("walk_run", "walk_last", "walk_sum", "walk_s", "off_sum", "off_s")
+_WALK_ARRAYS = ("walk_run", "dropped", "walk_last", "walk_sum", "walk_s", "off_sum", "off_s")
 
 
 def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:

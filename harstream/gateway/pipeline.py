@@ -373,7 +373,7 @@ class Pipeline:
                     if self.recorder is not None:
                         self.recorder.end(gone)
                 next_evict = self.monotonic() + every
-            if arrivals or announce:
+            if arrivals or announce or self.engine.learnt_waiting:
                 batch = self._prepare(arrivals, announce, rejected)
                 if batch is not None:
                     self._handoff.put(batch)
@@ -437,9 +437,9 @@ class Pipeline:
         for event in batch.prepared.events:
             if event.code in _CALIBRATION_EVENTS:
                 status = _CALIBRATION_EVENTS[event.code]
-                batch.calibrations.append(
-                    (event.device, status, *self._vertical(event.device), event.detail)
-                )
+                # remounted: the vertical was dropped (a new one may follow in this batch)
+                now = (None, None) if status == "remounted" else self._vertical(event.device)
+                batch.calibrations.append((event.device, status, *now, event.detail))
                 saved = saved or status != "failed"
                 continue
             rejected[event.code] += 1
@@ -547,6 +547,8 @@ class Pipeline:
                 continue
             try:
                 decisions = self._completing.complete(batch.prepared)
+                if self._completing.learnt_waiting:  # the prepare thread applies it
+                    self.inbox.wake()
                 if self.recorder is not None and decisions:
                     self.recorder.decisions(batch.sessions, decisions)
                 output = self._output(batch, decisions)

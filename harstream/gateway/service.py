@@ -144,7 +144,11 @@ class Gateway:
         self.dashboard = None
         if settings.http is not None and settings.dashboard is not None:
             self.dashboard = Dashboard(
-                settings.dashboard, self.live_numbers, self.connected.is_set, engine.labels
+                settings.dashboard,
+                self.live_numbers,
+                self.connected.is_set,
+                engine.labels,
+                calibration=self._calibration_source,
             )
         # a worker forwards what comes over HTTP through the broker, to the device's owner
         take = self.accept if self.router is None else self._forward
@@ -617,6 +621,11 @@ class Gateway:
             **coverage(scale.partitions, {scale.worker: scale.owned, **self.workers}),
             **self.router.counters,
         }
+
+    def _calibration_source(self, device: str) -> str | None:
+        """The source of the device's vertical, in the engine serving now (a model swap
+        replaces it), for the live page."""
+        return self.engine.sources.get(device)
 
     def live_numbers(self) -> dict[str, Any]:
         """The counters now, with the last stats interval's rates and latency."""
