@@ -227,7 +227,7 @@ def _walking_report(args: argparse.Namespace, config: Any) -> int:
     from training.data import TEST_SUBJECTS
     from training.metrics import write_table
     from training.robustness import rotation_seeds
-    from training.walking import seconds_table, subject_devices, walking_report
+    from training.walking import recording_devices, seconds_table, walking_report
 
     if args.record:
         raise ConfigError("--calibration walking takes no --record")
@@ -244,9 +244,11 @@ def _walking_report(args: argparse.Namespace, config: Any) -> int:
     written = list(write_table(table, path, f"Calibration from walking ({args.subjects})"))
     if args.walking_seconds:
         seconds = [float(s) for s in args.walking_seconds.split(",")]
-        devices = subject_devices(bundle, data_dir, subjects, rotations[0])
+        devices = recording_devices(bundle, data_dir, subjects, rotations[0])
         sweep = pd.DataFrame(seconds_table(bundle, config, devices, seconds))
-        print("the first vertical after N s of walking, in force from the start:")
+        print(
+            "each recording alone, the first vertical after N s of walking in force from its start:"
+        )
         print(sweep.to_string(index=False))
         written += write_table(sweep, path.with_name(f"{path.name}-seconds"), "Seconds of walking")
     print("wrote " + ", ".join(str(p) for p in written))

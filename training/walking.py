@@ -51,8 +51,10 @@ from training.robustness import parse_rotation
 
 __all__ = [
     "WalkingRun",
+    "recording_devices",
     "remounted",
     "run_walking",
+    "seconds_table",
     "spliced_devices",
     "subject_devices",
     "walking_figures",
@@ -98,6 +100,25 @@ def subject_devices(
         device = _device(bundle, subject, name, samples, labels, rotate, index, calibration)
         devices.append((device, len(raw[0].samples)))
     return devices
+
+
+def recording_devices(
+    bundle: Bundle,
+    data_dir: str | Path,
+    subjects: Sequence[int],
+    rotate: str = "none",
+    calibration: str = "none",
+) -> list[tuple[Prepared, int]]:
+    """Each recording alone a device (the protocol's usual unit), turned by ``rotate``
+    (one rotation per recording), with its length."""
+    raw = [r for subject in subjects for r in iter_hapt(data_dir, subjects=[subject])]
+    return [
+        (
+            _device(bundle, r.subject, r.experiment, r.samples, r.labels, rotate, i, calibration),
+            len(r.samples),
+        )
+        for i, r in enumerate(raw)
+    ]
 
 
 def spliced_devices(
@@ -301,38 +322,51 @@ def seconds_table(
     """How good a vertical N seconds of walking give, for each N: each device's first
     vertical from the engine with ``calibration.walking_s`` = N, applied to all of the
     device's protocol windows (as if it had been in force from the start: the vertical's
-    quality alone, not its arrival), and its angle to the device's standing vertical."""
+    quality alone, not its arrival), and its angle to the device's standing vertical
+    (the first 5 s of its first STANDING segment). Row ``standing``: that standing
+    vertical in force from the start instead (the protocol's calibrated figure)."""
     model = load_model(bundle, "onnx")
     pre = bundle.preprocessor()
-    rows = []
+    standing = []
+    for device, _ in devices:
+        _, filtered = pre.filter(None, device.samples[None])
+        standing.append(standing_vertical(filtered[0], device.labels, bundle.rate_hz, 5.0))
+    rows = [_fixed_row(bundle, model, devices, standing, standing, "standing")]
     for n in seconds:
         cal = config.calibration.model_copy(update={"walking_s": n})
         runs = run_walking(bundle, config.model_copy(update={"calibration": cal}), devices)
-        truth, pred, angles = [], [], []
-        for run, (device, _) in zip(runs, devices, strict=True):
-            first = next((v for _, v, src in run.timeline if src == "walking"), None)
-            if first is None:
-                continue
-            _, filtered = pre.filter(None, device.samples[None])
-            standing = standing_vertical(filtered[0], device.labels, bundle.rate_hz, 5.0)
-            angles.append(float(np.degrees(np.arccos(np.clip(first @ standing, -1, 1)))))
-            fixed = WalkingRun(device, timeline=[(0, first, "walking")])
-            per_sample = _probs(bundle, fixed, model)
-            starts, classes = protocol_windows(device.labels, bundle.window, bundle.hop)
-            truth.append(classes)
-            pred.append(per_sample[starts + bundle.window - 1].argmax(-1))
-        m = window_metrics(np.concatenate(truth), np.concatenate(pred), bundle.labels)
-        rows.append(
-            {
-                "walking_s": n,
-                "devices": f"{len(truth)}/{len(devices)}",
-                "accuracy": round(m["accuracy"], 4),
-                "macro_f1": round(m["macro_f1"], 4),
-                "angle_to_standing_deg_median": round(float(np.median(angles)), 1),
-                "angle_to_standing_deg_max": round(float(np.max(angles)), 1),
-            }
-        )
+        first = [next((v for _, v, src in run.timeline if src == "walking"), None) for run in runs]
+        rows.append(_fixed_row(bundle, model, devices, first, standing, n))
     return rows
+
+
+def _fixed_row(
+    bundle: Bundle,
+    model: Any,
+    devices: Sequence[tuple[Prepared, int]],
+    verticals: Sequence[np.ndarray | None],
+    standing: Sequence[np.ndarray],
+    name: float | str,
+) -> dict[str, Any]:
+    """The devices' protocol windows with ``verticals`` in force from the start."""
+    truth, pred, angles = [], [], []
+    for (device, _), v, s in zip(devices, verticals, standing, strict=True):
+        if v is None:
+            continue
+        angles.append(float(np.degrees(np.arccos(np.clip(v @ s, -1, 1)))))
+        per_sample = _probs(bundle, WalkingRun(device, timeline=[(0, v, "walking")]), model)
+        starts, classes = protocol_windows(device.labels, bundle.window, bundle.hop)
+        truth.append(classes)
+        pred.append(per_sample[starts + bundle.window - 1].argmax(-1))
+    m = window_metrics(np.concatenate(truth), np.concatenate(pred), bundle.labels)
+    return {
+        "walking_s": name,
+        "devices": f"{len(truth)}/{len(devices)}",
+        "accuracy": round(m["accuracy"], 4),
+        "macro_f1": round(m["macro_f1"], 4),
+        "angle_to_standing_deg_median": round(float(np.median(angles)), 1),
+        "angle_to_standing_deg_max": round(float(np.max(angles)), 1),
+    }
 
 
 #: The report's rows: (streams, calibration, turned again half-way). ``none`` is the
