@@ -61,7 +61,7 @@ __all__ = [
     "walking_report",
 ]
 
-WALKING = 1  # the HAPT label id
+WALKING, STANDING = 1, 5  # the HAPT label ids
 #: Windows count from this much labelled walking on (after the start, or the turn).
 COUNT_AFTER_S = 10.0
 COUNT_AFTER_TURN_S = 30.0
@@ -323,10 +323,12 @@ def seconds_table(
     vertical from the engine with ``calibration.walking_s`` = N, applied to all of the
     device's protocol windows (as if it had been in force from the start: the vertical's
     quality alone, not its arrival), and its angle to the device's standing vertical
-    (the first 5 s of its first STANDING segment). Row ``standing``: that standing
+    (the first 5 s of its first STANDING segment; devices without one, such as subject
+    10's walking-only recording, are left out). Row ``standing``: that standing
     vertical in force from the start instead (the protocol's calibrated figure)."""
     model = load_model(bundle, "onnx")
     pre = bundle.preprocessor()
+    devices = [(d, n) for d, n in devices if (d.labels == STANDING).any()]  # to compare with
     standing = []
     for device, _ in devices:
         _, filtered = pre.filter(None, device.samples[None])
