@@ -292,12 +292,13 @@ def walking_figures(bundle: Bundle, runs: Sequence[WalkingRun]) -> dict[str, Any
                 first_walk.append((arrived - walk0[0]) / rate)
         seqs, decided = zip(*run.decided, strict=True) if run.decided else ((), ())
         stream += score_stream(labels, seqs, decided, rate)
-    m = window_metrics(np.concatenate(truth), np.concatenate(pred), bundle.labels)
+    truth_, pred_ = np.concatenate(truth), np.concatenate(pred)
+    m = window_metrics(truth_, pred_, bundle.labels) if len(truth_) else {}
     out: dict[str, Any] = {
         "devices": len(runs),
-        "windows": m["windows"],
-        "accuracy": round(m["accuracy"], 4),
-        "macro_f1": round(m["macro_f1"], 4),
+        "windows": len(truth_),  # none: nothing counted (too little walking after the turn)
+        "accuracy": round(m["accuracy"], 4) if m else None,
+        "macro_f1": round(m["macro_f1"], 4) if m else None,
         "online_accuracy": round(stream.online_accuracy, 4),
         "calibrated_devices": sum(_first_walking_vertical(r, 0) is not None for r in runs),
     }

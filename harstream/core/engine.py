@@ -657,7 +657,7 @@ class Engine:
         (their ``version`` says so), and the estimate stands in for it.
 
         Only WALKING feeds the estimate. The re-mount check also takes a posture that
-        moves like walking (``walking_motion_g``, steady): a vertical gone wrong makes
+        moves like walking (``motion_g``, steady): a vertical gone wrong makes
         the network read walking as a posture (lying, often), so WALKING alone would
         never show the device was turned."""
         w, out = self.walking, self._out
