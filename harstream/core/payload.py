@@ -580,15 +580,22 @@ def decode_calibrate(payload: bytes, default_s: float) -> float | None:
 
 
 def encode_calibration(
-    device: str, status: str, vertical: Sequence[float] | None, detail: str, t: float
+    device: str,
+    status: str,
+    vertical: Sequence[float] | None,
+    detail: str,
+    t: float,
+    source: str | None = None,
 ) -> bytes:
     """A device's calibration status (``{prefix}/{device}/calibration``, retained):
-    started | calibrated | failed | cleared, the vertical in force (None: none)."""
+    started | calibrated | failed | cleared | refined | remounted, the vertical in force
+    (None: none) and where it came from (``source``: standing | walking | None)."""
     return encode(
         {
             "device": device,
             "status": status,
             "vertical": None if vertical is None else [round(float(v), 5) for v in vertical],
+            "source": source,
             "detail": detail,
             "t": round(t, 3),
         }

@@ -159,6 +159,7 @@ class Gateway:
                 self.connected.is_set,
                 engine.labels,
                 health=self.health,
+                calibration=self._calibration_source,
             )
         # a worker forwards what comes over HTTP through the broker, to the device's owner
         take = self.accept if self.router is None else self._forward
@@ -707,6 +708,11 @@ class Gateway:
             **self.router.counters,
             **(self.book.counters if self.book is not None else {}),
         }
+
+    def _calibration_source(self, device: str) -> str | None:
+        """The source of the device's vertical, in the engine serving now (a model swap
+        replaces it), for the live page."""
+        return self.engine.sources.get(device)
 
     def live_numbers(self) -> dict[str, Any]:
         """The counters now, with the last stats interval's rates and latency."""
