@@ -20,7 +20,9 @@ the device's own WALKING decisions). The figures:
   half-way through its first recording (while its wearer walks and climbs stairs); the
   windows counted are those after 30 s of labelled walking that follow the turn (the
   rest of the walking, then the second recording), and ``recover_s`` is the time from
-  the turn to the new walking vertical (NaN: none before the stream ended).
+  the turn to a walking vertical within 15 deg of the new mount's (the mean gravity
+  direction over the labelled walking after the turn, in the same recording; NaN: none
+  before the stream ended).
 
 This module runs the engine and the network offline; it knows nothing of MQTT.
 """
@@ -40,6 +42,7 @@ from harstream.config import Config
 from harstream.core.bundle import UNKNOWN, Bundle
 from harstream.core.engine import Message
 from harstream.core.inference import expand_steps, load_model
+from harstream.core.preprocessing import gravity_direction
 from harstream.errors import HarstreamError
 from harstream.evaluation.metrics import StreamScore, score_stream
 from harstream.runtime import build_engine
@@ -65,6 +68,9 @@ WALKING, STANDING = 1, 5  # the HAPT label ids
 #: Windows count from this much labelled walking on (after the start, or the turn).
 COUNT_AFTER_S = 10.0
 COUNT_AFTER_TURN_S = 30.0
+#: Re-mounted: recovered once a walking vertical this close to the new mount's is in
+#: force (the mean gravity direction over the labelled walking after the turn).
+RECOVERED_DEG = 15.0
 
 
 @dataclass
@@ -260,11 +266,32 @@ def _count_from(labels: np.ndarray, start: int, seconds: float, rate_hz: float) 
     return start + int(reached[0]) + 1 if len(reached) else len(labels)
 
 
-def _first_walking_vertical(run: WalkingRun, after: int) -> int | None:
+def _first_walking_vertical(
+    run: WalkingRun, after: int, near: np.ndarray | None = None
+) -> int | None:
+    """Where the first walking vertical from sample ``after`` on took effect; with
+    ``near``: the first within ``RECOVERED_DEG`` of it."""
+    close = np.cos(np.radians(RECOVERED_DEG))
     for a, v, source in run.timeline:
-        if a >= after and v is not None and source == "walking":
+        if v is None or a < after or source != "walking":
+            continue
+        if near is None or v @ near >= close:
             return a
     return None
+
+
+def _walking_gravity(bundle: Bundle, run: WalkingRun, after: int) -> np.ndarray | None:
+    """The mean gravity direction over the labelled walking from the turn at ``after``
+    to the end of the recording it was in (twice the turn: see ``remounted``): the
+    vertical a re-mounted device should recover (None: no walking there)."""
+    labels = run.recording.labels[: 2 * after]
+    walking = np.flatnonzero(labels[after:] == WALKING) + after
+    if not len(walking):
+        return None
+    _, filtered = bundle.preprocessor().filter(None, run.recording.samples[None])
+    v = gravity_direction(filtered[0, walking]).sum(axis=0)
+    unit: np.ndarray = v / np.linalg.norm(v)
+    return unit
 
 
 def walking_figures(bundle: Bundle, runs: Sequence[WalkingRun]) -> dict[str, Any]:
@@ -282,7 +309,8 @@ def walking_figures(bundle: Bundle, runs: Sequence[WalkingRun]) -> dict[str, Any
         keep = starts >= begin
         truth.append(classes[keep])
         pred.append(per_sample[starts[keep] + bundle.window - 1].argmax(-1))
-        arrived = _first_walking_vertical(run, turn or 0)
+        near = None if turn is None else _walking_gravity(bundle, run, turn)
+        arrived = _first_walking_vertical(run, turn or 0, near)
         walk0 = np.flatnonzero(labels == WALKING)
         if turn is not None:
             recover.append(np.nan if arrived is None else (arrived - turn) / rate)
