@@ -631,8 +631,19 @@ class Pipeline:
             self.deliver(output)
 
     def _output(self, batch: _Batch, decisions: Decisions) -> Output:
-        s = self.settings
+        """A batch's messages, in order: devices come, calibrated and gone; decisions;
+        errors."""
         out = Output()
+        self._device_news(batch, out)
+        if len(decisions):
+            self._decided(batch, decisions, out)
+        self._errors(batch, out)
+        return out
+
+    def _device_news(self, batch: _Batch, out: Output) -> None:
+        """Devices that came (online, Home Assistant discovery), were calibrated, or went
+        (gone, offline)."""
+        s = self.settings
         send = out.messages.append
         for device in batch.prepared.new_devices:
             send(Outgoing(f"{s.prefix}/{device}/availability", b"online", 1, True))
@@ -668,15 +679,20 @@ class Pipeline:
                 )
             )
             send(Outgoing(f"{s.prefix}/{device}/availability", b"offline", 1, True))
-        if len(decisions):
-            self._decided(batch, decisions, out)
+
+    def _errors(self, batch: _Batch, out: Output) -> None:
+        """The batch's errors to their devices, those past the report rate counted as
+        suppressed."""
+        s = self.settings
         now = self.monotonic()
         suppressed = 0
         for device, code, detail in batch.errors:
             if s.live_page:
                 out.error_devices.append(device)
             if self._may_report(device, now):
-                send(Outgoing(f"{s.prefix}/{device}/error", encode_error(code, detail), 0, False))
+                out.messages.append(
+                    Outgoing(f"{s.prefix}/{device}/error", encode_error(code, detail), 0, False)
+                )
             else:
                 suppressed += 1
         if suppressed:
@@ -687,7 +703,6 @@ class Pipeline:
                 stats.batch_errors,
                 stats.completed_at,
             )
-        return out
 
     def _finite(self, decisions: Decisions, batch: _Batch) -> Decisions:
         """Decisions with a non-finite confidence or probability never leave (they would
