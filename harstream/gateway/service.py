@@ -334,6 +334,17 @@ class Gateway:
             await session.subscribe(f"{prefix}/imu/+/{probe}", qos=1)
         for probe in probes:
             await session.publish(f"{prefix}/{probe}/imu", b"", qos=1, retain=False)
+        early = await self._await_probes(session, prefix, probes)
+        if early:
+            self._dispatch(early)
+        log.debug("probes on partitions %s", probes)
+        self._check_probes(prefix, probes, scale)
+
+    async def _await_probes(
+        self, session: Session, prefix: str, probes: dict[str, int]
+    ) -> list[Incoming]:
+        """Note each probe's partition in ``probes`` as it comes, for ``probe_s`` at most;
+        return the devices' messages that came meanwhile."""
         early: list[Incoming] = []
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.probe_s):
@@ -343,12 +354,14 @@ class Gateway:
                         if m.topic.startswith(prefix + "/imu/") and parts[-1] in probes:
                             probes[parts[-1]] = int(parts[-2])
                         elif not parts[-1].startswith(PROBE_PREFIX):
-                            early.append(m)  # devices' messages: not lost, served below
+                            early.append(m)  # devices' messages: not lost, served once probed
                     if min(probes.values()) >= 0:
                         break
-        if early:
-            self._dispatch(early)
-        log.debug("probes on partitions %s", probes)
+        return early
+
+    def _check_probes(self, prefix: str, probes: dict[str, int], scale: ScaleSettings) -> None:
+        """ConfigError when no probe came, or one came on a partition this P would not
+        put it on."""
         if max(probes.values()) < 0:
             raise ConfigError(
                 f"scale.partitions: the broker does not partition {prefix}/DEVICE/imu "
