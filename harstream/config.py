@@ -207,6 +207,19 @@ class CalibrationConfig(_Section):
     seconds: PositiveFloat = 5.0
     #: where calibrations are kept across restarts (JSON); None: in memory only
     state_file: Path | None = None
+    #: learn each device's vertical from its own walking (docs/models.md, "Calibration
+    #: from walking"): a device needs no standing calibration for its posture
+    from_walking: bool = True
+    #: seconds of confident WALKING before the first vertical (chosen on validation)
+    walking_s: PositiveFloat = 5.0
+    #: the least smoothed confidence of a WALKING decision that is taken
+    walking_confidence: Probability = 0.8
+    #: walking that disagrees with the vertical in force by more than this (degrees) ...
+    remount_deg: Annotated[float, Field(gt=0, lt=180)] = 30.0
+    #: ... for this many walking seconds in a row: the device was re-mounted
+    remount_s: PositiveFloat = 10.0
+    #: walking seconds over which the running estimate forgets (1/e)
+    walking_memory_s: PositiveFloat = 600.0
 
 
 class RecordingConfig(_Section):

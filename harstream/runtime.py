@@ -16,7 +16,7 @@ import numpy as np
 
 from harstream.config import Config
 from harstream.core.bundle import Bundle, load_bundle
-from harstream.core.engine import Engine
+from harstream.core.engine import Engine, WalkingCalibration
 from harstream.core.inference import Model, load_model
 from harstream.core.partitions import format_owned, parse_owned
 from harstream.core.smoothing import hmm_transition, smoother_factory
@@ -44,6 +44,7 @@ __all__ = [
     "mqtt_transport",
     "recorder_settings",
     "scale_settings",
+    "walking_calibration",
 ]
 
 
@@ -52,6 +53,25 @@ def limit_threads(config: Config) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=config.model.blas_threads, user_api="blas")
+
+
+def walking_calibration(config: Config) -> WalkingCalibration | None:
+    """``calibration.from_walking`` and its parameters, or None when it is off."""
+    cal = config.calibration
+    if not cal.from_walking:
+        return None
+    if cal.walking_memory_s <= cal.walking_s:
+        raise ConfigError(
+            f"calibration.walking_memory_s: {cal.walking_memory_s} must exceed "
+            f"calibration.walking_s ({cal.walking_s})"
+        )
+    return WalkingCalibration(
+        seconds=cal.walking_s,
+        confidence=cal.walking_confidence,
+        remount_deg=cal.remount_deg,
+        remount_s=cal.remount_s,
+        memory_s=cal.walking_memory_s,
+    )
 
 
 def build_engine(
@@ -107,6 +127,7 @@ def build_engine(
     default_vertical = None
     if bundle.calibration is not None and config.calibration.uncalibrated == "reference":
         default_vertical = np.asarray(bundle.calibration.reference_vertical)
+    walking = walking_calibration(config)
     return Engine(
         model
         if model is not None
@@ -128,6 +149,7 @@ def build_engine(
         idle_timeout_s=stream.idle_timeout_s,
         unknown_threshold=smoothing.unknown_threshold,
         default_vertical=default_vertical,
+        walking=walking,
     )
 
 

@@ -115,3 +115,69 @@ def test_a_bad_calibration_file_fails_naming_it(tmp_path: Path) -> None:
     path.write_text("{")
     with pytest.raises(ConfigError, match="cannot read JSON"):
         CalibrationFile(path).load()
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_walking_calibrates_a_device_and_a_turn_remounts_it(
+    broker: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    """The packaged model and the default config: a device that walks gets a vertical
+    marked ``source: walking`` on its calibration topic (retained, and kept in the state
+    file across a restart); turned a quarter turn, it is reported re-mounted."""
+    from harstream.core.bundle import load_bundle
+    from tests.test_walking_calibration import SUBJECT_9, rotation, turned
+
+    bundle = load_bundle()
+    state = tmp_path / "calibrations.json"
+    config = config_for(broker, prefix, bundle, f"calibration.state_file={state}")
+    topic = f"{prefix}/hip/imu"
+    again = turned(SUBJECT_9.samples, rotation("y", 90))
+    n = len(SUBJECT_9.samples)
+    async with Listener(broker, f"{prefix}/+/calibration") as listener:
+
+        def statuses() -> list[dict[str, object]]:
+            return listener.json("/calibration")
+
+        async with gateway_running(config, bundle) as gateway:
+            for k in range(0, n, 50):  # 1 s messages, as fast as the broker takes them
+                await listener.client.publish(topic, imu(SUBJECT_9.samples[k : k + 50], seq=k))
+            await listener.until(lambda: any(s["status"] == "calibrated" for s in statuses()), 60)
+            first = next(s for s in statuses() if s["status"] == "calibrated")
+            assert first["source"] == "walking" and "walking" in str(first["detail"])
+            learnt = np.array(first["vertical"])
+            for k in range(0, n, 50):  # re-clipped a quarter turn, walking on
+                await listener.client.publish(topic, imu(again[k : k + 50], seq=n + k))
+            await listener.until(lambda: any(s["status"] == "remounted" for s in statuses()), 60)
+            at = next(i for i, s in enumerate(statuses()) if s["status"] == "remounted")
+            assert "re-mounted" in str(statuses()[at]["detail"])
+            assert statuses()[at]["vertical"] is None  # the old vertical dropped
+            await listener.until(lambda: len(statuses()) > at + 1, 60)
+            last = statuses()[at + 1]  # the walking seconds that showed it: in force at once
+            assert last["status"] == "calibrated" and last["source"] == "walking"
+            turned_by = np.degrees(np.arccos(np.clip(learnt @ np.array(last["vertical"]), -1, 1)))
+            assert 60 < turned_by < 120  # the quarter turn, as walking sees it
+            assert gateway.engine.counters["remounts"] == 1
+        verticals, sources = CalibrationFile(state).load_sources()
+        assert sources == {"hip": "walking"}
+        async with gateway_running(config, bundle) as gateway:  # a restart keeps it
+            assert gateway.engine.sources == {"hip": "walking"}
+            np.testing.assert_allclose(gateway.engine.vertical_of("hip"), verticals["hip"])
+    async with Listener(broker, f"{prefix}/hip/calibration") as late:  # retained
+        await late.until(lambda: len(late.json("/calibration")) == 1)
+        assert late.json("/calibration")[0]["source"] == "walking"
+
+
+def test_the_calibration_file_keeps_sources_and_reads_the_old_format(tmp_path: Path) -> None:
+    path = tmp_path / "calibrations.json"
+    CalibrationFile(path).save(
+        {"a": np.array([1.0, 0, 0]), "b": np.array([0, 1.0, 0])}, {"a": "walking"}
+    )
+    verticals, sources = CalibrationFile(path).load_sources()
+    assert sources == {"a": "walking", "b": "standing"} and set(verticals) == {"a", "b"}
+    path.write_text(json.dumps({"format": 1, "verticals": {"phone": [0.0, 0.0, 1.0]}}))
+    assert CalibrationFile(path).load_sources()[1] == {"phone": "standing"}
+    body = {"format": 2, "verticals": {"phone": [0.0, 0.0, 1.0]}, "sources": {"phone": "x"}}
+    path.write_text(json.dumps(body))
+    with pytest.raises(ConfigError, match=r"sources\.phone"):
+        CalibrationFile(path).load()

@@ -76,6 +76,7 @@ async def test_the_api_serves_devices_timelines_stats_events_and_metrics(
     async with gateway_running(config, bundle) as gateway, aiohttp.ClientSession() as http:
         await _publish(config, recordings, None, 50, "s9", quiet=True)
         await until(lambda: gateway.pipeline.infer_stats.decisions >= 10)
+        await until(lambda: "s9" in gateway.engine.sources)  # it walked: a vertical learnt
         await asyncio.sleep(0.6)  # a stats interval, for the rates
         for headers in ({}, {"Authorization": "Bearer phones"}):  # the ingest token is not it
             async with http.get(f"{url}/api/devices", headers=headers) as reply:
@@ -85,6 +86,7 @@ async def test_the_api_serves_devices_timelines_stats_events_and_metrics(
             body = await reply.json()
         (device,) = body["devices"]
         assert device["device"] == "s9" and device["activity"] in bundle.labels
+        assert device["calibration"] == "walking"
         async with http.get(f"{url}/api/devices/s9/timeline?token={TOKEN}") as reply:
             runs = (await reply.json())["runs"]
         assert len(runs) >= 2 and sum(r["decisions"] for r in runs) >= 10

@@ -5,9 +5,11 @@ For each test subject and fixed rotation: the subject's two experiments, the pho
 turned by the rotation, are streamed as a Sensor Logger phone (100 Hz jittered clocks,
 m/s2, gravity apart, 1 s batches, QoS 1) through a real mosquitto to a real gateway that
 records them (``calibration.uncalibrated: reference``: the user never calibrated, so
-the gateway assumes the lab's mount). The experiments are labelled from the truth (as
-a CSV import); the first is the fine-tune set, the second is held out and scored by the
-protocol (``evaluate-field``) with the base bundle and the fine-tuned one.
+the gateway assumes the lab's mount; ``calibration.from_walking`` off, as when the study
+was measured: learning the vertical from walking would repair part of the "before").
+The experiments are labelled from the truth (as a CSV import); the first is the
+fine-tune set, the second is held out and scored by the protocol (``evaluate-field``)
+with the base bundle and the fine-tuned one.
 
     python -m training.field_study --data-dir DIR --subjects 2 4 9 --rotations x90 y180 \\
         --out docs/figures/field-study
@@ -79,6 +81,7 @@ async def record_as_phone(
             "broker.clean_session=true",
             f"recording.dir={folder}",
             "calibration.uncalibrated=reference",
+            "calibration.from_walking=false",
             "service.stats_interval_s=3600",
             *overrides,
         ]
@@ -130,7 +133,9 @@ def study(
     steps: int = 100,
 ) -> pd.DataFrame:
     rows = []
-    config = load_config(overrides=["calibration.uncalibrated=reference"])
+    config = load_config(
+        overrides=["calibration.uncalibrated=reference", "calibration.from_walking=false"]
+    )
     with tempfile.TemporaryDirectory() as broker_dir:
         broker = Mosquitto(Path(broker_dir)).start()
         try:

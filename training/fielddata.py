@@ -140,38 +140,57 @@ def load_field(
         if sessions is not None and info.session not in sessions:
             continue
         if info.device not in labels_of:
-            try:
-                labels = read_labels(root, info.device)
-                bad = check_labels(labels, activities)
-                if bad:
-                    raise LabelError(bad)
-            except LabelError as exc:
-                out.problems.append(f"{info.device}: labels not used: {exc}")
-                labels = []
-            labels_of[info.device] = labels
+            labels_of[info.device] = _device_labels(root, info.device, activities, out.problems)
         if abs(info.rate_hz - bundle.rate_hz) > 1e-9:
             out.problems.append(
                 f"{info.path}: recorded at {info.rate_hz} Hz, the model takes {bundle.rate_hz}"
             )
             continue
-        stretches, bad_parts = read_session(info)
-        out.problems += bad_parts
-        vertical = None if info.vertical is None else np.asarray(info.vertical)
-        used = False
-        for k, (t, samples) in enumerate(stretches):
-            truth = sample_labels(t, labels_of[info.device], activities)
-            if len(t) < MIN_SAMPLES or not (truth > 0).any():
-                continue
-            features = pre.preprocess(samples, vertical).astype(np.float32)
-            name = info.session if len(stretches) == 1 else f"{info.session}.{k}"
-            out.recordings.append(Prepared(info.device, name, features, truth, samples, vertical))
-            out.starts[f"{info.device}/{name}"] = float(t[0])
-            used = True
-        if used:
+        if _add_session(out, info, labels_of[info.device], activities, pre):
             out.sessions.append(info)
         else:
             out.unlabelled_sessions += 1
     return out
+
+
+def _device_labels(
+    root: Path, device: str, activities: Sequence[str], problems: list[str]
+) -> list[Label]:
+    """A device's labels; none (and a problem said) when they cannot be used."""
+    try:
+        labels = read_labels(root, device)
+        bad = check_labels(labels, activities)
+        if bad:
+            raise LabelError(bad)
+    except LabelError as exc:
+        problems.append(f"{device}: labels not used: {exc}")
+        return []
+    return labels
+
+
+def _add_session(
+    out: FieldSet,
+    info: SessionInfo,
+    labels: Sequence[Label],
+    activities: Sequence[str],
+    pre: Preprocessor,
+) -> bool:
+    """A session's labelled stretches of ``MIN_SAMPLES`` or more to ``out``
+    (preprocessed); whether there was one."""
+    stretches, bad_parts = read_session(info)
+    out.problems += bad_parts
+    vertical = None if info.vertical is None else np.asarray(info.vertical)
+    used = False
+    for k, (t, samples) in enumerate(stretches):
+        truth = sample_labels(t, labels, activities)
+        if len(t) < MIN_SAMPLES or not (truth > 0).any():
+            continue
+        features = pre.preprocess(samples, vertical).astype(np.float32)
+        name = info.session if len(stretches) == 1 else f"{info.session}.{k}"
+        out.recordings.append(Prepared(info.device, name, features, truth, samples, vertical))
+        out.starts[f"{info.device}/{name}"] = float(t[0])
+        used = True
+    return used
 
 
 def slice_of(r: Prepared, a: int, b: int, part: str) -> Prepared:

@@ -38,6 +38,10 @@ from training.splice import lab_cut, segment_pool, spliced
 __all__ = ["ORDERS", "life_order_report", "order_streams", "step_table", "summary_table"]
 
 ORDERS = ("lab", "lab-cut", "spliced")
+#: Besides ``CALIBRATIONS``: ``walking``, nothing given and the engine learning each
+#: stream's vertical from its walking (``calibration.from_walking``; with ``none`` it is
+#: off).
+LIFE_CALIBRATIONS = (*CALIBRATIONS, "walking")
 SHORT = {1: "WALK", 2: "UP", 3: "DOWN", 4: "SIT", 5: "STAND", 6: "LAY"}
 
 
@@ -88,7 +92,7 @@ def _score_subject(
             bundle.preprocessing,
             bundle.channels,
             spec.seconds if spec is not None else 5.0,
-            calibration=calibration,
+            calibration="none" if calibration == "walking" else calibration,
             reference=None if spec is None else np.asarray(spec.reference_vertical),
         )
         for name, config in configs.items():
@@ -110,8 +114,10 @@ def life_order_report(
     jobs: int = 2,
 ) -> dict[str, Any]:
     """The three orders' stream figures per config, with steps and postural events."""
-    if calibration not in CALIBRATIONS:
-        raise ValueError(f"calibration {calibration!r}: choose from {CALIBRATIONS}")
+    if calibration not in LIFE_CALIBRATIONS:
+        raise ValueError(f"calibration {calibration!r}: choose from {LIFE_CALIBRATIONS}")
+    if calibration in ("walking", "none"):  # learnt from walking, or truly none
+        configs = {name: _from_walking(c, calibration == "walking") for name, c in configs.items()}
     bundle = bundle_dir if isinstance(bundle_dir, Bundle) else load_bundle(bundle_dir)
     results = Parallel(n_jobs=min(jobs, len(subjects)))(
         delayed(_score_subject)(bundle, configs, data_dir, s, streams, seed, calibration)
@@ -150,6 +156,11 @@ def life_order_report(
                 },
             }
     return report
+
+
+def _from_walking(config: Config, on: bool) -> Config:
+    cal = config.calibration.model_copy(update={"from_walking": on})
+    return config.model_copy(update={"calibration": cal})
 
 
 def summary_table(report: dict[str, Any]) -> pd.DataFrame:

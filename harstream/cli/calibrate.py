@@ -46,6 +46,8 @@ async def _calibrate(config: Config, device: str, body: dict[str, object], wait_
                             continue
                         if status.get("t", 0) < asked - 1:  # the retained one, from before
                             continue
+                        if status.get("source") == "walking":  # learnt, not what we asked
+                            continue
                         print(
                             f"{device}: {status['status']}"
                             + (f" ({status['detail']})" if status.get("detail") else "")

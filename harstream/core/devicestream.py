@@ -196,7 +196,24 @@ class DeviceStream:
     def _push(
         self, readings: Sequence[Readings], now: float
     ) -> tuple[list[GridBlock], list[StreamIssue]]:
-        issues: list[StreamIssue] = []
+        self._add(readings, now)
+        used, issues = self._used_kinds()
+        if used is None:
+            return [], self._once(issues)
+        for kind in used:
+            issues += self._check_rate(kind)
+        blocks = []
+        while True:
+            block, restarted = self._emit(used)
+            if block is not None:
+                blocks.append(block)
+                issues += self._check_units(block.samples)
+            if not restarted:
+                return blocks, self._once(issues)
+
+    def _add(self, readings: Sequence[Readings], now: float) -> None:
+        """Each reading to its sensor's buffer; a long gap once the stream began sets
+        the restart."""
         for r in readings:
             if not len(r.t):
                 continue
@@ -210,32 +227,25 @@ class DeviceStream:
             if gap is not None and self.origin is not None and self.restart_at is None:
                 # emit up to the gap, then start anew after it
                 self.gap_from, self.restart_at = gap
+
+    def _used_kinds(self) -> tuple[list[str] | None, list[StreamIssue]]:
+        """The sensors the grid is made of; or None while one is missing, with the
+        issue to report (none while no acceleration has come yet)."""
         acc_kinds = self._acc_kinds()
         if acc_kinds is None:
             if self._have("linear_acc"):
-                issues.append(
+                return None, [
                     StreamIssue(
                         "no_gravity",
                         "acceleration comes without gravity and no gravity sensor is "
                         "sent: add the gravity (or total acceleration) reading; sitting, "
                         "standing and lying are told apart by gravity",
                     )
-                )
-            return [], self._once(issues)
+                ]
+            return None, []
         if not self._have("gyro"):
-            issues.append(StreamIssue("no_gyro", "no gyroscope readings: the model needs them"))
-            return [], self._once(issues)
-        used = [*acc_kinds, "gyro"]
-        for kind in used:
-            issues += self._check_rate(kind)
-        blocks = []
-        while True:
-            block, restarted = self._emit(used)
-            if block is not None:
-                blocks.append(block)
-                issues += self._check_units(block.samples)
-            if not restarted:
-                return blocks, self._once(issues)
+            return None, [StreamIssue("no_gyro", "no gyroscope readings: the model needs them")]
+        return [*acc_kinds, "gyro"], []
 
     # --- emission --------------------------------------------------------------------
 

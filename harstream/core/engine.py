@@ -33,7 +33,22 @@ still. ``calibrate(device, seconds)`` asks for one: the next ``seconds`` of the 
 samples are averaged (gravity direction, and how much the device moved) and, if it held
 still, become its vertical (event ``calibrated``; else ``calibration_failed``).
 ``set_vertical`` sets or clears one directly (a saved calibration). Verticals outlive
-eviction; a device without one gets ``default_vertical`` (None: uncalibrated).
+eviction; a device without one gets ``default_vertical`` (None: uncalibrated). Each
+vertical has a source (``sources``): ``standing`` (a calibration) or ``walking``.
+
+Calibration from walking (``walking``, a :class:`WalkingCalibration`): while a device's
+published activity is WALKING with at least ``confidence``, its gravity direction (the
+gravity filter's, at each decision) goes into a running estimate (a decayed sum of unit
+vectors: long bouts weigh more, the first ``settle`` decisions of each bout none, and
+unsteady ones partly cancel). After ``seconds`` of such walking the estimate becomes the
+device's vertical, source ``walking`` (event ``calibrated``), refined at the end of each
+later bout (event ``refined``); a standing calibration is never replaced by it. When
+``remount_s`` of walking in a row disagrees with the vertical in force by more than
+``remount_deg``, the device was re-mounted: that vertical is dropped at once (event
+``remounted``; uncalibrated, not a wrong posture) and those seconds start the new
+estimate. The complete stage learns (it sees the decisions) and queues what it learnt;
+the prepare stage applies it at its next batch (it owns the verticals), so the two
+stages still write only their own state.
 
 Decision positions: a decision is made when a device's sample count reaches
 ``window + k * hop`` (window mode) or ``(k + 1) * hop`` (stateful mode), counted from
@@ -45,7 +60,7 @@ same ``Preprocessor.preprocess``).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, overload
@@ -66,6 +81,7 @@ from harstream.errors import RejectedError
 
 __all__ = [
     "CALIBRATION_MAX_MOTION_G",
+    "SOURCES",
     "Decision",
     "Decisions",
     "Engine",
@@ -73,6 +89,7 @@ __all__ = [
     "FeedResult",
     "Message",
     "Prepared",
+    "WalkingCalibration",
     "offline_decisions",
 ]
 
@@ -109,7 +126,7 @@ class EngineEvent:
 
     device: str
     # seq_gap (state reset, message used) | seq_old | too_many_devices (dropped) |
-    # calibrated | calibration_failed (not about the message itself)
+    # calibrated | calibration_failed | refined | remounted (not about the message itself)
     code: str
     detail: str
     dropped: bool
@@ -286,6 +303,9 @@ class _Round:
     group: np.ndarray
     index: np.ndarray
     step: np.ndarray
+    gravity: np.ndarray  # (decisions, 4): unit gravity and the hop's motion; NaN: none
+    own: np.ndarray  # (messages, 3): the device's own vertical in force; NaN: none
+    version: np.ndarray  # (messages,): which of the device's verticals that is
 
 
 @dataclass
@@ -310,6 +330,29 @@ class _Calibration:
 #: The most a device may move while calibrating: mean |body acceleration| in g (still
 #: standing measures ~0.01 g, slow walking ~0.15 g).
 CALIBRATION_MAX_MOTION_G = 0.05
+#: Where a device's vertical came from (index 0: none of its own).
+SOURCES = (None, "standing", "walking")
+
+
+@dataclass(frozen=True)
+class WalkingCalibration:
+    """Calibration from walking (the defaults and their reasons: ``CalibrationConfig``)."""
+
+    seconds: float = 5.0  # walking seconds before the first vertical
+    confidence: float = 0.8  # the least published confidence of a WALKING decision taken
+    settle: int = 2  # the first decisions of each walking bout are not taken
+    steady_deg: float = 10.0  # a bout ends where gravity turns more than this in a decision
+    motion_g: float = 0.15  # mean |body acceleration| of walking (1st percentile, HAPT)
+    remount_deg: float = 30.0  # a disagreement larger than this ...
+    remount_s: float = 10.0  # ... for this many walking seconds in a row: re-mounted
+    memory_s: float = 600.0  # walking seconds over which the estimate forgets (1/e)
+    label: str = "WALKING"
+
+    def __post_init__(self) -> None:
+        if self.seconds <= 0 or self.remount_s <= 0 or self.memory_s <= self.seconds:
+            raise ValueError("need seconds > 0, remount_s > 0 and memory_s > seconds")
+        if not 0 < self.remount_deg < 180 or not 0 <= self.confidence <= 1 or self.settle < 0:
+            raise ValueError("need 0 < remount_deg < 180, 0 <= confidence <= 1, settle >= 0")
 
 
 def _positions(
@@ -339,6 +382,7 @@ class Engine:
         idle_timeout_s: float,
         unknown_threshold: float,
         default_vertical: np.ndarray | None = None,
+        walking: WalkingCalibration | None = None,
     ) -> None:
         """Every value comes from the config (``harstream.runtime.build_engine``), which
         holds the one set of defaults."""
@@ -381,8 +425,19 @@ class Engine:
         # requests come from any thread (one dict store each)
         self.default_vertical = default_vertical
         self.verticals: dict[str, np.ndarray] = {}
+        self.sources: dict[str, str] = {}  # standing | walking, for each of verticals
         self._calibrating: dict[str, _Calibration] = {}
         self._requests: dict[str, float] = {}
+        # calibration from walking: learnt by the complete stage (in ``_out``), queued
+        # here (device, what, vector, walking seconds), applied by the prepare stage
+        self.walking = None
+        self._walk_label = -1
+        if walking is not None and preprocessor.aligned and walking.label in self.labels:
+            self.walking = walking
+            self._walk_label = self.labels.index(walking.label)
+        moving = [i for i, label in enumerate(self.labels) if label.startswith("WALKING")]
+        self._moving = np.array(moving, np.int64)
+        self._learnt: deque[tuple[str, str, np.ndarray, float]] = deque()
 
     def _input_arrays(self, channels: int) -> SlotArrays:
         """The prepare stage's per-device arrays: filter state (``started``: it holds the
@@ -399,6 +454,8 @@ class Engine:
             "count": ((), np.int64, 0),
             "last_seen": ((), np.float64, np.inf),  # free slots are never idle
             "vertical": ((3,), np.float64, np.nan),
+            "own": ((), bool, False),  # the vertical is the device's own, not the default
+            "version": ((), np.int64, 0),  # counts changes of the vertical
         }
         if self.mode == "window":
             spec["ring"] = ((self.window, channels), np.float32, 0.0)
@@ -410,8 +467,20 @@ class Engine:
     def _output_arrays(self) -> SlotArrays:
         """The complete stage's per-device arrays: recurrent state (stateful mode; slot
         first: (slots, layers, hidden) per state tensor) and the activity last published
-        (an index into the labels then UNKNOWN; -1: none yet)."""
-        spec: dict[str, Spec] = {"activity": ((), np.int64, -1)}
+        (an index into the labels then UNKNOWN; -1: none yet); calibration from walking:
+        the decisions in the current bout, the running estimate (a decayed sum of unit
+        gravity vectors, and its walking seconds) and the run that disagrees with the
+        vertical in force."""
+        spec: dict[str, Spec] = {
+            "activity": ((), np.int64, -1),
+            "walk_run": ((), np.int64, 0),
+            "dropped": ((), np.int64, -1),  # the vertical version a re-mount dropped
+            "walk_last": ((3,), np.float64, 0.0),
+            "walk_sum": ((3,), np.float64, 0.0),
+            "walk_s": ((), np.float64, 0.0),
+            "off_sum": ((3,), np.float64, 0.0),
+            "off_s": ((), np.float64, 0.0),
+        }
         if self.mode == "stateful":
             (*state,) = self.model.initial_state(1)
             for i, tensor in enumerate(state):
@@ -427,6 +496,12 @@ class Engine:
     @property
     def device_count(self) -> int:
         return len(self._slot)
+
+    @property
+    def learnt_waiting(self) -> bool:
+        """Whether the complete stage learnt something (from walking) that the prepare
+        stage has yet to apply (at the start of its next ``prepare``, even an empty one)."""
+        return bool(self._learnt)
 
     def _allocate(self, device: str) -> int:
         """A slot for a new device, its input side reset."""
@@ -444,6 +519,7 @@ class Engine:
         vertical = self.vertical_of(device)
         if vertical is not None:
             self._in.vertical[slot] = vertical
+        self._in.own[slot] = device in self.verticals
         return slot
 
     def evict_idle(self, now: float) -> list[str]:
@@ -486,6 +562,8 @@ class Engine:
         engine's first batch; the complete stage's ``decisions`` count is carried by
         whoever switches it."""
         self.verticals = dict(old.verticals)
+        self.sources = dict(old.sources)
+        self._learnt = old._learnt
         for device, was in old._slot.items():
             slot = self._allocate(device)
             self._next_seq[slot] = old._next_seq[was]
@@ -511,20 +589,29 @@ class Engine:
             raise ValueError(f"{len(self._requests)} calibrations already wait for their devices")
         self._requests[device] = seconds
 
-    def set_vertical(self, device: str, vertical: np.ndarray | None) -> None:
-        """Set (a unit 3-vector, device frame) or clear (None) a device's calibration."""
+    def set_vertical(
+        self, device: str, vertical: np.ndarray | None, source: str = "standing"
+    ) -> None:
+        """Set (a 3-vector, device frame; normalised here) or clear (None) a device's
+        calibration; ``source``: standing or walking."""
+        if source not in SOURCES[1:]:
+            raise ValueError(f"source must be one of {SOURCES[1:]}, got {source!r}")
         if vertical is None:
             self.verticals.pop(device, None)
+            self.sources.pop(device, None)
         else:
             v = np.asarray(vertical, np.float64).reshape(3)
             norm = float(np.linalg.norm(v))
             if not np.isfinite(norm) or norm < 1e-6:
                 raise ValueError(f"a vertical must be a non-zero 3-vector, got {v.tolist()}")
             self.verticals[device] = v / norm
+            self.sources[device] = source
         slot = self._slot.get(device)
         if slot is not None:
             now = self.vertical_of(device)
             self._in.vertical[slot] = np.nan if now is None else now
+            self._in.own[slot] = vertical is not None
+            self._in.version[slot] += 1
 
     def vertical_of(self, device: str) -> np.ndarray | None:
         return self.verticals.get(device, self.default_vertical)
@@ -570,6 +657,125 @@ class Engine:
             )
         )
 
+    # --- calibration from walking ----------------------------------------------------
+
+    def _learn(
+        self,
+        slots: np.ndarray,
+        published: np.ndarray,
+        confidence: np.ndarray,
+        gravity: np.ndarray,
+        motion: np.ndarray,
+        rows: np.ndarray,
+        r: _Round,
+    ) -> None:
+        """The complete stage: one decision of each of ``slots`` into their walking
+        estimates (``gravity``: unit gravity at each; ``motion``: mean |body
+        acceleration| over its hop; ``rows``: their messages in ``r``, which carry the
+        device's own vertical in force). What a device learnt (a first or refined
+        vertical, a re-mount) is queued for the prepare stage; until that stage applies
+        it, rounds it prepared before still carry a vertical this stage already dropped
+        (their ``version`` says so), and the estimate stands in for it.
+
+        Only WALKING feeds the estimate. The re-mount check also takes a posture that
+        moves like walking (``motion_g``, steady): a vertical gone wrong makes
+        the network read walking as a posture (lying, often), so WALKING alone would
+        never show the device was turned."""
+        w, out = self.walking, self._out
+        assert w is not None
+        hop_s = self.hop / self.rate_hz
+        walking = (
+            (published == self._walk_label)
+            & (confidence >= w.confidence)
+            & np.isfinite(gravity[:, 0])
+        )
+        # steady: the gravity direction moved little since the last decision (a device
+        # being turned, or the filter settling after it was, is not steady walking)
+        last = out.walk_last[slots]
+        out.walk_last[slots] = gravity
+        steady = np.einsum("ij,ij->i", gravity, last) >= np.cos(np.radians(w.steady_deg))
+        was = out.walk_run[slots]
+        run = np.where(walking & steady, was + 1, 0)
+        out.walk_run[slots] = run
+        ended = (was > 0) & (run == 0)  # a bout ended: the estimate refines the vertical
+        taken = run > w.settle
+        posture = ~np.isin(published, self._moving)
+        vigorous = posture & steady & (motion >= w.motion_g) & np.isfinite(gravity[:, 0])
+        walk_sum, walk_s = out.walk_sum[slots], out.walk_s[slots]
+        off_sum, off_s = out.off_sum[slots], out.off_s[slots]
+        # what the walking is compared with: the device's own vertical in force, else
+        # the estimate so far (a device turned before its first vertical starts anew)
+        own, version = r.own[rows], r.version[rows]
+        has_own = np.isfinite(own[:, 0]) & (version != out.dropped[slots])
+        norm = np.linalg.norm(walk_sum, axis=1, keepdims=True)
+        estimate = walk_sum / np.maximum(norm, 1e-12)
+        has_ref = has_own | (walk_s >= 2 * hop_s)
+        ref = np.where(has_own[:, None], own, np.where(has_ref[:, None], estimate, 0.0))
+        cos = np.einsum("ij,ij->i", gravity, ref)
+        away = cos < np.cos(np.radians(w.remount_deg))
+        off = (taken | (vigorous & has_own)) & has_ref & away
+        on = taken & ~off
+        before = walk_s.copy()
+        decay = np.exp(-hop_s / w.memory_s)
+        walk_sum[on] = walk_sum[on] * decay + gravity[on]
+        walk_s[on] = walk_s[on] * decay + hop_s
+        # agreeing walking, or a posture that does not move like walking, ends a run
+        ends = on | (posture & ~(vigorous & away))
+        off_sum[ends], off_s[ends] = 0.0, 0.0
+        off_sum[off] += gravity[off]
+        off_s[off] += hop_s
+        moved = off & (off_s >= w.remount_s - 1e-9)
+        # the disagreeing run is the new estimate (with a vertical in force: re-mounted)
+        walk_sum[moved], walk_s[moved] = off_sum[moved], off_s[moved]
+        off_sum[moved], off_s[moved] = 0.0, 0.0
+        out.walk_sum[slots], out.walk_s[slots] = walk_sum, walk_s
+        out.off_sum[slots], out.off_s[slots] = off_sum, off_s
+        ready = walk_s >= w.seconds - 1e-9
+        first = ready & ((on & (before < w.seconds - 1e-9)) | (moved & ~has_own))
+        remount = moved & has_own
+        out.dropped[slots[remount]] = version[remount]
+        for i in np.flatnonzero(remount | (ready & (first | ended))).tolist():
+            device = r.messages[int(rows[i])].device
+            what = "remount" if remount[i] else "walking"
+            self._learnt.append((device, what, walk_sum[i].copy(), float(walk_s[i])))
+
+    def _apply_learnt(
+        self, device: str, what: str, vector: np.ndarray, seconds: float, events: list[EngineEvent]
+    ) -> None:
+        """The prepare stage: what the complete stage learnt of ``device``'s vertical."""
+        w = self.walking
+        assert w is not None
+        old, source = self.verticals.get(device), self.sources.get(device)
+        if what == "remount" and old is not None:
+            self.set_vertical(device, None)
+            self.counters["remounts"] += 1
+            angle = _angle_deg(old, vector)
+            events.append(
+                EngineEvent(
+                    device,
+                    "remounted",
+                    f"{seconds:.0f} s of walking {angle:.0f} deg away from the {source} "
+                    f"vertical (> {w.remount_deg:g} deg): the device was re-mounted; "
+                    "its vertical is dropped",
+                    dropped=False,
+                )
+            )
+            old, source = None, None
+        if seconds < w.seconds - 1e-9 or source == "standing":
+            return  # too little walking yet; a standing calibration wins
+        self.set_vertical(device, vector, "walking")
+        new = self.verticals[device]
+        self.counters["walking_verticals"] += 1
+        moved = "" if old is None else f", {_angle_deg(old, new):.1f} deg from the last"
+        events.append(
+            EngineEvent(
+                device,
+                "calibrated" if old is None else "refined",
+                f"vertical {np.round(new, 4).tolist()} from {seconds:.0f} s of walking{moved}",
+                dropped=False,
+            )
+        )
+
     # --- feeding ---------------------------------------------------------------------
 
     def feed(
@@ -596,6 +802,8 @@ class Engine:
         """Stage one: admit the messages, run the filters, fill the windows or the
         stateful steps' inputs."""
         prepared = Prepared()
+        while self._learnt:
+            self._apply_learnt(*self._learnt.popleft(), prepared.events)
         # A device's second message in one batch must see the state its first left:
         # messages go into rounds, the k-th message of each device into round k.
         rounds: list[list[_Admitted]] = []
@@ -694,22 +902,23 @@ class Engine:
             which = np.arange(len(batch)) if len(by_length) == 1 else np.array(rows)
             s = slots[which]
             x = np.stack([messages[i].samples for i in rows]).astype(np.float64, copy=False)
-            y = self._features(x, s, [messages[i].device for i in rows], events)
+            y, filtered = self._features(x, s, [messages[i].device for i in rows], events)
             before = inp.count[s]
             inp.count[s] = before + length
             if self.mode == "window":
-                parts.append(self._windows(s, y, before, which, windows))
+                part = self._windows(s, y, before, which, windows)
             else:
-                parts.append(self._steps(s, y, before, which, groups))
+                part = self._steps(s, y, before, which, groups)
+            parts.append((*part, self._gravity_at(filtered, which, before, part[0], part[2])))
         if windows:
             groups = [_Group(np.concatenate(windows), None)]
-        row, rank, stop, group, index, step = (
+        row, rank, stop, group, index, step, gravity = (
             parts[0] if len(parts) == 1 else [np.concatenate(c) for c in zip(*parts, strict=True)]
         )
         if len(parts) > 1:  # back to message order (a device's decisions stay in order)
             order = np.argsort(row, kind="stable")
-            row, rank, stop, group, index, step = (
-                c[order] for c in (row, rank, stop, group, index, step)
+            row, rank, stop, group, index, step, gravity = (
+                c[order] for c in (row, rank, stop, group, index, step, gravity)
             )
         return _Round(
             messages=messages,
@@ -728,12 +937,41 @@ class Engine:
             group=group,
             index=index,
             step=step,
+            gravity=gravity,
+            own=np.where(inp.own[slots, None], inp.vertical[slots], np.nan),
+            version=inp.version[slots].copy(),
         )
+
+    def _gravity_at(
+        self,
+        filtered: np.ndarray,
+        which: np.ndarray,
+        before: np.ndarray,
+        rows: np.ndarray,
+        stop: np.ndarray,
+    ) -> np.ndarray:
+        """Per decision of a length group, for calibration from walking (D, 4): the unit
+        gravity direction (the 0.3 Hz gravity filter's, already a mean over the last
+        seconds) and the mean |body acceleration| (g) over the decision's last hop (as
+        much of it as its message holds). ``rows`` index the round's messages
+        (``which``, sorted, maps the group's rows to them), ``stop`` is each decision's
+        count, ``before`` each row's count before the message. NaN where nothing learns
+        from walking."""
+        if self.walking is None or not len(rows):
+            return np.full((len(rows), 4), np.nan)
+        local = np.searchsorted(which, rows)
+        end = stop - before[local]  # samples of the message up to the decision
+        motion = np.zeros((len(filtered), filtered.shape[1] + 1))
+        np.cumsum(np.linalg.norm(filtered[..., 0:3], axis=-1), axis=1, out=motion[:, 1:])
+        begin = np.maximum(end - self.hop, 0)
+        mean = (motion[local, end] - motion[local, begin]) / (end - begin)
+        return np.concatenate([gravity_direction(filtered[local, end - 1]), mean[:, None]], 1)
 
     def _features(
         self, x: np.ndarray, slots: np.ndarray, devices: list[str], events: list[EngineEvent]
-    ) -> np.ndarray:
-        """Raw (B, n, 6) of devices in ``slots`` through their filters -> model inputs."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (B, n, 6) of devices in ``slots`` through their filters -> model inputs,
+        and the filtered device-frame channels (B, n, 9)."""
         inp = self._in
         state = FilterState(inp.history[slots], inp.lowpass[slots], inp.gravity[slots])
         fresh = ~inp.started[slots]
@@ -752,7 +990,7 @@ class Engine:
             vertical = inp.vertical[slots]
             if np.isnan(vertical[:, 0]).all():
                 vertical = None  # every device uncalibrated: nothing to compute
-        return self.preprocessor.inputs(filtered, vertical)
+        return self.preprocessor.inputs(filtered, vertical), filtered
 
     def _steps(
         self,
@@ -852,6 +1090,7 @@ class Engine:
             out.reset(restarted, states)
             self.smoother.reset(restarted)
             out.activity[r.slots[r.new]] = -1
+            out.reset(r.slots[r.new], _WALK_ARRAYS)  # a slot another device held
         probs = np.empty((len(r.row), len(self.labels)), np.float32)
         for g, group in enumerate(r.groups):
             if group.slots is None:  # window mode: every window from the initial state
@@ -879,6 +1118,10 @@ class Engine:
             previous[mine] = out.activity[s]
             out.activity[s] = published
             activity[mine], confidence[mine] = published, conf
+            if self.walking is not None:
+                at = r.row[mine]
+                seen = r.gravity[mine]
+                self._learn(s, published, conf, seen[:, :3], seen[:, 3], at, r)
         self.decisions += len(slots)
         seq = r.first[r.row] + r.stop - 1
         offset = seq - r.start[r.row]
@@ -890,6 +1133,14 @@ class Engine:
         return Decisions(
             self.labels, devices, seq, t, r.received[r.row], activity, confidence, probs, previous
         )
+
+
+_WALK_ARRAYS = ("walk_run", "dropped", "walk_last", "walk_sum", "walk_s", "off_sum", "off_s")
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    cos = float(np.dot(a, b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
 def offline_decisions(

@@ -147,35 +147,54 @@ def decode_imu(
         samples, seq, t, rate, sent_units, times = _from_json(payload, max_samples)
     if not np.all(np.isfinite(samples)):
         raise PayloadError("not_finite", "samples must be finite numbers")
-    if seq is not None and (
-        not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ
-    ):
-        raise PayloadError("bad_seq", f"seq must be an integer from 0 to {MAX_SEQ}")
-    if t is not None and (not _is_number(t) or not 0 <= t <= MAX_T):
-        raise PayloadError("bad_t", f"t must be a number from 0 to {MAX_T:.0f} (epoch seconds)")
-    rate = rate_hz if rate is None else rate
-    if not _is_number(rate) or not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
-        raise PayloadError(
-            "bad_rate", f"rate must be a number from {MIN_RATE_HZ:g} to {MAX_RATE_HZ:g} Hz"
-        )
+    _check_seq(seq)
+    _check_t(t)
+    rate = _checked_rate(rate_hz if rate is None else rate)
     acc_scale, gyro_scale = _unit_scales({**(units or {}), **sent_units})
     _check_range(samples, acc_scale, gyro_scale)
     if rate == rate_hz and times is None and acc_scale == gyro_scale == 1.0:
         return Message(device, samples, seq, None if t is None else float(t), now)
-    if times is None:  # the device's own clock if it sent one, else ours
-        offsets = np.arange(len(samples)) / rate
-        if t is not None:
-            times = float(t) + offsets
-        elif seq is not None:
-            times = seq / rate + offsets  # since the stream began: anchored later
-        else:
-            times = now - offsets[::-1]
+    if times is None:
+        times = _sample_times(len(samples), rate, seq, t, now)
     check_span(float(times[-1] - times[0]), rate_hz, max_samples)
     readings = [
         Readings("acc", times, samples[:, :3] * acc_scale),
         Readings("gyro", times, samples[:, 3:] * gyro_scale),
     ]
     return DeviceReadings(device, readings, now)
+
+
+def _check_seq(seq: Any) -> None:
+    if seq is not None and (
+        not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ
+    ):
+        raise PayloadError("bad_seq", f"seq must be an integer from 0 to {MAX_SEQ}")
+
+
+def _check_t(t: Any) -> None:
+    if t is not None and (not _is_number(t) or not 0 <= t <= MAX_T):
+        raise PayloadError("bad_t", f"t must be a number from 0 to {MAX_T:.0f} (epoch seconds)")
+
+
+def _checked_rate(rate: Any) -> float:
+    """The message's rate (the configured one when it sent none), checked."""
+    if not _is_number(rate) or not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+        raise PayloadError(
+            "bad_rate", f"rate must be a number from {MIN_RATE_HZ:g} to {MAX_RATE_HZ:g} Hz"
+        )
+    return float(rate)
+
+
+def _sample_times(n: int, rate: float, seq: int | None, t: Any, now: float) -> np.ndarray:
+    """Times of a message's ``n`` evenly spaced samples: from the device's own clock if
+    it sent one (``t``, else ``seq`` counted from the stream's start, anchored later),
+    else ours (the last sample received ``now``)."""
+    offsets = np.arange(n) / rate
+    if t is not None:
+        return float(t) + offsets
+    if seq is not None:
+        return seq / rate + offsets
+    return now - offsets[::-1]
 
 
 _Parsed = tuple[np.ndarray, Any, Any, Any, dict[str, str], "np.ndarray | None"]
@@ -374,9 +393,21 @@ def decode_sensor_logger(payload: bytes, *, max_bytes: int) -> SensorLoggerBatch
     message_id = data.get("messageId", 0)
     if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 0:
         raise PayloadError("bad_shape", "messageId must be a non-negative integer")
+    rows = _sensor_logger_rows(data["payload"])
+    readings = [_sensor_logger_readings(name, table) for name, table in rows.items()]
+    return SensorLoggerBatch(
+        device_id_from(str(data.get("deviceId") or "")),
+        message_id,
+        str(data.get("sessionId") or ""),
+        readings,
+    )
+
+
+def _sensor_logger_rows(entries: list[Any]) -> dict[str, list[tuple[Any, Any, Any, Any]]]:
+    """The readings of the kinds the model uses, by name: (time, x, y, z) rows as sent."""
     rows: dict[str, list[tuple[Any, Any, Any, Any]]] = {}
     try:
-        for entry in data["payload"]:
+        for entry in entries:
             name = entry.get("name")
             if name in SENSOR_LOGGER_KINDS:  # else location, battery, the connection test ...
                 xyz = entry["values"]
@@ -385,27 +416,24 @@ def decode_sensor_logger(payload: bytes, *, max_bytes: int) -> SensorLoggerBatch
         raise PayloadError(
             "bad_shape", "payload entries must be objects; readings need time and values x y z"
         ) from None
-    readings = []
-    for name, table in rows.items():
-        kind, scale = SENSOR_LOGGER_KINDS[name]
-        try:  # one conversion for the whole table: no Python per reading beyond the above
-            array = np.array(table, np.float64)
-        except (TypeError, ValueError):
-            raise PayloadError("bad_shape", f"{name}: time and x y z must be numbers") from None
-        if array.ndim != 2 or not np.all(np.isfinite(array)):
-            raise PayloadError("not_finite", f"{name} values must be finite numbers")
-        if not np.all((array[:, 0] >= 0) & (array[:, 0] <= MAX_T * 1e9)):
-            raise PayloadError("bad_times", f"{name}: time must be epoch ns up to 2100")
-        limit = MAX_GYRO_RADS if kind == "gyro" else MAX_ACC_G / scale
-        if np.abs(array[:, 1:]).max() > limit:
-            raise PayloadError("out_of_range", f"{name} values beyond {limit:g}")
-        readings.append(Readings(kind, array[:, 0] / 1e9, array[:, 1:] * scale))
-    return SensorLoggerBatch(
-        device_id_from(str(data.get("deviceId") or "")),
-        message_id,
-        str(data.get("sessionId") or ""),
-        readings,
-    )
+    return rows
+
+
+def _sensor_logger_readings(name: str, table: list[tuple[Any, Any, Any, Any]]) -> Readings:
+    """One kind's rows, checked, as :class:`Readings` in seconds and the model's units."""
+    kind, scale = SENSOR_LOGGER_KINDS[name]
+    try:  # one conversion for the whole table: no Python per reading beyond the rows
+        array = np.array(table, np.float64)
+    except (TypeError, ValueError):
+        raise PayloadError("bad_shape", f"{name}: time and x y z must be numbers") from None
+    if array.ndim != 2 or not np.all(np.isfinite(array)):
+        raise PayloadError("not_finite", f"{name} values must be finite numbers")
+    if not np.all((array[:, 0] >= 0) & (array[:, 0] <= MAX_T * 1e9)):
+        raise PayloadError("bad_times", f"{name}: time must be epoch ns up to 2100")
+    limit = MAX_GYRO_RADS if kind == "gyro" else MAX_ACC_G / scale
+    if np.abs(array[:, 1:]).max() > limit:
+        raise PayloadError("out_of_range", f"{name} values beyond {limit:g}")
+    return Readings(kind, array[:, 0] / 1e9, array[:, 1:] * scale)
 
 
 def _samples(raw: list[Any], payload: bytes, keys: int) -> np.ndarray:
@@ -580,15 +608,22 @@ def decode_calibrate(payload: bytes, default_s: float) -> float | None:
 
 
 def encode_calibration(
-    device: str, status: str, vertical: Sequence[float] | None, detail: str, t: float
+    device: str,
+    status: str,
+    vertical: Sequence[float] | None,
+    detail: str,
+    t: float,
+    source: str | None = None,
 ) -> bytes:
     """A device's calibration status (``{prefix}/{device}/calibration``, retained):
-    started | calibrated | failed | cleared, the vertical in force (None: none)."""
+    started | calibrated | failed | cleared | refined | remounted, the vertical in force
+    (None: none) and where it came from (``source``: standing | walking | None)."""
     return encode(
         {
             "device": device,
             "status": status,
             "vertical": None if vertical is None else [round(float(v), 5) for v in vertical],
+            "source": source,
             "detail": detail,
             "t": round(t, 3),
         }

@@ -39,7 +39,8 @@ function render() {
   $("devices").innerHTML = rows.slice(page * PAGE, (page + 1) * PAGE).map((d) =>
     `<tr data-device="${d.device}" class="${d.device === selected ? "selected" : ""}">` +
     `<td>${d.device}</td><td>${chip(d.activity)}</td><td>${d.confidence.toFixed(2)}</td>` +
-    `<td>${clock(d.since)}</td><td>${ago(d.last_decision)} ago</td><td>${d.errors}</td></tr>`).join("");
+    `<td>${clock(d.since)}</td><td>${ago(d.last_decision)} ago</td><td>${d.errors}</td>` +
+    `<td>${d.calibration || "none"}</td></tr>`).join("");
 }
 
 async function loadDevices() {

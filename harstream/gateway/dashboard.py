@@ -141,8 +141,10 @@ class Dashboard:
         labels: tuple[str, ...],
         *,
         health: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
+        calibration: Callable[[str], str | None] = lambda device: None,
     ) -> None:
         self.settings = settings
+        self.calibration = calibration  # a device's calibration source, if any
         self.snapshot = snapshot
         self.connected = connected
         self.health = health  # /healthz: (healthy, body); else by `connected` alone
@@ -234,12 +236,11 @@ class Dashboard:
 
         if not self._authorised(request):
             return self._refuse()
+        devices = self.history.devices()
+        for device in devices:  # standing | walking | none (a read of the engine's dict)
+            device["calibration"] = self.calibration(device["device"]) or "none"
         return web.json_response(
-            {
-                "now": round(time.time(), 3),
-                "labels": list(self.labels),
-                "devices": self.history.devices(),
-            }
+            {"now": round(time.time(), 3), "labels": list(self.labels), "devices": devices}
         )
 
     async def _timeline(self, request: web.Request) -> web.Response:

@@ -28,7 +28,9 @@ seen for the first time is announced ``online`` on ``{prefix}/{device}/availabil
 Calibration (models with gravity-aligned inputs): a message on
 ``{prefix}/{device}/calibrate`` (or ``POST /calibrate/{device}``) starts one in the
 engine; its result, and a clear, are published retained on
-``{prefix}/{device}/calibration`` and saved to ``calibration.state_file``.
+``{prefix}/{device}/calibration`` and saved to ``calibration.state_file``; so are the
+verticals the engine learns from each device's walking (source ``walking``) and its
+re-mounts (status ``remounted``).
 
 Recording (``recording.dir``): the prepare thread hands the samples the engine admitted
 to the :class:`~harstream.gateway.recorder.Recorder`, which says which session they
@@ -94,6 +96,14 @@ from harstream.gateway.transport import Incoming
 __all__ = ["Arrival", "Inbox", "InferStats", "Outgoing", "Output", "Pipeline", "PrepareStats"]
 
 log = logging.getLogger("harstream.gateway")
+
+#: The engine's calibration events -> the status published on the calibration topic.
+_CALIBRATION_EVENTS = {
+    "calibrated": "calibrated",
+    "calibration_failed": "failed",
+    "refined": "refined",
+    "remounted": "remounted",
+}
 
 EVICT_EVERY_S = 5.0  # how often the prepare thread looks for idle devices (at most)
 LINGER_MEMORY = 4  # batches looked back on: linger while one of them held 2+ devices
@@ -182,8 +192,11 @@ class _Batch:
     received: dict[str, float] = field(default_factory=dict)  # device -> monotonic receipt
     announce: list[str] = field(default_factory=list)  # to (re)announce to Home Assistant
     evicted: list[str] = field(default_factory=list)  # gone silent: say they are offline
-    # device, status (started | calibrated | failed | cleared), vertical in force, detail
-    calibrations: list[tuple[str, str, list[float] | None, str]] = field(default_factory=list)
+    # device, status (started | calibrated | failed | cleared | refined | remounted),
+    # the device's own vertical in force, its source (standing | walking | None), detail
+    calibrations: list[tuple[str, str, list[float] | None, str | None, str]] = field(
+        default_factory=list
+    )
     sessions: dict[str, str] = field(default_factory=dict)  # device -> recording session
     swap: _Swap | None = None  # this batch is the new engine's first
 
@@ -239,8 +252,9 @@ class Pipeline:
             CalibrationFile(settings.calibration_file) if settings.calibration_file else None
         )
         if self.calibrations is not None:  # fails the start on a bad file
-            for device, vertical in self.calibrations.load().items():
-                engine.set_vertical(device, vertical)
+            verticals, sources = self.calibrations.load_sources()
+            for device, vertical in verticals.items():
+                engine.set_vertical(device, vertical, sources[device])
         self._last_error: OrderedDict[str, float] = OrderedDict()
         self._partition_warned = -1e9
         self._threads = [
@@ -356,7 +370,7 @@ class Pipeline:
             if self.monotonic() >= next_evict:
                 self._evict()
                 next_evict = self.monotonic() + every
-            if arrivals or announce:
+            if arrivals or announce or self.engine.learnt_waiting:
                 batch = self._prepare(arrivals, announce, rejected)
                 if batch is not None:
                     crowd.append(len(batch.received))
@@ -414,12 +428,12 @@ class Pipeline:
             batch.prepared = self._prepare_apart(messages, exc, batch, rejected)
         saved = False
         for event in batch.prepared.events:
-            if event.code in ("calibrated", "calibration_failed"):
-                status = "calibrated" if event.code == "calibrated" else "failed"
-                batch.calibrations.append(
-                    (event.device, status, self._vertical(event.device), event.detail)
-                )
-                saved = saved or status == "calibrated"
+            if event.code in _CALIBRATION_EVENTS:
+                status = _CALIBRATION_EVENTS[event.code]
+                # remounted: the vertical was dropped (a new one may follow in this batch)
+                now = (None, None) if status == "remounted" else self._vertical(event.device)
+                batch.calibrations.append((event.device, status, *now, event.detail))
+                saved = saved or status != "failed"
                 continue
             rejected[event.code] += 1
             batch.errors.append((event.device, event.code, event.detail))
@@ -505,7 +519,7 @@ class Pipeline:
             if seconds is None:
                 self.engine.set_vertical(device, None)
                 self._save_calibrations()
-                batch.calibrations.append((device, "cleared", self._vertical(device), ""))
+                batch.calibrations.append((device, "cleared", *self._vertical(device), ""))
                 return
             self.engine.calibrate(device, seconds)
         except PayloadError as exc:
@@ -518,7 +532,7 @@ class Pipeline:
             batch.errors.append((device, code, str(exc)))
             return
         detail = f"stand still for {seconds:g} s"
-        batch.calibrations.append((device, "started", self._vertical(device), detail))
+        batch.calibrations.append((device, "started", *self._vertical(device), detail))
 
     def _warn_partition(self, reason: str) -> None:
         now = self.monotonic()
@@ -564,15 +578,18 @@ class Pipeline:
             return
         log.info("label stored: %s", stored)
 
-    def _vertical(self, device: str) -> list[float] | None:
+    def _vertical(self, device: str) -> tuple[list[float] | None, str | None]:
+        """The device's own vertical in force and its source."""
         vertical = self.engine.verticals.get(device)
-        return None if vertical is None else vertical.tolist()
+        if vertical is None:
+            return None, None
+        return vertical.tolist(), self.engine.sources.get(device)
 
     def _save_calibrations(self) -> None:
         if self.calibrations is None:
             return
         try:
-            self.calibrations.save(self.engine.verticals)
+            self.calibrations.save(self.engine.verticals, self.engine.sources)
         except Exception:  # a full or read-only disk must not stop recognition
             log.exception("cannot save calibrations to %s", self.calibrations.path)
 
@@ -588,6 +605,8 @@ class Pipeline:
                 continue
             try:
                 decisions = self._finite(self._completing.complete(batch.prepared), batch)
+                if self._completing.learnt_waiting:  # the prepare thread applies it
+                    self.inbox.wake()
             except Exception as exc:  # this batch's decisions alone
                 errors += 1
                 self.faults.caught("infer", "", exc)
@@ -612,8 +631,19 @@ class Pipeline:
             self.deliver(output)
 
     def _output(self, batch: _Batch, decisions: Decisions) -> Output:
-        s = self.settings
+        """A batch's messages, in order: devices come, calibrated and gone; decisions;
+        errors."""
         out = Output()
+        self._device_news(batch, out)
+        if len(decisions):
+            self._decided(batch, decisions, out)
+        self._errors(batch, out)
+        return out
+
+    def _device_news(self, batch: _Batch, out: Output) -> None:
+        """Devices that came (online, Home Assistant discovery), were calibrated, or went
+        (gone, offline)."""
+        s = self.settings
         send = out.messages.append
         for device in batch.prepared.new_devices:
             send(Outgoing(f"{s.prefix}/{device}/availability", b"online", 1, True))
@@ -635,8 +665,8 @@ class Pipeline:
                     )
                 )
         now = self.wall_clock()
-        for device, status, vertical, detail in batch.calibrations:
-            payload = encode_calibration(device, status, vertical, detail, now)
+        for device, status, vertical, source, detail in batch.calibrations:
+            payload = encode_calibration(device, status, vertical, detail, now, source)
             send(Outgoing(f"{s.prefix}/{device}/calibration", payload, 1, True))
         for device in batch.evicted:
             idle = s.ingest.idle_timeout_s
@@ -649,15 +679,20 @@ class Pipeline:
                 )
             )
             send(Outgoing(f"{s.prefix}/{device}/availability", b"offline", 1, True))
-        if len(decisions):
-            self._decided(batch, decisions, out)
+
+    def _errors(self, batch: _Batch, out: Output) -> None:
+        """The batch's errors to their devices, those past the report rate counted as
+        suppressed."""
+        s = self.settings
         now = self.monotonic()
         suppressed = 0
         for device, code, detail in batch.errors:
             if s.live_page:
                 out.error_devices.append(device)
             if self._may_report(device, now):
-                send(Outgoing(f"{s.prefix}/{device}/error", encode_error(code, detail), 0, False))
+                out.messages.append(
+                    Outgoing(f"{s.prefix}/{device}/error", encode_error(code, detail), 0, False)
+                )
             else:
                 suppressed += 1
         if suppressed:
@@ -668,7 +703,6 @@ class Pipeline:
                 stats.batch_errors,
                 stats.completed_at,
             )
-        return out
 
     def _finite(self, decisions: Decisions, batch: _Batch) -> Decisions:
         """Decisions with a non-finite confidence or probability never leave (they would

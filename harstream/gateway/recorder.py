@@ -425,64 +425,75 @@ class Recorder:
         if self._error is not None and kind != "forget":
             return
         if kind == "session":
-            _, key, meta = item
-            self._end(meta["device"])  # a device's new session ends its old one
-            # devices that started together would all rotate in the same tick: each
-            # session gets its own period (rotate_s +-25%, fixed by its key), so that parts
-            # are written evenly over time rather than in bursts that stall the pipeline
-            spread = 1 + ROTATE_SPREAD * (2 * (zlib.crc32(key.encode()) % 1000) / 1000 - 1)
-            self._buffers[key] = _Buffer(
-                meta["device"], meta["session"], meta, rotate_s=self.settings.rotate_s * spread
-            )
-            self._current[meta["device"]] = key
-            self._counts["sessions"] += 1
+            self._begin(*item[1:])
         elif kind == "samples":
-            _, key, start, t0, samples = item
-            buf = self._buffers.get(key)
-            if buf is None:
-                return
-            if buf.device in self._over:  # past its share of the folder: not kept
-                self._refused += len(samples)
-                return
-            if not (buf.chunks or buf.decisions):
-                buf.since = self.monotonic()
-            kept = samples.astype(np.float32)  # what is written: half the memory
-            buf.chunks.append((start, t0, kept))
-            size = kept.nbytes + 64
-            buf.bytes += size
-            buf.held += len(kept)
-            self._buffered += size
-            # the stream's own time: a backlog uploaded at 20x real time holds rotate_s
-            # of samples after rotate_s / 20 of wall time, and is written then
-            if (
-                buf.bytes >= self.settings.rotate_bytes
-                or buf.held >= buf.rotate_s * self.settings.rate_hz
-            ):
-                self._write(key)
-            if self._buffered > self.settings.max_buffer_bytes:
-                self._shed()
+            self._add_samples(*item[1:])
         elif kind == "decisions":
-            _, key, rows = item
-            buf = self._buffers.get(key)
-            if buf is not None and buf.device not in self._over:
-                if not (buf.chunks or buf.decisions):
-                    buf.since = self.monotonic()
-                buf.decisions.extend(rows)
-                size = 64 * len(rows)
-                buf.bytes += size
-                self._buffered += size
+            self._add_decisions(*item[1:])
         elif kind == "end":
             self._end(item[1])
         elif kind == "forget":
-            device = item[1]
-            for k in [k for k, b in self._buffers.items() if b.device == device]:
-                self._buffered -= self._buffers.pop(k).bytes
-            self._current.pop(device, None)
-            folder = self.root / device
-            if folder.exists():
-                shutil.rmtree(folder)
-            self._measure()
-            log.info("recordings of %s erased", device)
+            self._erase(item[1])
+
+    def _begin(self, key: str, meta: dict[str, Any]) -> None:
+        """A device's new session (its old one ends)."""
+        self._end(meta["device"])
+        # devices that started together would all rotate in the same tick: each
+        # session gets its own period (rotate_s +-25%, fixed by its key), so that parts
+        # are written evenly over time rather than in bursts that stall the pipeline
+        spread = 1 + ROTATE_SPREAD * (2 * (zlib.crc32(key.encode()) % 1000) / 1000 - 1)
+        self._buffers[key] = _Buffer(
+            meta["device"], meta["session"], meta, rotate_s=self.settings.rotate_s * spread
+        )
+        self._current[meta["device"]] = key
+        self._counts["sessions"] += 1
+
+    def _add_samples(self, key: str, start: int, t0: float, samples: np.ndarray) -> None:
+        """A session's samples to its buffer, written once it holds a part's worth."""
+        buf = self._buffers.get(key)
+        if buf is None:
+            return
+        if buf.device in self._over:  # past its share of the folder: not kept
+            self._refused += len(samples)
+            return
+        if not (buf.chunks or buf.decisions):
+            buf.since = self.monotonic()
+        kept = samples.astype(np.float32)  # what is written: half the memory
+        buf.chunks.append((start, t0, kept))
+        size = kept.nbytes + 64
+        buf.bytes += size
+        buf.held += len(kept)
+        self._buffered += size
+        # the stream's own time: a backlog uploaded at 20x real time holds rotate_s
+        # of samples after rotate_s / 20 of wall time, and is written then
+        if (
+            buf.bytes >= self.settings.rotate_bytes
+            or buf.held >= buf.rotate_s * self.settings.rate_hz
+        ):
+            self._write(key)
+        if self._buffered > self.settings.max_buffer_bytes:
+            self._shed()
+
+    def _add_decisions(self, key: str, rows: list[tuple[Any, ...]]) -> None:
+        buf = self._buffers.get(key)
+        if buf is not None and buf.device not in self._over:
+            if not (buf.chunks or buf.decisions):
+                buf.since = self.monotonic()
+            buf.decisions.extend(rows)
+            size = 64 * len(rows)
+            buf.bytes += size
+            self._buffered += size
+
+    def _erase(self, device: str) -> None:
+        """A device's buffers and folder (``forget``)."""
+        for k in [k for k, b in self._buffers.items() if b.device == device]:
+            self._buffered -= self._buffers.pop(k).bytes
+        self._current.pop(device, None)
+        folder = self.root / device
+        if folder.exists():
+            shutil.rmtree(folder)
+        self._measure()
+        log.info("recordings of %s erased", device)
 
     def _end(self, device: str) -> None:
         key = self._current.pop(device, None)

@@ -128,19 +128,27 @@ class Router:
         if device.startswith(PROBE_PREFIX):
             self.counters["probes"] += 1
             return None, None
-        p, partitions = int(part), self.settings.partitions
-        if p not in self.owned:
-            self.counters["messages_unowned"] += 1
-            return None, f"partition {p} is not one of this worker's"
-        if valid_device_id(device) and partition_of(device, partitions) != p:
-            self.counters["messages_mismatched"] += 1
-            return None, (
-                f"the broker put {device} on partition {p}, but with scale.partitions "
-                f"{partitions} it is {partition_of(device, partitions)}: the broker's P differs"
-            )
+        refused = self._misplaced(int(part), device)
+        if refused is not None:
+            return None, refused
         if kind == SENSOR_LOGGER_KIND:
             return f"{self.sensor_logger_topic}/{device}", None
         return f"{self.prefix}/{device}/{kind}", None
+
+    def _misplaced(self, p: int, device: str) -> str | None:
+        """Why a device's message on partition ``p`` is not this worker's to serve
+        (counted), or None."""
+        partitions = self.settings.partitions
+        if p not in self.owned:
+            self.counters["messages_unowned"] += 1
+            return f"partition {p} is not one of this worker's"
+        if valid_device_id(device) and partition_of(device, partitions) != p:
+            self.counters["messages_mismatched"] += 1
+            return (
+                f"the broker put {device} on partition {p}, but with scale.partitions "
+                f"{partitions} it is {partition_of(device, partitions)}: the broker's P differs"
+            )
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,28 +246,37 @@ class WorkerBook:
             self._refuse("statuses_refused", f"{rest[:80]!r} is no worker topic")
             return None
         if tail == "status":
-            try:
-                state, instance = parse_status(payload)
-            except ValueError as exc:
-                self._refuse("statuses_refused", f"worker {name}: {exc}")
-                return None
-            if name == self.me:  # another client, or a late will, says this one is gone
-                if (state, instance) == ("offline", self.instance):
-                    self._refuse("own_restored", "own status offline while alive: re-published")
-                    return "online"
-                return None  # an earlier start's: no other worker counts it
-            if name not in self.status and len(self.status) >= MAX_WORKERS:
-                self._refuse("statuses_refused", f"worker {name}: more than {MAX_WORKERS}")
-                return None
-            self.status[name] = (state, instance)
-            known = self.announced.get(name)
-            if state == "offline" and known is not None and known.instance != instance:
-                self._refuse(
-                    "statuses_ignored",
-                    f"worker {name} offline for instance {instance or '(none)'}, but it "
-                    f"announced {known.instance or '(none)'}: an earlier start or another client",
-                )
+            return self._status_news(name, payload)
+        return self._announcement_news(name, payload)
+
+    def _status_news(self, name: str, payload: bytes) -> str | None:
+        """A worker's ``status``: ``online`` when this worker's own must be restored."""
+        try:
+            state, instance = parse_status(payload)
+        except ValueError as exc:
+            self._refuse("statuses_refused", f"worker {name}: {exc}")
             return None
+        if name == self.me:  # another client, or a late will, says this one is gone
+            if (state, instance) == ("offline", self.instance):
+                self._refuse("own_restored", "own status offline while alive: re-published")
+                return "online"
+            return None  # an earlier start's: no other worker counts it
+        if name not in self.status and len(self.status) >= MAX_WORKERS:
+            self._refuse("statuses_refused", f"worker {name}: more than {MAX_WORKERS}")
+            return None
+        self.status[name] = (state, instance)
+        known = self.announced.get(name)
+        if state == "offline" and known is not None and known.instance != instance:
+            self._refuse(
+                "statuses_ignored",
+                f"worker {name} offline for instance {instance or '(none)'}, but it "
+                f"announced {known.instance or '(none)'}: an earlier start or another client",
+            )
+        return None
+
+    def _announcement_news(self, name: str, payload: bytes) -> str | None:
+        """A worker's announcement (empty: retired): ``announce`` when this worker's
+        own must be restored."""
         if name == self.me:
             if payload and self._own(payload):
                 return None

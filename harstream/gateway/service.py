@@ -159,6 +159,7 @@ class Gateway:
                 self.connected.is_set,
                 engine.labels,
                 health=self.health,
+                calibration=self._calibration_source,
             )
         # a worker forwards what comes over HTTP through the broker, to the device's owner
         take = self.accept if self.router is None else self._forward
@@ -333,6 +334,17 @@ class Gateway:
             await session.subscribe(f"{prefix}/imu/+/{probe}", qos=1)
         for probe in probes:
             await session.publish(f"{prefix}/{probe}/imu", b"", qos=1, retain=False)
+        early = await self._await_probes(session, prefix, probes)
+        if early:
+            self._dispatch(early)
+        log.debug("probes on partitions %s", probes)
+        self._check_probes(prefix, probes, scale)
+
+    async def _await_probes(
+        self, session: Session, prefix: str, probes: dict[str, int]
+    ) -> list[Incoming]:
+        """Note each probe's partition in ``probes`` as it comes, for ``probe_s`` at most;
+        return the devices' messages that came meanwhile."""
         early: list[Incoming] = []
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.probe_s):
@@ -342,12 +354,14 @@ class Gateway:
                         if m.topic.startswith(prefix + "/imu/") and parts[-1] in probes:
                             probes[parts[-1]] = int(parts[-2])
                         elif not parts[-1].startswith(PROBE_PREFIX):
-                            early.append(m)  # devices' messages: not lost, served below
+                            early.append(m)  # devices' messages: not lost, served once probed
                     if min(probes.values()) >= 0:
                         break
-        if early:
-            self._dispatch(early)
-        log.debug("probes on partitions %s", probes)
+        return early
+
+    def _check_probes(self, prefix: str, probes: dict[str, int], scale: ScaleSettings) -> None:
+        """ConfigError when no probe came, or one came on a partition this P would not
+        put it on."""
         if max(probes.values()) < 0:
             raise ConfigError(
                 f"scale.partitions: the broker does not partition {prefix}/DEVICE/imu "
@@ -707,6 +721,11 @@ class Gateway:
             **self.router.counters,
             **(self.book.counters if self.book is not None else {}),
         }
+
+    def _calibration_source(self, device: str) -> str | None:
+        """The source of the device's vertical, in the engine serving now (a model swap
+        replaces it), for the live page."""
+        return self.engine.sources.get(device)
 
     def live_numbers(self) -> dict[str, Any]:
         """The counters now, with the last stats interval's rates and latency."""

@@ -53,6 +53,10 @@ def stream_configs(args: argparse.Namespace) -> dict[str, Config]:
         if not sep:
             raise ConfigError(f"--stream-config {item}: expected NAME=YAML")
         configs[name] = load_config(path, args.overrides)
+    if getattr(args, "calibration", None) == "none":  # uncalibrated: nothing learnt either
+        for name, config in configs.items():
+            cal = config.calibration.model_copy(update={"from_walking": False})
+            configs[name] = config.model_copy(update={"calibration": cal})
     return configs
 
 

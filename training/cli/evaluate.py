@@ -1,7 +1,8 @@
 """The evaluation commands, one per protocol, each reading top to bottom:
 ``evaluate`` (the test subjects as recorded), ``evaluate-orders`` (life's order),
-``evaluate-orientations``, ``evaluate-baseline``, ``evaluate-field`` (labelled field
-recordings), ``tradeoff`` and ``export``. docs/design.md has the protocol."""
+``evaluate-orientations``, ``evaluate-walking`` (the vertical learnt from walking),
+``evaluate-baseline``, ``evaluate-field`` (labelled field recordings), ``tradeoff`` and
+``export``. docs/design.md has the protocol."""
 
 from __future__ import annotations
 
@@ -114,6 +115,41 @@ def cmd_orientations(args: argparse.Namespace) -> int:
         title = f"Orientation robustness ({args.subjects} subjects)"
         csv, markdown = write_table(table, args.report, title)
         print(f"wrote {csv} and {markdown}")
+    return 0
+
+
+def cmd_walking(args: argparse.Namespace) -> int:
+    """The vertical learnt online from each device's walking (training.walking): each
+    subject one device, its recordings joined (lab) or spliced in random orders."""
+    import pandas as pd
+
+    from harstream.core.bundle import load_bundle
+    from training.metrics import write_table
+    from training.robustness import rotation_seeds
+    from training.walking import recording_devices, seconds_table, walking_report
+
+    config = config_from_args(args)
+    chosen = subjects(args, config)
+    bundle, data = load_bundle(args.model), data_dir(args, config)
+    rotations = rotation_seeds(args.rotate)
+    table = walking_report(bundle, config, data, chosen, rotations, config.train.jobs)
+    print(
+        f"{bundle.name} on the {args.subjects} subjects {list(chosen)}, turned {args.rotate}: "
+        "each subject one device, its recordings joined (lab) or spliced in random orders"
+    )
+    print(table.to_string(index=False))
+    path = args.report or Path(args.model or "runs/default") / "walking"
+    written = list(write_table(table, path, f"Calibration from walking ({args.subjects})"))
+    if args.walking_seconds:
+        seconds = [float(s) for s in args.walking_seconds.split(",")]
+        devices = recording_devices(bundle, data, chosen, rotations[0])
+        sweep = pd.DataFrame(seconds_table(bundle, config, devices, seconds))
+        print(
+            "each recording alone, the first vertical after N s of walking in force from its start:"
+        )
+        print(sweep.to_string(index=False))
+        written += write_table(sweep, path.with_name(f"{path.name}-seconds"), "Seconds of walking")
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -287,9 +323,10 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     orders.add_argument(
         "--calibration",
-        choices=["standing", "reference", "none"],
+        choices=["standing", "reference", "walking", "none"],
         default="reference",
-        help=CALIBRATION_HELP + " (default reference: the UCI phone's mount)",
+        help=CALIBRATION_HELP + ", walking (none given, learnt from the device's walking) "
+        "(default reference: the UCI phone's mount)",
     )
     orders.add_argument("--report", type=Path, help="report JSON; the tables beside it")
     orders.set_defaults(func=cmd_orders)
@@ -301,6 +338,24 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     add_common(orientations, subjects="test")
     orientations.add_argument("--report", type=Path, help="write the table as CSV and Markdown")
     orientations.set_defaults(func=cmd_orientations)
+
+    walking = commands.add_parser(
+        "evaluate-walking",
+        help="the vertical learnt online from each device's walking: accuracy after the "
+        "first vertical, its arrival time, a re-mount half-way",
+    )
+    add_common(walking, subjects="test")
+    walking.add_argument(
+        "--rotate", default="none", metavar="SPEC", help="turn every recording (as evaluate)"
+    )
+    walking.add_argument(
+        "--walking-seconds",
+        metavar="S,S,...",
+        help="also the accuracy of the vertical learnt from each number of walking seconds "
+        "(choose calibration.walking_s on validation)",
+    )
+    walking.add_argument("--report", type=Path, help="the table's path (CSV and Markdown)")
+    walking.set_defaults(func=cmd_walking)
 
     baseline = commands.add_parser(
         "evaluate-baseline",
