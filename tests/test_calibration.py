@@ -122,13 +122,13 @@ def test_a_bad_calibration_file_fails_naming_it(tmp_path: Path) -> None:
 async def test_walking_calibrates_a_device_and_a_turn_remounts_it(
     broker: Mosquitto, prefix: str, tmp_path: Path
 ) -> None:
-    """The packaged model and the default config: a device that walks gets a vertical
-    marked ``source: walking`` on its calibration topic (retained, and kept in the state
-    file across a restart); turned a quarter turn, it is reported re-mounted."""
-    from harstream.core.bundle import load_bundle
-    from tests.test_walking_calibration import SUBJECT_9, rotation, turned
+    """The default config (and the walking-calibration tests' bundle): a device that
+    walks gets a vertical marked ``source: walking`` on its calibration topic (retained,
+    and kept in the state file across a restart); turned a quarter turn, it is reported
+    re-mounted."""
+    from tests.test_walking_calibration import BUNDLE, SUBJECT_9, rotation, turned
 
-    bundle = load_bundle()
+    bundle = BUNDLE
     state = tmp_path / "calibrations.json"
     config = config_for(broker, prefix, bundle, f"calibration.state_file={state}")
     topic = f"{prefix}/hip/imu"
