@@ -46,7 +46,7 @@ from harstream.core.preprocessing import gravity_direction
 from harstream.errors import HarstreamError
 from harstream.evaluation.metrics import StreamScore, score_stream
 from harstream.runtime import build_engine
-from replay import iter_hapt
+from replay import Recording, iter_hapt
 from training.augment import random_rotation
 from training.data import Prepared, protocol_windows, standing_vertical, turned
 from training.metrics import window_metrics
@@ -118,13 +118,7 @@ def recording_devices(
     """Each recording alone a device (the protocol's usual unit), turned by ``rotate``
     (one rotation per recording), with its length."""
     raw = [r for subject in subjects for r in iter_hapt(data_dir, subjects=[subject])]
-    return [
-        (
-            _device(bundle, r.subject, r.experiment, r.samples, r.labels, rotate, i, calibration),
-            len(r.samples),
-        )
-        for i, r in enumerate(raw)
-    ]
+    return _each_a_device(bundle, raw, rotate, calibration)
 
 
 def spliced_devices(
@@ -147,6 +141,14 @@ def spliced_devices(
             "spliced"
         ]
     ]
+    return _each_a_device(bundle, raw, rotate, calibration)
+
+
+def _each_a_device(
+    bundle: Bundle, raw: Sequence[Recording], rotate: str, calibration: str
+) -> list[tuple[Prepared, int]]:
+    """Each recording (or stream) a device of its own (the i-th turned by ``rotate``'s
+    i-th rotation), with its length."""
     return [
         (
             _device(bundle, r.subject, r.experiment, r.samples, r.labels, rotate, i, calibration),
