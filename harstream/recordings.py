@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import io
 import itertools
@@ -40,6 +41,7 @@ import math
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +66,7 @@ __all__ = [
     "parse_time",
     "read_labels",
     "read_sessions",
+    "remove_tree",
     "session_json",
     "write_labels",
 ]
@@ -220,8 +223,27 @@ def forget_device(root: Path, device: str) -> int:
     if not folder.exists():
         return 0
     freed = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    shutil.rmtree(folder)
+    remove_tree(folder)
     return freed
+
+
+def remove_tree(folder: Path, tries: int = 20) -> None:
+    """``shutil.rmtree`` that another writer or deleter of the same folder cannot stop:
+    the gateway's recorder may finish a part in it (the folder is then not empty once
+    more) or delete it too (``data forget`` and the gateway erase the same device)."""
+    for _ in range(tries):
+        if not folder.exists():
+            return
+        try:
+            shutil.rmtree(folder)
+        except FileNotFoundError:
+            continue  # someone else removed part of it: look again
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise
+            time.sleep(0.05)  # a file written meanwhile: its writer is done within ms
+    if folder.exists():
+        shutil.rmtree(folder)
 
 
 # --- labels ------------------------------------------------------------------------------

@@ -177,18 +177,18 @@ def cmd_forget(args: argparse.Namespace) -> int:
     device = args.device
     if not valid_device_id(device):
         raise ConfigError(f"{device!r} is not a device id")
-    folder = args.dir or config.recording.dir
-    if folder is not None:
-        freed = forget_device(Path(folder), device)
-        print(f"{device}: {freed} bytes of recordings and labels erased from {folder}")
     answered = False
-    if not args.local:
+    if not args.local:  # the gateway first: it stops writing the device's files
         try:
             result = asyncio.run(control(config, {"command": "forget", "device": device}, 5))
             print(f"gateway: {result['detail']}")
             answered = bool(result["ok"])
         except (HarstreamError, OSError) as exc:
             print(f"no running gateway answered ({exc}): erasing the rest here")
+    folder = args.dir or config.recording.dir
+    if folder is not None:  # what is left on disk (all of it, without a gateway)
+        freed = forget_device(Path(folder), device)
+        print(f"{device}: {freed} bytes of recordings and labels erased from {folder}")
     if answered:
         return 0
     state_file = config.calibration.state_file

@@ -62,6 +62,7 @@ from harstream.recordings import (
     parse_time,
     read_labels,
     read_sessions,
+    remove_tree,
     session_json,
     write_labels,
 )
@@ -489,9 +490,7 @@ class Recorder:
         for k in [k for k, b in self._buffers.items() if b.device == device]:
             self._buffered -= self._buffers.pop(k).bytes
         self._current.pop(device, None)
-        folder = self.root / device
-        if folder.exists():
-            shutil.rmtree(folder)
+        remove_tree(self.root / device)  # `data forget` may be deleting it too
         self._measure()
         log.info("recordings of %s erased", device)
 
