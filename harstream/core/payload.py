@@ -145,13 +145,14 @@ def decode_imu(
         samples, seq, t, rate, sent_units, times = _from_frame(payload, max_samples)
     else:
         samples, seq, t, rate, sent_units, times = _from_json(payload, max_samples)
-    if not np.all(np.isfinite(samples)):
+    peaks = np.abs(samples).max(axis=0).tolist()  # per channel; NaN and inf carry through
+    if not all(map(math.isfinite, peaks)):
         raise PayloadError("not_finite", "samples must be finite numbers")
     _check_seq(seq)
     _check_t(t)
     rate = _checked_rate(rate_hz if rate is None else rate)
     acc_scale, gyro_scale = _unit_scales({**(units or {}), **sent_units})
-    _check_range(samples, acc_scale, gyro_scale)
+    _check_range(peaks, acc_scale, gyro_scale)
     if rate == rate_hz and times is None and acc_scale == gyro_scale == 1.0:
         return Message(device, samples, seq, None if t is None else float(t), now)
     if times is None:
@@ -328,10 +329,10 @@ def _times(raw: Any, n: int) -> np.ndarray | None:
     return times
 
 
-def _check_range(samples: np.ndarray, acc_scale: float, gyro_scale: float) -> None:
-    """Readings (in the message's units) within the physical ranges, else out_of_range."""
-    peak = np.abs(samples).max(axis=0)
-    if peak[:3].max() * acc_scale > MAX_ACC_G or peak[3:].max() * gyro_scale > MAX_GYRO_RADS:
+def _check_range(peaks: list[float], acc_scale: float, gyro_scale: float) -> None:
+    """Readings within the physical ranges, else out_of_range: ``peaks`` are the six
+    channels' largest magnitudes in the message's units."""
+    if max(peaks[:3]) * acc_scale > MAX_ACC_G or max(peaks[3:]) * gyro_scale > MAX_GYRO_RADS:
         raise PayloadError(
             "out_of_range",
             f"acceleration must lie within +-{MAX_ACC_G:g} g, angular velocity within "
