@@ -222,9 +222,20 @@ def forget_device(root: Path, device: str) -> int:
     folder = root / device
     if not folder.exists():
         return 0
-    freed = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    freed = _tree_bytes(folder)
     remove_tree(folder)
     return freed
+
+
+def _tree_bytes(folder: Path) -> int:
+    """The bytes of the files under ``folder``, counting none that vanish meanwhile (the
+    gateway may be erasing the same device: ``remove_tree``)."""
+    total = 0
+    for root, _, files in os.walk(folder):  # os.walk skips folders that vanish
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
 
 
 def remove_tree(folder: Path, tries: int = 20) -> None:
