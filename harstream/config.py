@@ -363,6 +363,13 @@ class TrainConfig(_Section):
     inputs: Literal["device", "aligned"] = "aligned"
     #: aligned inputs: the share of training crops shown without their calibration
     uncalibrated_p: Probability = 0.5
+    #: aligned inputs: the share of training crops calibrated from walking as the engine
+    #: learns it live (``calibration.from_walking``): the mean gravity direction over a
+    #: stretch of ``walking_vertical_s`` seconds of one of the recording's WALKING
+    #: segments; in half of them the vertical arrives during the crop. The rest of the
+    #: calibrated crops keep the recording's standing calibration
+    walking_p: Probability = 0.0
+    walking_vertical_s: tuple[PositiveFloat, PositiveFloat] = (5.0, 20.0)
     #: aligned inputs: seconds of the first STANDING segment a recording is calibrated on
     calibration_s: PositiveFloat = 5.0
     mode: Literal["window", "stateful"] = "stateful"
@@ -407,6 +414,13 @@ class TrainConfig(_Section):
             raise ValueError(f"hop ({self.hop}) must not exceed window ({self.window})")
         if self.hop % self.stride or self.window % self.stride or self.seq_len % self.stride:
             raise ValueError(f"hop, window and seq_len must be multiples of stride ({self.stride})")
+        if self.uncalibrated_p + self.walking_p > 1.0:
+            raise ValueError(
+                f"uncalibrated_p + walking_p ({self.uncalibrated_p} + {self.walking_p}) "
+                "must not exceed 1"
+            )
+        if self.walking_vertical_s[0] > self.walking_vertical_s[1]:
+            raise ValueError(f"walking_vertical_s {self.walking_vertical_s} is not a range")
         return self
 
 

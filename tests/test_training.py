@@ -15,12 +15,25 @@ from harstream.cli import main
 from harstream.config import load_config
 from harstream.core.bundle import load_bundle
 from harstream.core.inference import OnnxModel
-from harstream.core.preprocessing import FilterSpec
+from harstream.core.preprocessing import (
+    ALIGNED_CHANNELS,
+    CALIBRATED,
+    FilterSpec,
+    Preprocessor,
+    aligned_inputs,
+)
 from replay import iter_hapt
 from training.augment import augment_crop, lying_episodes, random_rotation
 from training.baseline import evaluate_features_baseline, window_features
 from training.cv import cross_validate, fold_table, folds
-from training.data import TEST_SUBJECTS, TRAIN_SUBJECTS, load_prepared, protocol_windows
+from training.data import (
+    TEST_SUBJECTS,
+    TRAIN_SUBJECTS,
+    load_prepared,
+    protocol_windows,
+    recalibrated,
+    walking_vertical,
+)
 from training.evaluate import TRADEOFF, window_predictions
 from training.robustness import bundle_recordings
 
@@ -94,6 +107,36 @@ def test_rotation_augmentation_keeps_vectors_consistent() -> None:
             rtol=1e-5,
         )
     assert lying_episodes(labels) == [(20, 50)]
+
+
+def test_a_walking_vertical_recalibrates_as_the_engine_would() -> None:
+    """Training's walking-calibrated crops: the mean gravity over a walking stretch, and
+    the calibrated channels with it equal to what the engine computes for that vertical."""
+    reference = np.array([1.0, 0.0, 0.0])  # the fixture's subject 9 only walks
+    rec = load_prepared(
+        MINI, [9], FilterSpec(), ALIGNED_CHANNELS, calibration="reference", reference=reference
+    )[0]
+    assert rec.directions is not None and rec.vertical is reference
+    rng = np.random.default_rng(0)
+    v = walking_vertical(rec.directions, rec.labels, rng, rate_hz=50.0, seconds=(5.0, 20.0))
+    assert v is not None and abs(np.linalg.norm(v) - 1.0) < 1e-9
+    # a stretch of the walking: near the mean gravity of all of it, not equal to it
+    walking = rec.directions[rec.labels == 1, :3].mean(axis=0)
+    angle = np.degrees(np.arccos(v @ walking / np.linalg.norm(walking)))
+    assert 0.0 < angle < 10.0
+    # with the standing vertical the features come back unchanged
+    same = recalibrated(rec.features, rec.directions, rec.vertical)
+    np.testing.assert_allclose(same, rec.features, atol=1e-5)
+    # with the walking one, the engine's own aligned inputs for that vertical
+    pre = Preprocessor(FilterSpec(), channels=ALIGNED_CHANNELS)
+    _, device = pre.filter(None, rec.samples[None])
+    expected = aligned_inputs(device, v[None])[0]
+    got = recalibrated(rec.features, rec.directions, v)
+    np.testing.assert_allclose(got[:, CALIBRATED], expected[:, CALIBRATED], atol=1e-5)
+    np.testing.assert_allclose(got[:, :6], expected[:, :6], atol=1e-4)
+    # a recording without walking gives none
+    still = np.full(len(rec.labels), 5)
+    assert walking_vertical(rec.directions, still, rng, rate_hz=50.0, seconds=(5.0, 20.0)) is None
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ import numpy as np
 
 from harstream.core.preprocessing import (
     ALIGNED_CHANNELS,
+    CALIBRATED,
     CHANNELS,
     FilterSpec,
     Preprocessor,
@@ -42,9 +43,11 @@ __all__ = [
     "normalization",
     "prepare",
     "protocol_windows",
+    "recalibrated",
     "spliced_recordings",
     "standing_vertical",
     "turned",
+    "walking_vertical",
 ]
 
 TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)
@@ -52,7 +55,7 @@ TRAIN_SUBJECTS = tuple(s for s in range(1, 31) if s not in TEST_SUBJECTS)
 IGNORE = -100  # target of samples outside activity 1-6 segments (not trained on)
 
 
-STANDING = 5
+WALKING, STANDING = 1, 5
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +72,9 @@ class Prepared:
     labels: np.ndarray
     samples: np.ndarray  # the raw (n, 6) samples, for stream-level evaluation
     vertical: np.ndarray | None = None  # the standing calibration (aligned inputs)
+    #: aligned inputs: per sample the unit gravity and unit total acceleration (n, 6),
+    #: from which the calibrated channels follow for any other vertical (``recalibrated``)
+    directions: np.ndarray | None = None
 
 
 def standing_vertical(
@@ -151,8 +157,53 @@ def prepare(
         elif pre.aligned and calibration == "reference":
             vertical = reference
         features = pre.inputs(filtered, None if vertical is None else vertical[None])[0]
-        out.append(Prepared(r.subject, r.experiment, features, r.labels, samples, vertical))
+        directions = _directions(filtered[0]) if pre.aligned else None
+        out.append(
+            Prepared(r.subject, r.experiment, features, r.labels, samples, vertical, directions)
+        )
     return out
+
+
+def _directions(device: np.ndarray) -> np.ndarray:
+    """Unit gravity and unit total acceleration per sample (n, 6) float32, from the
+    filtered device-frame channels (n, 9)."""
+    total = device[:, 6:9]
+    unit = total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-9)
+    return np.concatenate([gravity_direction(device), unit], axis=1).astype(np.float32)
+
+
+def recalibrated(features: np.ndarray, directions: np.ndarray, vertical: np.ndarray) -> np.ndarray:
+    """Aligned ``features`` (n, C) as read with another calibrated ``vertical`` (3,):
+    their calibrated channels (tilt, acc_tilt, calibrated) recomputed from ``directions``
+    (``Prepared.directions``), the rest unchanged; ``aligned_inputs`` does the same."""
+    out = np.array(features, np.float64)
+    out[:, CALIBRATED] = np.stack(
+        [directions[:, :3] @ vertical, directions[:, 3:] @ vertical, np.ones(len(out))], axis=1
+    )
+    return out
+
+
+def walking_vertical(
+    directions: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    rate_hz: float,
+    seconds: tuple[float, float],
+) -> np.ndarray | None:
+    """A vertical as calibration from walking learns it: the mean gravity direction over
+    a random stretch of ``seconds`` (drawn in that range, at most the segment) of a random
+    WALKING segment of the recording; None when it has no walking that long."""
+    shortest = round(seconds[0] * rate_hz)
+    walks = [(a, b) for act, a, b in segments(labels) if act == WALKING and b - a >= shortest]
+    if not walks:
+        return None
+    a, b = walks[int(rng.integers(len(walks)))]
+    n = min(b - a, round(rng.uniform(*seconds) * rate_hz))
+    start = a + int(rng.integers(0, b - a - n + 1))
+    v = directions[start : start + n, :3].astype(np.float64).sum(axis=0)
+    unit: np.ndarray = v / np.linalg.norm(v)
+    return unit
 
 
 def spliced_recordings(

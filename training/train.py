@@ -7,8 +7,9 @@
      ``short_crop_p`` of the batches ``short_seq_len``: a device's first decisions
      count more), a target at every labelled step (the activity of the newest sample;
      one per ``stride`` samples), truncated backprop;
-   - aligned inputs: each recording calibrated on its first STANDING segment, and a
-     share ``uncalibrated_p`` of the crops shown without it;
+   - aligned inputs: each recording calibrated on its first STANDING segment, a share
+     ``uncalibrated_p`` of the crops shown without it and a share ``walking_p`` with a
+     vertical learnt from its walking (arriving during the crop in half of them);
    - window mode: windows of ``window`` steps, the target at the last step.
 4. Every ``eval_every`` steps, score the validation subjects the way the protocol
    scores test subjects (windows at protocol positions; raw online accuracy at ``hop``)
@@ -53,7 +54,9 @@ from training.data import (
     load_prepared,
     normalization,
     protocol_windows,
+    recalibrated,
     spliced_recordings,
+    walking_vertical,
 )
 from training.export import write_bundle
 from training.metrics import window_metrics
@@ -301,7 +304,7 @@ def _make_sampler(
             for i in rng.choice(len(recs), size=cfg.batch_size, p=weights):
                 start = int(rng.integers(0, len(recs[i].labels) - length + 1))
                 part = slice(start, start + length)
-                xs.append(prepare(recs[i].features[part], recs[i].labels[part]))
+                xs.append(prepare(recs[i], part))
                 # one output per step of stride samples: the target of its last sample
                 ys.append(targets[i][part][cfg.stride - 1 :: cfg.stride])
             return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
@@ -321,7 +324,7 @@ def _make_sampler(
         for k in rng.integers(0, len(index), size=cfg.batch_size):
             i, s, c = index[k]
             part = slice(s, s + cfg.window)
-            xs.append(prepare(recs[i].features[part], recs[i].labels[part]))
+            xs.append(prepare(recs[i], part))
             y = np.full(cfg.window // cfg.stride, IGNORE, np.int64)
             y[-1] = c  # window mode: one target, at the last step
             ys.append(y)
@@ -331,26 +334,26 @@ def _make_sampler(
 
 
 def _augmented(
-    features: np.ndarray,
-    labels: np.ndarray,
+    rec: Prepared,
+    part: slice,
     *,
     cfg: TrainConfig,
     mean: np.ndarray,
     std: np.ndarray,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """One crop as the network sees it in training: augmented, standardised, float32."""
+    """One crop of ``rec`` as the network sees it in training: augmented, standardised,
+    float32."""
     aug = cfg.augment
     if cfg.inputs == "aligned":  # turning the device changes nothing here but the calibration
-        x = np.array(features, np.float64)
+        x = np.array(rec.features[part], np.float64)
         if aug.scale > 0:
             x[:, :6] *= 1.0 + rng.uniform(-aug.scale, aug.scale)
-        if rng.random() < cfg.uncalibrated_p:
-            x = _uncalibrated(x)
+        x = _calibrated(x, rec, part, cfg, rng)
     else:
         x = augment_crop(
-            features,
-            labels,
+            rec.features[part],
+            rec.labels[part],
             rng,
             rotate_deg=aug.rotate_deg,
             lie_rotate_p=aug.lie_rotate_p,
@@ -360,6 +363,33 @@ def _augmented(
     if aug.noise:
         x += rng.normal(0, aug.noise, x.shape)
     return x.astype(np.float32)
+
+
+def _calibrated(
+    x: np.ndarray, rec: Prepared, part: slice, cfg: TrainConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """An aligned crop calibrated as a live device may be: not at all (a share
+    ``uncalibrated_p``), from walking (``walking_p``: a vertical learnt from one of the
+    recording's walking stretches; in half of them it arrives during the crop, as it does
+    live, the crop uncalibrated before), else standing (the recording's own)."""
+    draw = rng.random()
+    if draw < cfg.uncalibrated_p:
+        return _uncalibrated(x)
+    if draw >= cfg.uncalibrated_p + cfg.walking_p or rec.directions is None:
+        return x
+    vertical = walking_vertical(
+        rec.directions,
+        rec.labels,
+        rng,
+        rate_hz=FilterSpec().rate_hz,
+        seconds=cfg.walking_vertical_s,
+    )
+    if vertical is None:  # no walking in this recording: its standing calibration
+        return x
+    x = recalibrated(x, rec.directions[part], vertical)
+    if rng.random() < 0.5:
+        x[: int(rng.integers(0, len(x))), CALIBRATED] = 0.0
+    return x
 
 
 # --- the loop ---------------------------------------------------------------------------
