@@ -362,14 +362,18 @@ class TrainConfig(_Section):
     #: device: the 9 device-frame channels; aligned: the gravity-aligned channels
     inputs: Literal["device", "aligned"] = "aligned"
     #: aligned inputs: the share of training crops shown without their calibration
-    uncalibrated_p: Probability = 0.5
+    uncalibrated_p: Probability = 0.35
     #: aligned inputs: the share of training crops calibrated from walking as the engine
     #: learns it live (``calibration.from_walking``): the mean gravity direction over a
     #: stretch of ``walking_vertical_s`` seconds of one of the recording's WALKING
     #: segments; in half of them the vertical arrives during the crop. The rest of the
     #: calibrated crops keep the recording's standing calibration
-    walking_p: Probability = 0.0
+    walking_p: Probability = 0.3
     walking_vertical_s: tuple[PositiveFloat, PositiveFloat] = (5.0, 20.0)
+    #: aligned inputs: the share of crops calibrated with a vertical that is no longer
+    #: true (a device re-mounted, before walking shows it): the recording's own turned by
+    #: a random rotation; the labels stay, so that walking is still read as walking
+    stale_p: Probability = 0.05
     #: aligned inputs: seconds of the first STANDING segment a recording is calibrated on
     calibration_s: PositiveFloat = 5.0
     mode: Literal["window", "stateful"] = "stateful"
@@ -383,14 +387,14 @@ class TrainConfig(_Section):
     #: stateful: random-order streams spliced per training subject from its own segments
     #: (``training.splice``), trained on beside its recordings so that no activity
     #: order is learned; 0: the recordings alone
-    spliced_streams: Annotated[int, Field(ge=0)] = 8
+    spliced_streams: Annotated[int, Field(ge=0)] = 4
     #: each spliced segment cut to a random share of its length in this range
     spliced_crop: tuple[Probability, Probability] = (0.3, 1.0)
     #: random-order streams per validation subject that model selection also scores
     validation_streams: Annotated[int, Field(ge=0)] = 2
     #: the HMM smoother's mean activity duration (the same for every class; chosen on
     #: validation spliced streams, docs/models.md)
-    hmm_duration_s: PositiveFloat = 2.0
+    hmm_duration_s: PositiveFloat = 1.5
     window_stride: PositiveInt = 32
     batch_size: PositiveInt = 32
     iterations: PositiveInt = 3200
@@ -414,10 +418,10 @@ class TrainConfig(_Section):
             raise ValueError(f"hop ({self.hop}) must not exceed window ({self.window})")
         if self.hop % self.stride or self.window % self.stride or self.seq_len % self.stride:
             raise ValueError(f"hop, window and seq_len must be multiples of stride ({self.stride})")
-        if self.uncalibrated_p + self.walking_p > 1.0:
+        if self.uncalibrated_p + self.walking_p + self.stale_p > 1.0:
             raise ValueError(
-                f"uncalibrated_p + walking_p ({self.uncalibrated_p} + {self.walking_p}) "
-                "must not exceed 1"
+                f"uncalibrated_p + walking_p + stale_p ({self.uncalibrated_p} + "
+                f"{self.walking_p} + {self.stale_p}) must not exceed 1"
             )
         if self.walking_vertical_s[0] > self.walking_vertical_s[1]:
             raise ValueError(f"walking_vertical_s {self.walking_vertical_s} is not a range")

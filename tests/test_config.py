@@ -77,8 +77,8 @@ def test_config_is_frozen() -> None:
         ("stream:\n  hop: 0\n", "stream.hop: Input should be greater than 0"),
         ("stream:\n  hop: 200\n", "stream: hop (200) must not exceed window (128)"),
         (
-            "train:\n  uncalibrated_p: 0.7\n  walking_p: 0.4\n",
-            "train: uncalibrated_p + walking_p (0.7 + 0.4) must not exceed 1",
+            "train:\n  uncalibrated_p: 0.7\n  walking_p: 0.4\n  stale_p: 0.0\n",
+            "train: uncalibrated_p + walking_p + stale_p (0.7 + 0.4 + 0.0) must not exceed 1",
         ),
         ("topics:\n  qos_out: 3\n", "topics.qos_out: Input should be less than or equal to 2"),
         ("smoothing:\n  method: kalman\n", "smoothing.method: Input should be 'none'"),

@@ -124,7 +124,7 @@ def test_a_walking_vertical_recalibrates_as_the_engine_would() -> None:
     walking = rec.directions[rec.labels == 1, :3].mean(axis=0)
     angle = np.degrees(np.arccos(v @ walking / np.linalg.norm(walking)))
     assert 0.0 < angle < 10.0
-    # with the standing vertical the features come back unchanged
+    # with the vertical they were made with, the features come back unchanged
     same = recalibrated(rec.features, rec.directions, rec.vertical)
     np.testing.assert_allclose(same, rec.features, atol=1e-5)
     # with the walking one, the engine's own aligned inputs for that vertical

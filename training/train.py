@@ -8,8 +8,9 @@
      count more), a target at every labelled step (the activity of the newest sample;
      one per ``stride`` samples), truncated backprop;
    - aligned inputs: each recording calibrated on its first STANDING segment, a share
-     ``uncalibrated_p`` of the crops shown without it and a share ``walking_p`` with a
-     vertical learnt from its walking (arriving during the crop in half of them);
+     ``uncalibrated_p`` of the crops shown without it, a share ``walking_p`` with a
+     vertical learnt from its walking (arriving during the crop in half of them) and a
+     share ``stale_p`` with a vertical no longer true (a re-mounted device);
    - window mode: windows of ``window`` steps, the target at the last step.
 4. Every ``eval_every`` steps, score the validation subjects the way the protocol
    scores test subjects (windows at protocol positions; raw online accuracy at ``hop``)
@@ -42,7 +43,7 @@ from harstream.core.preprocessing import CALIBRATED, FilterSpec
 from harstream.core.torchnet import HarNet
 from harstream.evaluation.metrics import StreamScore, score_stream
 from replay import BASIC_ACTIVITIES
-from training.augment import augment_crop
+from training.augment import augment_crop, random_rotation
 from training.data import (
     IGNORE,
     TRAIN_SUBJECTS,
@@ -371,23 +372,30 @@ def _calibrated(
     """An aligned crop calibrated as a live device may be: not at all (a share
     ``uncalibrated_p``), from walking (``walking_p``: a vertical learnt from one of the
     recording's walking stretches; in half of them it arrives during the crop, as it does
-    live, the crop uncalibrated before), else standing (the recording's own)."""
+    live, the crop uncalibrated before), with a stale vertical (``stale_p``: its own
+    turned at random, a re-mounted device), else standing (the recording's own)."""
     draw = rng.random()
     if draw < cfg.uncalibrated_p:
         return _uncalibrated(x)
-    if draw >= cfg.uncalibrated_p + cfg.walking_p or rec.directions is None:
+    draw -= cfg.uncalibrated_p
+    if rec.directions is None or draw >= cfg.walking_p + cfg.stale_p:
         return x
-    vertical = walking_vertical(
-        rec.directions,
-        rec.labels,
-        rng,
-        rate_hz=FilterSpec().rate_hz,
-        seconds=cfg.walking_vertical_s,
-    )
-    if vertical is None:  # no walking in this recording: its standing calibration
+    if draw < cfg.walking_p:
+        vertical = walking_vertical(
+            rec.directions,
+            rec.labels,
+            rng,
+            rate_hz=FilterSpec().rate_hz,
+            seconds=cfg.walking_vertical_s,
+        )
+        arrives = rng.random() < 0.5
+    else:
+        vertical = None if rec.vertical is None else random_rotation(rng, 180.0) @ rec.vertical
+        arrives = False
+    if vertical is None:  # no walking (or no calibration) in this recording: as it is
         return x
     x = recalibrated(x, rec.directions[part], vertical)
-    if rng.random() < 0.5:
+    if arrives:
         x[: int(rng.integers(0, len(x))), CALIBRATED] = 0.0
     return x
 
