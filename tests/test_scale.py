@@ -57,7 +57,8 @@ def serve_worker(
     config.write_text(
         f"broker:\n  host: 127.0.0.1\n  port: {server.mqtt_port}\n  reconnect_min_s: 0.05\n"
         f"topics:\n  prefix: {PREFIX}\nmodel:\n  path: {bundle.path}\n"
-        f"scale:\n  partitions: {P}\n  owned: 4-7\n  worker: w2\n{scale_more}"
+        f"scale:\n  partitions: {P}\n  owned: 4-7\n  worker: w2\n  nats_port: {server.port}\n"
+        f"{scale_more}"
     )
 
     def start() -> subprocess.Popen[str]:

@@ -72,6 +72,7 @@ def scale_run(
                     f"scale.partitions={partitions}",
                     f"scale.owned={owned}",
                     f"scale.worker=w{k}",
+                    f"scale.nats_port={server.port}",
                 ]
                 plans.append((more, f"{prefix}/workers/w{k}/status"))
         else:
