@@ -29,6 +29,8 @@ def test_bench_quick_runs_every_scenario(
             "stateful",
             "--message-samples",
             "32",
+            "--generators",
+            "2",
             "--out",
             str(tmp_path),
         ]
@@ -64,6 +66,10 @@ def test_bench_quick_runs_every_scenario(
     assert [len(scale[k]) for k in ("mosquitto-1", "nats-1", "nats-2")] == [1, 1, 1]
     (two,) = scale["nats-2"]
     assert two["workers"] == 2 and len(two["worker_cpu_share"]) == 2
+    assert (
+        two["generators"] == 2 and two["devices"] == 10 and two["server"].startswith("nats-server ")
+    )
+    assert sum(two["worker_devices"]) == 10 and len(two["worker_cpu_ms_per_device_s"]) == 2
     assert two["decisions_received"] > 0 and two["broker_cpu_us_per_message"] > 0
     (replay,) = results["replay"]
     assert replay["stream_s"] > 600 and replay["real_time_factor"] > 1
