@@ -60,8 +60,8 @@ OLD_COST = (
     "the whole system at about 4,000-5,000 devices whatever the workers (8 workers at 8,000 "
     "devices: p99 4.35 s, 2,540 decisions lost; 2.15.1: p99 41 ms, 0 lost), and on 2 cores "
     "it spends {cost} the CPU per message 2.15.1 spends (p99 248 vs 99 ms at 1,500 "
-    "devices); workers subscribing at QoS 0 "
-    "never came online on it. Fix: run a current nats-server (>= 2.10; {hint})"
+    "devices); on 16 cores, workers subscribing at QoS 0 never came online on it. Fix: "
+    "run a current nats-server (>= 2.10; {hint})"
 )
 #: 2.9.10's broker CPU per message over 2.15.1's: 124.5 / 87.0 us at 1,500 devices and 2
 #: workers on 2 cores, medians of 5 alternating rounds (docs/scaling.md)

@@ -22,7 +22,7 @@ def test_bench_quick_runs_every_scenario(
             "bench",
             "--quick",
             "--scenarios",
-            "engine,stages,e2e,capacity,transport,field,replay,page,recording,scale",
+            "engine,stages,e2e,capacity,transport,field,replay,page,recording,scale,failover",
             "--model",
             str(bundle.path),
             "--modes",
@@ -71,6 +71,11 @@ def test_bench_quick_runs_every_scenario(
     )
     assert sum(two["worker_devices"]) == 10 and len(two["worker_cpu_ms_per_device_s"]) == 2
     assert two["decisions_received"] > 0 and two["broker_cpu_us_per_message"] > 0
+    failover = results["failover"]  # kill -9 of worker w0 of 2, and its restart
+    for mode in ("static", "takeover"):
+        (run,) = failover[mode]
+        assert run["dead_devices"] > 0 and run["duplicates"] == 0 and run["return_s"] > 0
+        assert run["decisions_received"] > 0 and run["takeover"] == (mode == "takeover")
     (replay,) = results["replay"]
     assert replay["stream_s"] > 600 and replay["real_time_factor"] > 1
     out = capsys.readouterr().out
