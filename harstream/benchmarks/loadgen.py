@@ -121,10 +121,9 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
     transport = MqttTransport(spec.host, spec.port, client_id=client_id, clean_session=True)
     async with transport.session() as session:
         if spec.own_topics:
-            for at in range(0, len(names), 100):  # 100 subscriptions in flight at a time
-                await asyncio.gather(
-                    *(session.subscribe(f"{spec.prefix}/{n}/activity") for n in names[at:][:100])
-                )
+            topics = [f"{spec.prefix}/{n}/activity" for n in names]
+            for at in range(0, len(topics), 100):  # 100 subscriptions in flight at a time
+                await asyncio.gather(*(session.subscribe(t) for t in topics[at : at + 100]))
         else:
             await session.subscribe(f"{spec.prefix}/+/activity")
         start = len(spec.prefix) + 1
