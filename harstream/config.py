@@ -258,6 +258,10 @@ class ScaleConfig(_Section):
     #: dynamic ownership: the live workers share a dead worker's partitions until it is
     #: back (its session then starts clean: the others served what it missed)
     takeover: bool = False
+    #: the broker's NATS client port, whose greeting tells the server's version at start
+    #: (MQTT does not): one older than 2.10 is warned about (harstream.natsserver). 4222
+    #: as `deploy nats` writes it; null: not read
+    nats_port: Annotated[int, Field(gt=0, lt=65536)] | None = 4222
 
     @model_validator(mode="after")
     def _owned_parses(self) -> ScaleConfig:

@@ -22,13 +22,15 @@ def test_bench_quick_runs_every_scenario(
             "bench",
             "--quick",
             "--scenarios",
-            "engine,stages,e2e,capacity,transport,field,replay,page,recording,scale",
+            "engine,stages,e2e,capacity,transport,field,replay,page,recording,scale,failover",
             "--model",
             str(bundle.path),
             "--modes",
             "stateful",
             "--message-samples",
             "32",
+            "--generators",
+            "2",
             "--out",
             str(tmp_path),
         ]
@@ -64,7 +66,16 @@ def test_bench_quick_runs_every_scenario(
     assert [len(scale[k]) for k in ("mosquitto-1", "nats-1", "nats-2")] == [1, 1, 1]
     (two,) = scale["nats-2"]
     assert two["workers"] == 2 and len(two["worker_cpu_share"]) == 2
+    assert (
+        two["generators"] == 2 and two["devices"] == 10 and two["server"].startswith("nats-server ")
+    )
+    assert sum(two["worker_devices"]) == 10 and len(two["worker_cpu_ms_per_device_s"]) == 2
     assert two["decisions_received"] > 0 and two["broker_cpu_us_per_message"] > 0
+    failover = results["failover"]  # kill -9 of worker w0 of 2, and its restart
+    for mode in ("static", "takeover"):
+        (run,) = failover[mode]
+        assert run["dead_devices"] > 0 and run["duplicates"] == 0 and run["return_s"] > 0
+        assert run["decisions_received"] > 0 and run["takeover"] == (mode == "takeover")
     (replay,) = results["replay"]
     assert replay["stream_s"] > 600 and replay["real_time_factor"] > 1
     out = capsys.readouterr().out

@@ -57,7 +57,8 @@ def serve_worker(
     config.write_text(
         f"broker:\n  host: 127.0.0.1\n  port: {server.mqtt_port}\n  reconnect_min_s: 0.05\n"
         f"topics:\n  prefix: {PREFIX}\nmodel:\n  path: {bundle.path}\n"
-        f"scale:\n  partitions: {P}\n  owned: 4-7\n  worker: w2\n{scale_more}"
+        f"scale:\n  partitions: {P}\n  owned: 4-7\n  worker: w2\n  nats_port: {server.port}\n"
+        f"{scale_more}"
     )
 
     def start() -> subprocess.Popen[str]:
@@ -352,3 +353,41 @@ async def test_with_takeover_the_live_workers_serve_a_dead_ones_devices_until_it
     for device in theirs:
         seqs = [a["seq"] for a in sub.json(f"/{device}/activity")]
         assert seqs == [64 * k - 1 for k in range(1, 16)], device  # each hop once, in order
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_workers_subscribing_at_qos_0_come_online_and_serve_every_device(
+    nats: Nats, bundle_factory: Callable[..., Bundle]
+) -> None:
+    """`topics.qos_in: 0` in worker mode (plain NATS subscriptions instead of a
+    JetStream consumer per partition: the broker's cheaper path) on the current
+    nats-server: both workers announce themselves online and decide every device as one
+    gateway would (on 2.9.10 such workers never came online: docs/scaling.md)."""
+    bundle = bundle_factory("gru", "stateful")
+    first = worker_config(nats.mqtt, bundle, "0-3", "w1", "topics.qos_in=0")
+    second = worker_config(nats.mqtt, bundle, "4-7", "w2", "topics.qos_in=0")
+    status = f"{PREFIX}/workers/+/status"
+    async with (
+        Listener(nats.mqtt, f"{PREFIX}/+/activity", status) as listener,  # type: ignore[arg-type]
+        gateway_running(first, bundle, timeout=30) as w1,
+        gateway_running(second, bundle, timeout=30) as w2,
+    ):
+        assert w1.settings.qos_in == w2.settings.qos_in == 0
+        await listener.until(
+            lambda: (
+                {t for t, p, _ in listener.got if p[:7] == b"online "}
+                == {f"{PREFIX}/workers/w1/status", f"{PREFIX}/workers/w2/status"}
+            ),
+            10,
+        )
+        for s in range(0, 640, 64):
+            for device in DEVICES:
+                payload = imu(WALK[s : s + 64], seq=s, t=1_790_000_000 + s / 50)
+                await listener.client.publish(f"{PREFIX}/{device}/imu", payload, qos=1)
+        await listener.until(lambda: len(listener.json("/activity")) == 10 * len(DEVICES), 30)
+        assert set(w1.engine.devices) | set(w2.engine.devices) == set(DEVICES)
+        assert not set(w1.engine.devices) & set(w2.engine.devices)
+    alone = engine_for(bundle).feed("x", WALK[:640], seq=0)
+    for device in DEVICES:
+        assert [a["seq"] for a in listener.json(f"/{device}/activity")] == [d.seq for d in alone]

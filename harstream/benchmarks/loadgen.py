@@ -10,6 +10,12 @@ activity message arrived (one process, one monotonic clock). Bounded in time and
 It uses the gateway's own transport (paho-mqtt on the event loop, harstream.gateway.mqtt)
 with a clean session, publishing at QoS 0; its CPU share is reported beside the
 gateway's, since it shares the machine.
+
+Several of them share a load (``harstream.benchmarks.scale``): each takes the devices
+``first_device`` .. ``first_device + devices - 1`` under its own client id, subscribes to
+those devices' activity topics one by one (``own_topics``) rather than to all, starts
+sending at the wall-clock time ``start_at`` (all together), and hands back its
+latencies (``samples``) for the percentiles of the whole.
 """
 
 from __future__ import annotations
@@ -45,6 +51,12 @@ class LoadSpec:
     qos: int = 0
     host: str = "127.0.0.1"
     message_format: str = "json"  # json | frame (the binary device frame)
+    first_device: int = 0  # names sim{first_device:05d} on
+    client_id: str = ""  # "": loadgen-{prefix}
+    own_topics: bool = False  # subscribe to each device's activity, not {prefix}/+/activity
+    start_at: float = 0.0  # time.time() to start sending at (0: at once)
+    samples: bool = False  # also return every latency (ms), for merging generators
+    gaps: bool = False  # also return each device's longest wait between two decisions (s)
 
 
 async def _send(
@@ -89,7 +101,7 @@ async def _send(
                 continue
             lateness.append(now - (round_start + d * period / spec.devices))
             for i in range(d, due_until):
-                session.publish_nowait(topics[i], payload)
+                session.publish_nowait(topics[i], payload, qos=spec.qos)
                 for index in decided:
                     sent_at[(names[i], index)] = now
             messages += due_until - d
@@ -100,27 +112,39 @@ async def _send(
 
 
 async def run_load(spec: LoadSpec) -> dict[str, Any]:
-    names = [f"sim{i:05d}" for i in range(spec.devices)]
+    names = [f"sim{i:05d}" for i in range(spec.first_device, spec.first_device + spec.devices)]
     sent_at: dict[tuple[str, int], float] = {}
     arrived: dict[tuple[str, int], float] = {}
+    duplicates = 0  # a decision (device, seq) received again: decided twice
 
-    transport = MqttTransport(
-        spec.host, spec.port, client_id=f"loadgen-{spec.prefix}", clean_session=True
-    )
+    client_id = spec.client_id or f"loadgen-{spec.prefix}"
+    transport = MqttTransport(spec.host, spec.port, client_id=client_id, clean_session=True)
     async with transport.session() as session:
-        await session.subscribe(f"{spec.prefix}/+/activity")
+        if spec.own_topics:
+            topics = [f"{spec.prefix}/{n}/activity" for n in names]
+            for at in range(0, len(topics), 100):  # 100 subscriptions in flight at a time
+                await asyncio.gather(*(session.subscribe(t) for t in topics[at : at + 100]))
+        else:
+            await session.subscribe(f"{spec.prefix}/+/activity")
         start = len(spec.prefix) + 1
 
         async def collect() -> None:
+            nonlocal duplicates
             async for batch in session.batches():
                 now = time.monotonic()
                 for message in batch:
                     payload = message.payload
                     at = payload.index(b'"seq":') + 6
                     seq = int(payload[at : payload.index(b",", at)])
-                    arrived.setdefault((message.topic[start:-9], seq), now)
+                    key = (message.topic[start:-9], seq)
+                    if key in arrived:
+                        duplicates += 1
+                    else:
+                        arrived[key] = now
 
         collector = asyncio.create_task(collect())
+        late_start_s = time.time() - spec.start_at if spec.start_at else 0.0
+        await asyncio.sleep(max(0.0, -late_start_s))
         began, cpu_began = time.monotonic(), time.process_time()
         messages, lateness = await _send(spec, session, names, sent_at, began)
         await asyncio.sleep(spec.grace_s)
@@ -133,7 +157,20 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
     ]
     expected = sum(1 for t in sent_at.values() if t - began >= spec.warmup_s)
     lat = np.array(measured) * 1000 if measured else np.array([np.nan])
+    extra: dict[str, Any] = {}
+    if spec.samples:
+        extra["latencies_ms"] = [round(x * 1000, 2) for x in measured]
+    if spec.gaps:
+        extra["max_gap_s"] = _max_gaps(arrived, began + spec.warmup_s)
+        # which decisions never came: device, seq and when its message was sent (s)
+        extra["missing"] = sorted(
+            [d, seq, round(t - began, 2)]
+            for (d, seq), t in sent_at.items()
+            if (d, seq) not in arrived and t - began >= spec.warmup_s
+        )[:200]
     return {
+        **extra,
+        "late_start_s": round(max(0.0, late_start_s), 3),
         "devices": spec.devices,
         "seconds": spec.seconds,
         "message_samples": spec.message_samples,
@@ -141,6 +178,12 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
         "decisions_expected": expected,
         "decisions_received": len(measured),
         "lost": expected - len(measured),
+        "duplicates": duplicates,
+        # decisions at stream positions no message ended a hop at: a device started over
+        # (a restarted or new worker counts hops from the first message it sees)
+        "shifted": sum(
+            1 for key, t in arrived.items() if key not in sent_at and t - began >= spec.warmup_s
+        ),
         "latency_ms": {
             "p50": _pct(lat, 50),
             "p90": _pct(lat, 90),
@@ -148,9 +191,22 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
             "max": round(float(np.nanmax(lat)), 2),
         },
         "generator_late_ms_p99": _pct(np.array(lateness) * 1000, 99) if lateness else 0.0,
+        "cpu_s": round(time.process_time() - cpu_began, 3),
         "generator_cpu_share": round(
             (time.process_time() - cpu_began) / (time.monotonic() - began), 3
         ),
+    }
+
+
+def _max_gaps(arrived: dict[tuple[str, int], float], since: float) -> dict[str, float]:
+    """Each device's longest time between two decisions received after ``since``."""
+    times: dict[str, list[float]] = {}
+    for (device, _), t in arrived.items():
+        if t >= since:
+            times.setdefault(device, []).append(t)
+    return {
+        device: round(float(np.max(np.diff(sorted(ts)))), 3) if len(ts) > 1 else 0.0
+        for device, ts in times.items()
     }
 
 

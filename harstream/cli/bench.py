@@ -354,39 +354,144 @@ def _recording(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
     return _alternating(args, what, recording_cost, bundle)
 
 
+def _scale_setups(args: argparse.Namespace) -> list[tuple[str, str, str | None, int]]:
+    """``(key, broker, nats-server binary, workers)`` of each setup: one gateway on
+    mosquitto, then each nats-server (``nats``: the one found; else a binary's path,
+    keyed by its version) with each worker count."""
+    from harstream.natsserver import binary_version
+
+    setups: list[tuple[str, str, str | None, int]] = []
+    workers = [int(w) for w in args.workers.split(",")]
+    for broker in args.brokers.split(","):
+        if broker == "mosquitto":
+            setups.append(("mosquitto-1", "mosquitto", None, 1))
+            continue
+        binary = None if broker == "nats" else broker
+        name = "nats" if binary is None else f"nats-{binary_version(binary)}"
+        setups += [(f"{name}-{w}", "nats", binary, w) for w in workers]
+    return setups
+
+
 def _scale(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
-    """One gateway on mosquitto, 1 and 2 workers on NATS, in turn, at each device count."""
+    """The setups in turn at each device count, ``--rounds`` times: one gateway on
+    mosquitto, workers on each nats-server; the medians at the end."""
     from harstream.benchmarks.scale import scale_run
 
     counts = [10] if args.quick else [int(d) for d in args.devices.split(",")]
     seconds = 4.0 if args.quick else args.seconds
-    rounds = 1 if args.quick else 3
-    setups = [("mosquitto", 1), ("nats", 1), ("nats", 2)]
+    rounds = 1 if args.quick else args.rounds
+    setups = _scale_setups(args)
     print(
-        f"scale-out: {', '.join(f'{b} x{w}' for b, w in setups)} in turn, {seconds:g} s per "
-        f"point, {rounds} rounds (each run listed)"
+        f"scale-out: {', '.join(k for k, *_ in setups)} in turn, {seconds:g} s per point, "
+        f"{rounds} rounds, {args.generators} load generator(s) (each run listed)"
     )
-    out: dict[str, list[dict[str, Any]]] = {f"{b}-{w}": [] for b, w in setups}
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k, *_ in setups}
     for devices in counts:
         for _ in range(rounds):
-            for broker, workers in setups:
+            for key, broker, binary, workers in setups:
+                scaled = workers if args.per_worker else 1  # the load grows with the workers
                 r = scale_run(
                     bundle,
-                    devices=devices,
+                    devices=devices * scaled,
                     seconds=seconds,
                     workers=workers,
                     broker=broker,
                     message_samples=args.message_samples,
+                    generators=args.generators * scaled,
+                    nats_server=binary,
                 )
-                out[f"{broker}-{workers}"].append(r)
+                r["point"] = devices
+                out[key].append(r)
                 print(
-                    f"{devices:>6} devices, {broker} x{workers}: p50 {r['latency_ms']['p50']} "
-                    f"ms p99 {r['latency_ms']['p99']} ms, lost {r['lost']}, workers' CPU "
-                    f"{r['worker_cpu_share']} ({r['cpu_ms_per_device_s']} ms per device-s), "
-                    f"broker CPU {r['broker_cpu_share']} ({r['broker_cpu_us_per_message']} us "
-                    "per message)",
+                    f"{r['devices']:>6} devices, {key} ({r['server']}): p50 "
+                    f"{r['latency_ms']['p50']} ms p99 {r['latency_ms']['p99']} ms, lost "
+                    f"{r['lost']}, workers' CPU {r['worker_cpu_share']} (ms per device-s "
+                    f"{r['worker_cpu_ms_per_device_s']}), broker CPU {r['broker_cpu_share']} "
+                    f"({r['broker_cpu_us_per_message']} us per message), generators' CPU "
+                    f"{r['generator_cpu_share']}",
                     flush=True,
                 )
+    _scale_medians(out, counts)
+    return out
+
+
+def _scale_medians(out: dict[str, list[dict[str, Any]]], counts: list[int]) -> None:
+    """Each setup's medians at each device count, and the broker CPU per message of the
+    first nats-server named over each other's at the same worker count."""
+    from statistics import median
+
+    print("medians:")
+    for devices in counts:
+        us: dict[tuple[str, int], float] = {}
+        for key, runs in out.items():
+            at = [r for r in runs if r["point"] == devices]
+            per_worker = [
+                median(r["worker_cpu_ms_per_device_s"][k] for r in at)
+                for k in range(at[0]["workers"])
+            ]
+            us[at[0]["server"], at[0]["workers"]] = median(
+                r["broker_cpu_us_per_message"] for r in at
+            )
+            print(
+                f"{at[0]['devices']:>6} devices, {key} ({at[0]['server']}): p50 "
+                f"{median(r['latency_ms']['p50'] for r in at)} ms, p99 "
+                f"{median(r['latency_ms']['p99'] for r in at)} ms, lost "
+                f"{median(r['lost'] for r in at)}, ms per device-s of each worker "
+                f"{per_worker}, broker {median(r['broker_cpu_share'] for r in at)} cores, "
+                f"{us[at[0]['server'], at[0]['workers']]} us per message",
+                flush=True,
+            )
+        servers = list(dict.fromkeys(s for s, _ in us if s.startswith("nats-server")))
+        for other in servers[1:]:
+            for (server, workers), value in us.items():
+                if server == servers[0] and (other, workers) in us:
+                    print(
+                        f"{devices:>6} devices, {workers} worker(s): broker CPU per message, "
+                        f"{servers[0]} / {other}: {value} / {us[other, workers]} us = "
+                        f"{value / us[other, workers]:.2f}x"
+                    )
+
+
+def _failover(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
+    """kill -9 of one of the workers (the largest of --workers) under load and its
+    restart, with static ownership and with takeover, in turn."""
+    from harstream.benchmarks.failover import failover_run
+
+    devices = 10 if args.quick else int(args.devices.split(",")[-1])
+    workers = max(int(w) for w in args.workers.split(","))
+    seconds = 10.0 if args.quick else args.seconds
+    kill_at, down = (4.0, 2.0) if args.quick else (seconds / 3, seconds / 6)
+    rounds = 1 if args.quick else args.rounds
+    print(
+        f"failover: {devices} devices, {workers} workers, worker w0 killed {kill_at:g} s "
+        f"into {seconds:g} s and restarted {down:g} s later; static, takeover in turn, "
+        f"{rounds} rounds"
+    )
+    out: dict[str, list[dict[str, Any]]] = {"static": [], "takeover": []}
+    for _ in range(rounds):
+        for mode, runs in out.items():
+            r = failover_run(
+                bundle,
+                devices=devices,
+                workers=workers,
+                seconds=seconds,
+                kill_at_s=kill_at,
+                down_s=down,
+                takeover=mode == "takeover",
+                generators=args.generators,
+                message_samples=args.message_samples,
+            )
+            runs.append(r)
+            print(
+                f"{mode}: {r['dead_devices']} devices of the killed worker waited "
+                f"{r['dead_wait_s']} s at most between decisions (the others "
+                f"{r['others_wait_s']}; outage {r['outage_s']} s), lost {r['lost']} of "
+                f"{r['decisions_expected']} ({r['shifted']} came at other stream positions: "
+                f"net {r['lost_net']}), duplicates {r['duplicates']}, restarted after "
+                f"{r['down_s']} s: online {r['return_s']} s later; p99 "
+                f"{r['latency_ms']['p99']} ms",
+                flush=True,
+            )
     return out
 
 
@@ -401,6 +506,7 @@ SCENARIOS = {
     "page": _page,
     "recording": _recording,
     "scale": _scale,
+    "failover": _failover,
 }
 
 
@@ -510,6 +616,28 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     bench.add_argument(
         "--no-baseline", action="store_true", help="capacity: skip the notebook baseline"
+    )
+    bench.add_argument(
+        "--workers", default="1,2", help="scale: comma-separated worker counts on NATS"
+    )
+    bench.add_argument(
+        "--generators",
+        type=int,
+        default=1,
+        help="scale: load-generator processes, each with its own devices and subscriptions",
+    )
+    bench.add_argument(
+        "--brokers",
+        default="mosquitto,nats",
+        help="scale: comma-separated, of mosquitto (one gateway), nats (the nats-server "
+        "harstream.natsserver finds) and paths of nats-server binaries (compared in turn, "
+        "e.g. /usr/sbin/nats-server)",
+    )
+    bench.add_argument("--rounds", type=int, default=3, help="scale: rounds of the setups")
+    bench.add_argument(
+        "--per-worker",
+        action="store_true",
+        help="scale: --devices and --generators are per worker (W workers: W times as many)",
     )
     bench.add_argument("--quick", action="store_true", help="a few seconds: a smoke test")
     bench.add_argument("--out", type=Path, help="write bench.json here")

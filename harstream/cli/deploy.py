@@ -131,7 +131,9 @@ def nats_config(
     )
     return f"""# nats-server configuration for harstream workers, written by
 #   harstream deploy nats --partitions {partitions}
-# (docs/scaling.md; needs nats-server >= 2.9 for MQTT with subject mappings). Devices
+# (docs/scaling.md; needs nats-server >= 2.10: 2.9 serves MQTT with these mappings but
+# caps the system at ~4,000-5,000 devices; `pip install 'harstream[scale]'` brings a
+# current one, `python -m harstream.natsserver` says where). Devices
 # and subscribers speak plain MQTT 3.1.1; every device gets a fixed partition by a hash
 # of its id, and each worker (scale.partitions: {partitions}, scale.owned: its range)
 # subscribes to its partitions. P is fixed for the life of the deployment: partitions,
@@ -190,7 +192,22 @@ def cmd_deploy_nats(args: argparse.Namespace) -> int:
             anonymous=args.anonymous,
         )
     )
+    sys.stderr.write(_nats_run_note() + "\n")
     return 0
+
+
+def _nats_run_note() -> str:
+    """How to run the config: the nats-server found here (harstream.natsserver), or how
+    to get a current one."""
+    from harstream.natsserver import find_nats_server
+
+    try:
+        server = find_nats_server()
+    except RuntimeError as exc:
+        return f"no nats-server to run it with here: {exc}"
+    return (
+        f"run it with: {server.path} -c THIS_FILE   (nats-server {server.version}, {server.source})"
+    )
 
 
 def _users(args: argparse.Namespace) -> tuple[list[User], Topics]:

