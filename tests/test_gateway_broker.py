@@ -47,6 +47,12 @@ def config_for(server: Mosquitto, prefix: str, bundle: Bundle, *more: str) -> Co
     )
 
 
+def instance_of(worker: Gateway) -> str:
+    """A worker's instance (new at each start)."""
+    assert worker.workers is not None
+    return worker.workers.instance
+
+
 @asynccontextmanager
 async def gateway_running(
     config: Config, bundle: Bundle, *, reloadable: bool = False, timeout: float = 10.0
