@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harstream.cli.device import _publish
 from harstream.core.bundle import Bundle, load_bundle
-from harstream.gateway.dashboard import History
+from harstream.gateway.history import History
 from replay import iter_hapt
 from tests.mosquitto import Mosquitto, free_port
 from tests.test_gateway_broker import config_for, gateway_running

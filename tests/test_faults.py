@@ -100,7 +100,7 @@ async def test_a_batch_that_breaks_inference_costs_that_batch_only(
 ) -> None:
     async with Harness(bundle_factory("gru", "stateful")) as h:
         pipeline = h.gateway.pipeline
-        real, failures = pipeline._completing.complete, [1]
+        real, failures = pipeline.inferring.engine.complete, [1]
 
         def complete(prepared: Any) -> Any:
             if failures:
@@ -108,7 +108,7 @@ async def test_a_batch_that_breaks_inference_costs_that_batch_only(
                 raise Boom("injected in inference")
             return real(prepared)
 
-        pipeline._completing.complete = complete  # type: ignore[method-assign]
+        pipeline.inferring.engine.complete = complete  # type: ignore[method-assign]
         for k in range(4):
             await h.send("good", imu(WALK[64 * k : 64 * (k + 1)], seq=64 * k))
             await h.settle(lambda k=k: h.gateway.snapshot()["batches"] == k + 1)
@@ -151,14 +151,14 @@ async def test_recording_calibration_label_and_control_faults_are_their_own(
 async def test_no_non_finite_decision_leaves(bundle_factory: Callable[..., Bundle]) -> None:
     async with Harness(bundle_factory("gru", "stateful")) as h:
         pipeline = h.gateway.pipeline
-        real = pipeline._completing.complete
+        real = pipeline.inferring.engine.complete
 
         def complete(prepared: Any) -> Any:
             decisions = real(prepared)
             decisions.confidence[[d == "boom" for d in decisions.device]] = np.nan
             return decisions
 
-        pipeline._completing.complete = complete  # type: ignore[method-assign]
+        pipeline.inferring.engine.complete = complete  # type: ignore[method-assign]
 
         async def bad(k: int) -> None:
             await h.send("boom", imu(WALK[64 * k : 64 * (k + 1)], seq=64 * k))
@@ -184,9 +184,9 @@ async def test_a_dead_stage_stops_the_gateway_truthfully(
         raise Boom(f"the {stage} stage's own bug")
 
     if stage == "prepare":
-        gw.pipeline._prepare = dead  # type: ignore[method-assign]
+        gw.pipeline.preparing._prepare = dead  # type: ignore[method-assign]
     else:
-        gw.pipeline.deliver = dead
+        gw.pipeline.inferring.deliver = dead
     await h.send("good", imu(WALK[64:128], seq=64))
     await h.settle(lambda: gw.pipeline.failed is not None)
     ok, body = gw.health()

@@ -144,7 +144,7 @@ def test_serve_with_a_dead_stage_says_offline_503_and_exits_non_zero(
     import paho.mqtt.client as paho
 
     from harstream.cli import main
-    from harstream.gateway.pipeline import Pipeline
+    from harstream.gateway.prepare import PrepareStage
     from tests.mosquitto import free_port
     from tests.test_gateway_broker import write_config
 
@@ -152,14 +152,14 @@ def test_serve_with_a_dead_stage_says_offline_503_and_exits_non_zero(
     port = free_port()
     extra = f"ingest:\n  http:\n    port: {port}\ndashboard:\n  enabled: true\n"
     config = write_config(tmp_path / "c.yaml", broker, prefix, bundle, extra)
-    real = Pipeline._prepare
+    real = PrepareStage._prepare
 
-    def prepare(self: Pipeline, arrivals: list[Any], *rest: Any) -> Any:
+    def prepare(self: PrepareStage, arrivals: list[Any], *rest: Any) -> Any:
         if any(m.topic.endswith("/die/imu") for a in arrivals for m in a.messages):
             raise RuntimeError("the prepare stage's own bug (injected)")
         return real(self, arrivals, *rest)
 
-    monkeypatch.setattr(Pipeline, "_prepare", prepare)
+    monkeypatch.setattr(PrepareStage, "_prepare", prepare)
     seen: dict[str, Any] = {"health": [], "status": []}
 
     def device_side() -> None:
