@@ -19,7 +19,7 @@ import pytest
 
 from harstream.core.bundle import Bundle
 from harstream.core.payload import encode_frame
-from tests.gateway_helpers import WALK, imu
+from tests.gateway_helpers import WALK, imu, routed
 from tests.mosquitto import Mosquitto
 from tests.test_gateway_broker import Listener, config_for, gateway_running
 
@@ -290,7 +290,6 @@ def test_field_device_streams_are_bounded_by_max_devices() -> None:
     """A flood of new device ids cannot make streams (or Sensor Logger orderings) past
     stream.max_devices: the engine's limit holds before the engine."""
     from harstream.gateway.ingest import Ingest, IngestSettings
-    from harstream.gateway.transport import Incoming
 
     settings = IngestSettings(
         prefix="p",
@@ -307,14 +306,14 @@ def test_field_device_streams_are_bounded_by_max_devices() -> None:
     ingest = Ingest(settings)
     codes = []
     for k in range(4):
-        _, errors = ingest.decode(Incoming(f"p/d{k}/imu", imu(WALK[:50], rate=100)), 1e9)
+        _, errors = ingest.decode(routed(f"p/d{k}/imu", imu(WALK[:50], rate=100)), 1e9)
         codes.append([code for _, code, _ in errors])
     assert codes == [[], [], ["too_many_devices"], ["too_many_devices"]]
     assert len(ingest.streams) == 2
     logger = json.dumps({"messageId": 0, "payload": []}).encode()
     for k in range(4):
-        _, errors = ingest.decode(Incoming(f"sl/phone{k}", logger), 1e9)
+        _, errors = ingest.decode(routed(f"sl/phone{k}", logger), 1e9)
     assert len(ingest.orders) == 2 and [c for _, c, _ in errors] == ["too_many_devices"]
     # idle ones make room
-    _, errors = ingest.decode(Incoming("p/late/imu", imu(WALK[:50], rate=100)), 1e9 + 61)
+    _, errors = ingest.decode(routed("p/late/imu", imu(WALK[:50], rate=100)), 1e9 + 61)
     assert errors == [] and "late" in ingest.streams

@@ -1,5 +1,5 @@
-"""What the pipeline's stages share: their settings, what travels between them, and
-what each reports.
+"""What the pipeline's stages share: their settings, what travels between them, the
+lifecycle events the event loop sends them, and what each reports.
 
 A :class:`Batch` goes from the prepare thread to the infer thread (two deep); an
 :class:`Output` from the infer thread to the event loop (one hand-off per batch). Each
@@ -18,7 +18,10 @@ from harstream.core.engine import Engine, Prepared
 from harstream.gateway.ingest import IngestSettings
 
 __all__ = [
+    "Announce",
     "Batch",
+    "Erase",
+    "Event",
     "InferStats",
     "Outgoing",
     "Output",
@@ -131,3 +134,21 @@ class Swap:
     engine: Engine
     model_name: str
     done: Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Announce every device again (Home Assistant restarted)."""
+
+
+@dataclass(slots=True)
+class Erase:
+    """Drop ``device`` (its stream, its engine slot, its calibration); ``done(it had a
+    calibration)`` is called in the prepare thread."""
+
+    device: str
+    done: Callable[[bool], None]
+
+
+#: what the event loop asks of the prepare thread besides messages (through the inbox)
+Event = Announce | Swap | Erase

@@ -1,16 +1,18 @@
 """What devices send -> what the engine takes: routing, decoding, and field devices.
 
-Runs in the pipeline's prepare thread, one incoming message at a time, without I/O:
+Runs in the pipeline's prepare thread, one routed message
+(:class:`~harstream.gateway.routes.Route`) at a time, without I/O:
 
-- ``{prefix}/{device}/imu``: harstream's own message. At the model's rate, in g and
+- ``imu`` (``{prefix}/{device}/imu``): harstream's own message. At the model's rate, in g and
   rad/s, it goes to the engine as it is; at another rate, in other units or with
   per-sample times, its readings go through the device's
   :class:`~harstream.core.devicestream.DeviceStream` first.
-- ``{sensor_logger}`` and ``{sensor_logger}/{name}``: the Sensor Logger app. The
-  device is ``name`` when the topic has that level (one topic per phone, which broker
-  ACLs and partitioned workers need), else the message's ``deviceId``, both turned into
-  device ids. Messages are put back in ``messageId`` order (at most ``reorder_window``
-  held while one is missing), then their readings go through the device's stream.
+- ``sensor-logger`` (``{sensor_logger}`` and ``{sensor_logger}/{name}``): the Sensor
+  Logger app. The device is ``name`` when the topic has that level (one topic per
+  phone, which broker ACLs and partitioned workers need), else the message's
+  ``deviceId``, both turned into device ids. Messages are put back in ``messageId``
+  order (at most ``reorder_window`` held while one is missing), then their readings go
+  through the device's stream.
 
 Per-device settings from the config: units for devices whose messages do not say, and
 an axis convention (a permutation with signs) applied to both sensors. Streams of
@@ -34,10 +36,9 @@ from harstream.core.payload import (
     check_span,
     decode_imu,
     decode_sensor_logger,
-    device_id_from,
 )
 from harstream.errors import PayloadError
-from harstream.gateway.transport import Incoming
+from harstream.gateway.routes import SENSOR_LOGGER, Route
 
 __all__ = ["DeviceSettings", "Ingest", "IngestSettings"]
 
@@ -90,24 +91,20 @@ class Ingest:
         self.orders: dict[str, _Order] = {}
         self.last_seen: dict[str, float] = {}
         self.counters: Counter[str] = Counter()  # written only by the prepare thread
-        self._imu_start = len(settings.prefix) + 1
         self._transforms = {d: s.transform() for d, s in settings.devices.items()}
-        topic = settings.sensor_logger_topic
-        self._sensor_logger = (topic, f"{topic}/") if topic else None
 
-    def decode(self, incoming: Incoming, wall: float) -> tuple[list[Message], list[Error]]:
-        """Engine messages (none, one, or a few) from one incoming message; errors."""
-        topic = incoming.topic
-        sl = self._sensor_logger
-        if sl is not None and (topic == sl[0] or topic.startswith(sl[1])):
-            return self._sensor_logger_message(incoming, wall)
-        device = topic[self._imu_start : -4]  # {prefix}/{device}/imu
+    def decode(self, route: Route, wall: float) -> tuple[list[Message], list[Error]]:
+        """Engine messages (none, one, or a few) from one ``imu`` or ``sensor-logger``
+        message; errors."""
+        if route.kind == SENSOR_LOGGER:
+            return self._sensor_logger_message(route, wall)
+        device = route.device
         s = self.settings
         configured = s.devices.get(device)
         try:
             decoded = decode_imu(
                 device,
-                incoming.payload,
+                route.payload,
                 now=wall,
                 rate_hz=s.rate_hz,
                 max_samples=s.max_samples_per_message,
@@ -130,20 +127,19 @@ class Ingest:
         return self._through_stream(decoded)
 
     def _sensor_logger_message(
-        self, incoming: Incoming, wall: float
+        self, route: Route, wall: float
     ) -> tuple[list[Message], list[Error]]:
         s = self.settings
-        assert s.sensor_logger_topic is not None
-        named = incoming.topic[len(s.sensor_logger_topic) + 1 :]
+        named = route.device  # the topic's name, as a device id ("": the payload says)
         try:
-            batch = decode_sensor_logger(incoming.payload, max_bytes=s.sensor_logger_max_bytes)
+            batch = decode_sensor_logger(route.payload, max_bytes=s.sensor_logger_max_bytes)
             times = [r.t for r in batch.readings if len(r.t)]
             if times:  # what the readings become on the grid: within the message limit
                 span = max(float(t.max()) for t in times) - min(float(t.min()) for t in times)
                 check_span(span, s.rate_hz, s.max_samples_per_message)
         except PayloadError as exc:
-            return [], [(device_id_from(named) if named else "sensor-logger", exc.code, exc.detail)]
-        device = device_id_from(named) if named else batch.device_id
+            return [], [(named or "sensor-logger", exc.code, exc.detail)]
+        device = named or batch.device_id
         if device not in self.orders and len(self.orders) >= s.max_devices:
             self.evict_idle(wall)
             if len(self.orders) >= s.max_devices:

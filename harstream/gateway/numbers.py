@@ -42,13 +42,15 @@ class Numbers:
         model: Part,
         scale: Part,
         recording: Part,
+        counters: Counter[str],
+        publish_failed: Counter[str],
         monotonic: Callable[[], float],
     ) -> None:
         self.pipeline = pipeline
         self.parts = {"http": http, "model": model, "scale": scale, "recording": recording}
         self.monotonic = monotonic
-        self.counters: Counter[str] = Counter()  # the event loop's own
-        self.publish_failed: Counter[str] = Counter()  # by PublishError code
+        self.counters = counters  # the event loop's own
+        self.publish_failed = publish_failed  # by PublishError code
         self.latencies_ms: list[float] = []
         self.last_stats: dict[str, Any] = {}  # rates and latency of the last interval
 

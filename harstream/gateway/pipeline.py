@@ -73,7 +73,9 @@ from typing import Any
 
 from harstream.core.engine import Engine
 from harstream.gateway.batch import (
+    Announce,
     Batch,
+    Erase,
     InferStats,
     Outgoing,
     Output,
@@ -88,7 +90,6 @@ from harstream.gateway.infer import InferStage
 from harstream.gateway.ingest import Ingest
 from harstream.gateway.prepare import PrepareStage
 from harstream.gateway.recorder import Recorder
-from harstream.gateway.scale import Router
 
 __all__ = [
     "Arrival",
@@ -119,7 +120,6 @@ class Pipeline:
         *,
         on_failure: Callable[[], None] | None = None,
         recorder: Recorder | None = None,
-        router: Router | None = None,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -142,7 +142,6 @@ class Pipeline:
             max_batch=settings.max_batch,
             max_linger_ms=settings.max_linger_ms,
             recorder=recorder,
-            router=router,
             wall_clock=wall_clock,
             monotonic=monotonic,
         )
@@ -192,15 +191,17 @@ class Pipeline:
 
     def swap(self, engine: Engine, model_name: str, done: Callable[[], None]) -> None:
         """Serve with ``engine`` from the next batch on (see the module docstring)."""
-        self.preparing.swap = Swap(engine, model_name, done)
-        self.inbox.wake()
+        self.inbox.signal(Swap(engine, model_name, done))
 
     def forget(self, device: str, done: Callable[[bool], None]) -> None:
         """Drop ``device`` (its stream, its slot: no eviction will announce it) and its
         calibration (from ``calibration.state_file`` too) in the prepare thread, which
         owns them; then ``done(it had a calibration)``, in that thread."""
-        self.preparing.forgets.append((device, done))
-        self.inbox.wake()
+        self.inbox.signal(Erase(device, done))
+
+    def announce(self) -> None:
+        """Announce every device again (Home Assistant restarted), with the next batch."""
+        self.inbox.signal(Announce())
 
     def start(self) -> None:
         for thread in self._threads:

@@ -2,9 +2,10 @@
 
 Runs in its own thread (``harstream-prepare``). Each round it takes what is queued
 (:class:`~harstream.gateway.inbox.Inbox`, lingering under load: see
-:mod:`harstream.gateway.pipeline`), applies what is due first (a model swap, forgotten
-devices, idle devices' eviction), then turns each message into engine messages
-(:class:`~harstream.gateway.ingest.Ingest`), calibration requests
+:mod:`harstream.gateway.pipeline`), applies what is due first (the lifecycle events
+that came with it: a model swap, devices to erase; idle devices' eviction), then turns
+each routed message (:class:`~harstream.gateway.routes.Route`, by its kind) into engine
+messages (:class:`~harstream.gateway.ingest.Ingest`), calibration requests
 (:class:`~harstream.gateway.calibrations.Calibrations`) or live labels (the recorder),
 has the engine prepare them (``Engine.prepare``), hands the admitted samples to the
 recorder and the :class:`~harstream.gateway.batch.Batch` to the infer stage.
@@ -25,14 +26,13 @@ from collections.abc import Callable
 from harstream.core.engine import Engine, Message, Prepared
 from harstream.core.payload import valid_device_id
 from harstream.errors import PayloadError
-from harstream.gateway.batch import Batch, PrepareStats, Swap
+from harstream.gateway.batch import Announce, Batch, Erase, Event, PrepareStats, Swap
 from harstream.gateway.calibrations import Calibrations
 from harstream.gateway.faults import Faults
 from harstream.gateway.inbox import Arrival, Inbox
 from harstream.gateway.ingest import Ingest, IngestSettings
 from harstream.gateway.recorder import Recorder
-from harstream.gateway.scale import Router
-from harstream.gateway.transport import Incoming
+from harstream.gateway.routes import CALIBRATE, IMU, LABEL, MISPLACED, SENSOR_LOGGER, Route
 
 __all__ = ["EVICT_EVERY_S", "LINGER_MEMORY", "PrepareStage"]
 
@@ -58,7 +58,6 @@ class PrepareStage:
         max_batch: int,
         max_linger_ms: float,
         recorder: Recorder | None,
-        router: Router | None,
         wall_clock: Callable[[], float],
         monotonic: Callable[[], float],
     ) -> None:
@@ -70,12 +69,9 @@ class PrepareStage:
         self.faults = faults
         self.max_batch, self.max_linger_ms = max_batch, max_linger_ms
         self.recorder = recorder
-        self.router = router  # worker mode: partitioned topics -> the gateway's own
         self.wall_clock, self.monotonic = wall_clock, monotonic
         self.ingest = Ingest(settings)
         self.stats = PrepareStats()
-        self.swap: Swap | None = None  # set by the loop's thread, taken here
-        self.forgets: list[tuple[str, Callable[[bool], None]]] = []  # `data forget` requests
         self.rejected: Counter[str] = Counter()
         self._partition_warned = -1e9
 
@@ -89,14 +85,8 @@ class PrepareStage:
         # messages will come to share the batch (a lone device never waits for them)
         crowd: deque[int] = deque([0], maxlen=LINGER_MEMORY)
         while (taken := take(limit, every, linger_s if max(crowd) > 1 else 0.0)) is not None:
-            arrivals, announce = taken
-            if self.swap is not None:
-                self._swap()
-            while self.forgets:
-                device, done = self.forgets.pop(0)
-                self.engine.forget(device)
-                self.ingest.forget(device)
-                done(self.calibrations.forget(self.engine, device))
+            arrivals, events = taken
+            announce = self._apply(events)
             if self.monotonic() >= next_evict:
                 self._evict()
                 next_evict = self.monotonic() + every
@@ -109,11 +99,23 @@ class PrepareStage:
             self._publish_stats(batches)
         self.handoff.put(None)
 
-    def _swap(self) -> None:
+    def _apply(self, events: list[Event]) -> bool:
+        """The lifecycle events, in order; whether every device is to be announced."""
+        announce = False
+        for event in events:
+            if isinstance(event, Swap):
+                self._swap(event)
+            elif isinstance(event, Erase):
+                self.engine.forget(event.device)
+                self.ingest.forget(event.device)
+                event.done(self.calibrations.forget(self.engine, event.device))
+            elif isinstance(event, Announce):
+                announce = True
+        return announce
+
+    def _swap(self, swap: Swap) -> None:
         """The new engine adopts every device (its stream restarts, its calibration
         stays); the batch that says so goes first to the infer stage."""
-        swap, self.swap = self.swap, None
-        assert swap is not None
         swap.engine.adopt(self.engine)
         if self.recorder is not None:  # a new model: every device a new session
             self.recorder.end(self.engine.devices)
@@ -159,12 +161,12 @@ class PrepareStage:
         messages: list[Message] = []
         batch = Batch(Prepared())
         for arrival in arrivals:
-            for received in arrival.messages:
+            for route in arrival.messages:
                 try:
-                    self._decode(received, arrival, batch, messages)
+                    self._decode(route, arrival, batch, messages)
                 except Exception as exc:  # one message's fault stays its own
-                    device = self.faults.caught("decode", received.topic, exc)
-                    self._refuse(batch, device, "internal_error", f"{exc!r}"[:200])
+                    device = self.faults.caught("decode", route.topic, exc)
+                    self._refuse(batch, route.device or device, "internal_error", f"{exc!r}"[:200])
         try:
             batch.prepared = self.engine.prepare(messages)
         except Exception as exc:  # find the device that broke it
@@ -177,32 +179,26 @@ class PrepareStage:
         return batch
 
     def _decode(
-        self, received: Incoming, arrival: Arrival, batch: Batch, messages: list[Message]
+        self, route: Route, arrival: Arrival, batch: Batch, messages: list[Message]
     ) -> None:
-        """One incoming message: routed, decoded, its engine messages added."""
-        incoming = received
-        router = self.router
-        if router is not None:
-            topic, refused = router.unmap(received.topic)
-            if topic is None:
-                if refused is not None:  # the broker and the workers disagree
-                    self.rejected["wrong_partition"] += 1
-                    self._warn_partition(refused)
-                return
-            if topic != received.topic:
-                incoming = Incoming(topic, received.payload)
-        if incoming.topic.endswith("/calibrate"):
-            self._calibration_request(incoming, batch)
-            return
-        if incoming.topic.endswith("/label"):
-            self._label(incoming, batch)
-            return
-        decoded, errors = self.ingest.decode(incoming, arrival.wall)
-        for device, code, detail in errors:
-            self._refuse(batch, device, code, detail)
-        for message in decoded:
-            messages.append(message)
-            batch.received.setdefault(message.device, arrival.mono)
+        """One routed message, by its kind: decoded, its engine messages added."""
+        kind = route.kind
+        if kind in (IMU, SENSOR_LOGGER):
+            decoded, errors = self.ingest.decode(route, arrival.wall)
+            for device, code, detail in errors:
+                self._refuse(batch, device, code, detail)
+            for message in decoded:
+                messages.append(message)
+                batch.received.setdefault(message.device, arrival.mono)
+        elif kind == CALIBRATE:
+            self._calibration_request(route, batch)
+        elif kind == LABEL:
+            self._label(route, batch)
+        elif kind == MISPLACED:  # the broker and the workers disagree
+            self.rejected["wrong_partition"] += 1
+            self._warn_partition(route.detail)
+        else:  # nothing this gateway subscribes to: counted
+            self.rejected["unknown_topic"] += 1
 
     def _prepare_apart(self, messages: list[Message], exc: Exception, batch: Batch) -> Prepared:
         """The engine failed on a batch: prepare each device's messages on their own, so
@@ -228,29 +224,27 @@ class PrepareStage:
         self.rejected[code] += 1
         batch.refuse(device, code, detail)
 
-    def _calibration_request(self, incoming: Incoming, batch: Batch) -> None:
+    def _calibration_request(self, route: Route, batch: Batch) -> None:
         """``{prefix}/{device}/calibrate``: start a calibration, or clear one."""
-        prefix = self.settings.prefix + "/"
-        device = incoming.topic[len(prefix) : -len("/calibrate")]
+        device = route.device
         try:
-            if not incoming.topic.startswith(prefix) or not valid_device_id(device):
-                raise PayloadError(
-                    "bad_calibrate", f"{incoming.topic}: not {prefix}DEVICE/calibrate"
-                )
-            self.calibrations.request(self.engine, device, incoming.payload, batch)
+            if not valid_device_id(device):
+                prefix = self.settings.prefix
+                raise PayloadError("bad_calibrate", f"{route.topic}: not {prefix}/DEVICE/calibrate")
+            self.calibrations.request(self.engine, device, route.payload, batch)
         except PayloadError as exc:
             self._refuse(batch, device, exc.code, exc.detail)
 
-    def _label(self, incoming: Incoming, batch: Batch) -> None:
+    def _label(self, route: Route, batch: Batch) -> None:
         """``{prefix}/{device}/label``: a live label for the device's recording."""
-        prefix = self.settings.prefix + "/"
-        device = incoming.topic[len(prefix) : -len("/label")]
+        device = route.device
         try:
-            if not incoming.topic.startswith(prefix) or not valid_device_id(device):
-                raise PayloadError("bad_label", f"{incoming.topic}: not {prefix}DEVICE/label")
+            if not valid_device_id(device):
+                prefix = self.settings.prefix
+                raise PayloadError("bad_label", f"{route.topic}: not {prefix}/DEVICE/label")
             if self.recorder is None:
                 raise PayloadError("bad_label", "this gateway records nothing (recording.dir)")
-            stored = self.recorder.label(device, incoming.payload)
+            stored = self.recorder.label(device, route.payload)
         except PayloadError as exc:
             self._refuse(batch, device, exc.code, exc.detail)
             return

@@ -1,13 +1,11 @@
 """The gateway: a transport and the pipeline, wired on the event loop.
 
-It reads as a sentence: connect, say ``online``, subscribe, and put every batch the
-connection brings into the pipeline's inbox; publish what the pipeline hands back. Two
-named tasks run in one task group:
-
-- ``connection``: (re)connects with capped, jittered exponential backoff, publishes the
-  retained ``online`` status (the broker publishes the ``offline`` will if we vanish),
-  subscribes, and moves received batches into the inbox (full: drop and count);
-- ``stats``: publishes counters every ``stats_interval_s``.
+It reads as a sentence: connect, say ``online``, subscribe, route every message the
+connection brings (:mod:`harstream.gateway.routes`: parsed once, here) and put the
+devices' messages into the pipeline's inbox; publish what the pipeline hands back. Two
+named tasks run in one task group: ``connection`` (:mod:`harstream.gateway.connection`:
+reconnects with backoff; the broker publishes the ``offline`` will if we vanish) and
+``stats`` (:mod:`harstream.gateway.numbers`: counters every ``stats_interval_s``).
 
 Commands (``{prefix}/control``, and SIGHUP for a reload) are carried out by
 :mod:`harstream.gateway.control`; a worker's coordination with the other workers
@@ -25,31 +23,26 @@ published and the session closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from harstream.core.engine import Engine
-from harstream.errors import HarstreamError, PublishError, StageError
+from harstream.errors import HarstreamError, StageError
+from harstream.gateway.connection import Backoff, Connection
 from harstream.gateway.control import Control, parse_command
 from harstream.gateway.dashboard import Dashboard, DashboardSettings
 from harstream.gateway.http import HttpIngest, HttpSettings
 from harstream.gateway.numbers import Numbers
 from harstream.gateway.pipeline import Arrival, Output, Pipeline, PipelineSettings
 from harstream.gateway.recorder import Recorder, RecorderSettings
-from harstream.gateway.scale import Router, ScaleSettings
-from harstream.gateway.transport import (
-    Backoff,
-    Incoming,
-    Session,
-    Transport,
-    TransportError,
-    Will,
-)
+from harstream.gateway.routes import CONTROL, HA_STATUS, PIPELINE_KINDS, WORKER, Route, Topics
+from harstream.gateway.scale import ScaleSettings
+from harstream.gateway.transport import Incoming, Session, Transport
 from harstream.gateway.workers import Workers
 
 __all__ = ["Gateway", "GatewaySettings"]
@@ -92,8 +85,8 @@ class Gateway:
         self.settings = settings
         self.wall_clock = wall_clock
         self.monotonic = monotonic
-        self.backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s, rng)
-        self.connected = asyncio.Event()
+        self.counters: Counter[str] = Counter()  # the event loop's own (Numbers reads them)
+        self.publish_failed: Counter[str] = Counter()  # by PublishError code
         self.recorder = (
             Recorder(settings.recording, engine.labels, monotonic=monotonic)
             if settings.recording is not None
@@ -113,7 +106,29 @@ class Gateway:
             if settings.scale is not None
             else None
         )
-        self.router: Router | None = self.workers.router if self.workers is not None else None
+        coordination = self.workers  # each worker has its own status, beside its partitions
+        self.router = coordination.router if coordination is not None else None
+        self.status_topic = coordination.status_topic if coordination else f"{prefix}/status"
+        self.connection = Connection(
+            transport,
+            Backoff(settings.reconnect_min_s, settings.reconnect_max_s, rng),
+            self.status_topic,
+            self._status,
+            start=self._start_session,
+            dispatch=self._dispatch,
+            drain=self._drain,
+            summary=self._summary,
+            counters=self.counters,
+            publish_failed=self.publish_failed,
+        )
+        self.connected = self.connection.connected
+        pipeline = settings.pipeline
+        self.topics = Topics(
+            prefix,
+            pipeline.ingest.sensor_logger_topic,
+            discovery_prefix=pipeline.discovery_prefix if pipeline.homeassistant else None,
+            router=self.router,
+        )
         self._halt: asyncio.Event | None = None  # set to stop: by `stop`, or a dead stage
         self.pipeline = Pipeline(
             engine,
@@ -121,7 +136,6 @@ class Gateway:
             self._deliver,
             on_failure=self._stage_died,
             recorder=self.recorder,
-            router=self.router,
             wall_clock=wall_clock,
             monotonic=monotonic,
         )
@@ -131,9 +145,10 @@ class Gateway:
             model=lambda: dict(self.control.model),
             scale=lambda: self.workers.numbers() if self.workers is not None else None,
             recording=lambda: self.recorder.status() if self.recorder is not None else None,
+            counters=self.counters,
+            publish_failed=self.publish_failed,
             monotonic=monotonic,
         )
-        self.counters = self.numbers.counters  # the event loop's own
         self.dashboard = None
         if settings.http is not None and settings.dashboard is not None:
             self.dashboard = Dashboard(
@@ -142,7 +157,8 @@ class Gateway:
                 self.connected.is_set,
                 engine.labels,
                 health=self.health,
-                calibration=self._calibration_source,
+                # the source of a device's vertical in the engine in force at each call
+                calibration=lambda device: self.engine.sources.get(device),  # noqa: PLW0108
             )
         self.control = Control(
             engine,
@@ -158,15 +174,6 @@ class Gateway:
         take = self.accept if self.workers is None else self.workers.forward
         self.http = HttpIngest(settings.http, take, self.dashboard) if settings.http else None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._session: Session | None = None  # the latest: QoS 1 still queues on it offline
-        self.status_topic = f"{prefix}/status"
-        if self.workers is not None:  # each worker its own status, beside its partitions
-            self.status_topic = self.workers.status_topic
-        self.imu_filter = f"{prefix}/+/imu"
-        self.calibrate_filter = f"{prefix}/+/calibrate"
-        self.label_filter = f"{prefix}/+/label"
-        self.control_topic = f"{prefix}/control"
-        self.ha_status_topic = f"{settings.pipeline.discovery_prefix}/status"
 
     @property
     def engine(self) -> Engine:
@@ -196,7 +203,7 @@ class Gateway:
         try:
             async with asyncio.TaskGroup() as tasks:
                 follow = tasks.create_task(self._follow(stop, halt), name="stop")
-                tasks.create_task(self._connection(halt), name="connection")
+                tasks.create_task(self.connection.run(halt), name="connection")
                 stats = f"{self.settings.pipeline.prefix}/stats"
                 interval = self.settings.stats_interval_s
                 tasks.create_task(
@@ -243,111 +250,57 @@ class Gateway:
             status = "stalled"
         return ok, {"status": status, "connected": connected, **progress}
 
-    async def _connection(self, stop: asyncio.Event) -> None:
-        will = Will(self.status_topic, self._status(b"offline"), qos=1, retain=True)
-        drained = False
-        while not stop.is_set():
-            try:
-                async with self.transport.session(will=will) as session:
-                    self._session = session
-                    await self._start_session(session)
-                    await self._receive_until(stop, session)  # or the TransportError
-                    await self._drain()
-                    drained = True
-                    await session.publish(
-                        self.status_topic, self._status(b"offline"), qos=1, retain=True
-                    )
-                    stats = self.pipeline.prepare_stats
-                    log.info(
-                        "stopped: queue drained, status offline (%d messages in %d batches)",
-                        stats.messages,
-                        stats.batches,
-                    )
-                    return
-            except TransportError as exc:
-                self.connected.clear()
-                delay = self.backoff.next()
-                self.counters["reconnects"] += 1
-                attempt = self.backoff.attempt
-                log.warning("broker unavailable (%s); attempt %d in %.2f s", exc, attempt, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-            finally:
-                self.connected.clear()
-        if not drained:  # stopped while disconnected
-            await self._drain()
-
     async def _start_session(self, session: Session) -> None:
         calibrate = self.engine.preprocessor.aligned  # the model takes calibrations
         if self.workers is not None:
             await self.workers.start(session, calibrate, self.recorder is not None, self._dispatch)
         else:
-            await session.subscribe(self.imu_filter, qos=self.settings.qos_in)
-            sensor_logger = self.settings.pipeline.ingest.sensor_logger_topic
-            if sensor_logger:  # the app's topic, and one level more: a topic per phone
-                await session.subscribe(sensor_logger, qos=self.settings.qos_in)
-                await session.subscribe(f"{sensor_logger}/+", qos=self.settings.qos_in)
-            if calibrate:
-                await session.subscribe(self.calibrate_filter, qos=1)
-            if self.recorder is not None:
-                await session.subscribe(self.label_filter, qos=1)
-        await session.subscribe(self.control_topic, qos=1)
-        if self.settings.pipeline.homeassistant:
-            await session.subscribe(self.ha_status_topic, qos=1)
+            label = self.recorder is not None
+            for topic, qos in self.topics.filters(calibrate, label, self.settings.qos_in):
+                await session.subscribe(topic, qos=qos)
+        await session.subscribe(self.topics.control, qos=1)
+        if self.topics.ha_status is not None:
+            await session.subscribe(self.topics.ha_status, qos=1)
         # online once subscribed: a device that waits for it loses nothing, even the
         # first time (a new session holds nothing for the gateway before it subscribes)
         await session.publish(self.status_topic, self._status(b"online"), qos=1, retain=True)
-        self.backoff.reset()
-        self.connected.set()
         if self.workers is None:
-            log.info("connected; listening on %s", self.imu_filter)
-
-    async def _receive_until(self, stop: asyncio.Event, session: Session) -> None:
-        """Receive until ``stop`` is set; raise the TransportError if the connection is
-        lost first."""
-        receiving = asyncio.create_task(self._receive(session), name="receive")
-        stopping = asyncio.create_task(stop.wait(), name="stop")
-        try:
-            await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            receiving.cancel()
-            stopping.cancel()
-            ended, _ = await asyncio.gather(receiving, stopping, return_exceptions=True)
-        if isinstance(ended, TransportError) and not stop.is_set():
-            raise ended
-
-    async def _receive(self, session: Session) -> None:
-        async for batch in session.batches():
-            self._dispatch(batch)
+            log.info("connected; listening on %s/+/imu", self.topics.prefix)
 
     def _dispatch(self, batch: list[Incoming]) -> None:
-        """Commands, Home Assistant's and the workers' status here; the rest to the
-        pipeline."""
-        ha_status = self.ha_status_topic if self.settings.pipeline.homeassistant else None
-        coordination = self.workers
-        workers = coordination.topic + "/" if coordination is not None else None
-        rest = []
+        """Each message routed (parsed once, here): the devices' messages to the
+        pipeline, the rest handled here."""
+        route_of, rest = self.topics.route, []
         for message in batch:
-            if message.topic == self.control_topic:
-                try:
-                    self.control.handle(parse_command(message.payload))
-                except Exception as exc:  # one command's fault stays its own
-                    self.pipeline.faults.caught("control", message.topic, exc)
-                    self.control.result("unknown", False, f"internal error: {exc!r}"[:200])
-            elif message.topic == ha_status:
-                if message.payload == b"online":
-                    self.pipeline.inbox.request_announce()  # the pipeline knows the devices
-            elif coordination is not None and workers and message.topic.startswith(workers):
-                try:
-                    coordination.news(message.topic[len(workers) :], message.payload)
-                except Exception as exc:  # one announcement's fault stays its own
-                    self.pipeline.faults.caught("worker", message.topic, exc)
+            route = route_of(message)
+            if route is None:
+                continue
+            if route.kind in PIPELINE_KINDS:
+                rest.append(route)
             else:
-                rest.append(message)
+                self._handle(route)
         if rest:
             self.accept(rest)
 
-    def accept(self, batch: list[Incoming]) -> int:
+    def _handle(self, route: Route) -> None:
+        """A command, Home Assistant's status or a worker's news; each one's fault stays
+        its own (counted, logged once)."""
+        if route.kind == CONTROL:
+            try:
+                self.control.handle(parse_command(route.payload))
+            except Exception as exc:
+                self.pipeline.faults.caught("control", route.topic, exc)
+                self.control.result("unknown", False, f"internal error: {exc!r}"[:200])
+        elif route.kind == HA_STATUS:
+            if route.payload == b"online":
+                self.pipeline.announce()  # the pipeline knows the devices
+        elif route.kind == WORKER and self.workers is not None:
+            try:
+                self.workers.news(route.detail, route.payload)
+            except Exception as exc:
+                self.pipeline.faults.caught("worker", route.topic, exc)
+
+    def accept(self, batch: list[Route]) -> int:
         """Messages into the pipeline (from MQTT or HTTP); returns how many were dropped
         because its inbox is full (counted)."""
         self.counters["messages"] += len(batch)
@@ -358,6 +311,10 @@ class Gateway:
     def _status(self, state: bytes) -> bytes:
         """``online|offline INSTANCE`` for a worker (scale.WorkerBook), the bare state else."""
         return state if self.workers is None else self.workers.status(state)
+
+    def _summary(self) -> str:
+        stats = self.pipeline.prepare_stats
+        return f"{stats.messages} messages in {stats.batches} batches"
 
     async def _drain(self) -> None:
         """Let the pipeline finish what is queued; its last outputs are published before
@@ -382,25 +339,10 @@ class Gateway:
             self.numbers.decided(output.decided_from)
 
     def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        """Hand one message to the client; QoS 1 delivery is the client's job from here
-        (a persistent client queues it while disconnected, bounded)."""
-        session = self._session
-        if session is None:
-            self.numbers.publish_failed["not_connected"] += 1
-            return
-        try:
-            session.publish_nowait(topic, payload, qos=qos, retain=retain)
-            self.counters["published"] += 1
-        except PublishError as exc:
-            self.numbers.publish_failed[exc.code] += 1
+        self.connection.send(topic, payload, qos, retain)
 
     # --- numbers ---------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
         """The stats payload's counters (:class:`~harstream.gateway.numbers.Numbers`)."""
         return self.numbers.snapshot()
-
-    def _calibration_source(self, device: str) -> str | None:
-        """The source of the device's vertical, in the engine serving now (a model swap
-        replaces it), for the live page."""
-        return self.engine.sources.get(device)

@@ -6,15 +6,14 @@ tests. A session is an async context manager; leaving it disconnects. Messages a
 batches, as each read of the connection brought them, so that a busy gateway pays the
 asyncio hand-off once per read, not once per message.
 
-Connection failures and losses surface as :class:`TransportError`, after which the
-gateway reconnects with :class:`Backoff`; an outgoing message
+Connection failures and losses surface as :class:`TransportError` (the gateway
+reconnects: :mod:`harstream.gateway.connection`); an outgoing message
 the transport will not send (bad topic, too large, queue full) as
 :class:`~harstream.errors.PublishError`, with the connection intact.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Protocol
 
 from harstream.errors import HarstreamError
 
-__all__ = ["Backoff", "Incoming", "Session", "Transport", "TransportError", "Will"]
+__all__ = ["Incoming", "Session", "Transport", "TransportError", "Will"]
 
 
 class TransportError(HarstreamError):
@@ -69,20 +68,3 @@ class Session(Protocol):
 
 class Transport(Protocol):
     def session(self, will: Will | None = None) -> AbstractAsyncContextManager[Session]: ...
-
-
-class Backoff:
-    """Capped exponential backoff with full jitter: delay in [min, min(max, min * 2**n)]."""
-
-    def __init__(self, min_s: float, max_s: float, rng: random.Random | None = None) -> None:
-        self.min_s, self.max_s = min_s, max_s
-        self.rng = rng or random.Random()
-        self.attempt = 0
-
-    def next(self) -> float:
-        cap = min(self.max_s, self.min_s * 2**self.attempt)
-        self.attempt += 1
-        return self.rng.uniform(self.min_s, cap)
-
-    def reset(self) -> None:
-        self.attempt = 0

@@ -29,6 +29,7 @@ from typing import Any
 from harstream.core.partitions import coverage, format_owned, partition_of
 from harstream.core.payload import encode
 from harstream.errors import ConfigError
+from harstream.gateway.routes import Route
 from harstream.gateway.scale import PROBE_PREFIX, Router, ScaleSettings, WorkerBook, takeover_share
 from harstream.gateway.transport import Incoming, Session, TransportError
 
@@ -231,11 +232,11 @@ class Workers:
                 )
             self._coverage = found
 
-    def forward(self, batch: list[Incoming]) -> int:
-        """What came over HTTP goes into the broker, which routes it to the device's
-        owner (maybe this worker); nothing is dropped here."""
-        for message in batch:
-            self.send(message.topic, message.payload, 1, False)
+    def forward(self, batch: list[Route]) -> int:
+        """What came over HTTP goes into the broker on the device's own topic, which the
+        broker maps to the device's owner (maybe this worker); nothing is dropped here."""
+        for route in batch:
+            self.send(route.topic, route.payload, 1, False)
         return 0
 
     def numbers(self) -> dict[str, Any]:
