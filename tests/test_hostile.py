@@ -288,7 +288,8 @@ async def test_chaos_under_load_never_pauses_the_good_devices(
 
 def test_field_device_streams_are_bounded_by_max_devices() -> None:
     """A flood of new device ids cannot make streams (or Sensor Logger orderings) past
-    stream.max_devices: the engine's limit holds before the engine."""
+    stream.max_devices: the device registry admits each device once, whatever kind of
+    message it sends, before anything is kept for it."""
     from harstream.gateway.ingest import Ingest, IngestSettings
 
     settings = IngestSettings(
@@ -311,9 +312,10 @@ def test_field_device_streams_are_bounded_by_max_devices() -> None:
     assert codes == [[], [], ["too_many_devices"], ["too_many_devices"]]
     assert len(ingest.streams) == 2
     logger = json.dumps({"messageId": 0, "payload": []}).encode()
-    for k in range(4):
+    for k in range(4):  # the registry is full: a phone counts as any device
         _, errors = ingest.decode(routed(f"sl/phone{k}", logger), 1e9)
-    assert len(ingest.orders) == 2 and [c for _, c, _ in errors] == ["too_many_devices"]
+        assert [c for _, c, _ in errors] == ["too_many_devices"]
+    assert len(ingest.orders) == 0 and len(ingest.registry) == 2
     # idle ones make room
     _, errors = ingest.decode(routed("p/late/imu", imu(WALK[:50], rate=100)), 1e9 + 61)
-    assert errors == [] and "late" in ingest.streams
+    assert errors == [] and "late" in ingest.streams and len(ingest.streams) == 1

@@ -2,7 +2,9 @@
 
 History is kept as label runs per device, ``(start, end, activity, confidence sum,
 decisions)``, a run per change of the published label: bounded in age, in runs per
-device and in devices, so its memory does not grow with the decision rate. Written by
+device and in devices (``stream.max_devices``, the device registry's limit: a new
+device beyond it takes the place of the one silent longest), so its memory does not
+grow with the decision rate. Written by
 the event loop only (from each batch's output); no I/O.
 """
 
@@ -33,8 +35,11 @@ class History:
     def record(self, device: str, activity: str, confidence: float, t: float) -> None:
         runs = self._runs.get(device)
         if runs is None:
-            if len(self._runs) >= self.max_devices:
-                return
+            if len(self._runs) >= self.max_devices:  # room: the stalest device goes
+                stalest = min(
+                    self._runs, key=lambda d: self._runs[d][-1][1] if self._runs[d] else -1
+                )
+                self.forget(stalest)
             runs = self._runs[device] = deque(maxlen=self.max_runs)
         if runs and runs[-1][2] == activity and t - runs[-1][1] < GAP_S:
             last = runs[-1]
@@ -43,6 +48,10 @@ class History:
             runs.append([t, t, activity, confidence, 1])
         while runs and runs[0][1] < t - self.history_s:
             runs.popleft()
+
+    def _last_decision(self, device: str) -> float:
+        runs = self._runs[device]
+        return float(runs[-1][1]) if runs else -1.0
 
     def error(self, device: str) -> None:
         if device in self._runs or len(self._errors) < self.max_devices:

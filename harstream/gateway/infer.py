@@ -146,6 +146,7 @@ class InferStage:
             payload = encode_calibration(device, status, vertical, detail, now, source)
             send(Outgoing(f"{s.prefix}/{device}/calibration", payload, 1, True))
         for device in batch.evicted:
+            self._last_error.pop(device, None)  # the registry let it go: so does this store
             gone = encode_gone(device, self.model_name, now, s.ingest.idle_timeout_s)
             send(Outgoing(f"{s.prefix}/{device}/activity", gone, s.qos_out, s.retain_activity))
             send(Outgoing(f"{s.prefix}/{device}/availability", b"offline", 1, True))

@@ -15,10 +15,11 @@ Runs in the pipeline's prepare thread, one routed message
   through the device's stream.
 
 Per-device settings from the config: units for devices whose messages do not say, and
-an axis convention (a permutation with signs) applied to both sensors. Streams of
-devices silent for ``idle_timeout_s`` are dropped (``evict_idle``); at most
-``max_devices`` streams are kept (a new device beyond them is ``too_many_devices``, as
-in the engine), so a flood of device ids cannot fill memory before the engine's check.
+an axis convention (a permutation with signs) applied to both sensors. Every device is
+admitted by the gateway's :class:`~harstream.gateway.registry.DeviceRegistry` once its
+message decodes, before a stream or an order is kept for it (a new device beyond
+``max_devices`` is ``too_many_devices``), so a flood of device ids cannot fill memory;
+the registry drops a device's stream when it evicts or erases the device (``drop``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from harstream.core.payload import (
     decode_sensor_logger,
 )
 from harstream.errors import PayloadError
+from harstream.gateway.registry import DeviceRegistry
 from harstream.gateway.routes import SENSOR_LOGGER, Route
 
 __all__ = ["DeviceSettings", "Ingest", "IngestSettings"]
@@ -72,7 +74,7 @@ class IngestSettings:
     reorder_window: int
     idle_timeout_s: float
     devices: Mapping[str, DeviceSettings] = field(default_factory=dict)
-    max_devices: int = 10_000  # field devices with a stream (stream.max_devices)
+    max_devices: int = 10_000  # devices served (stream.max_devices; the registry's)
 
 
 @dataclass
@@ -85,11 +87,17 @@ class _Order:
 
 
 class Ingest:
-    def __init__(self, settings: IngestSettings) -> None:
+    """``registry``: the gateway's (a registry of its own, without an engine, when
+    none is given: ingest on its own, as in tests and benchmarks)."""
+
+    def __init__(self, settings: IngestSettings, registry: DeviceRegistry | None = None) -> None:
         self.settings = settings
         self.streams: dict[str, DeviceStream] = {}
         self.orders: dict[str, _Order] = {}
-        self.last_seen: dict[str, float] = {}
+        if registry is None:
+            registry = DeviceRegistry(settings.max_devices, settings.idle_timeout_s)
+            registry.stores.append(self)
+        self.registry = registry
         self.counters: Counter[str] = Counter()  # written only by the prepare thread
         self._transforms = {d: s.transform() for d, s in settings.devices.items()}
 
@@ -113,6 +121,8 @@ class Ingest:
             )
         except PayloadError as exc:
             return [], [(device, exc.code, exc.detail)]
+        if not self.registry.admit(device, wall):
+            return [], [self._refused(device)]
         if isinstance(decoded, Message):
             transform = self._transforms.get(device)
             if transform is not None:
@@ -140,11 +150,8 @@ class Ingest:
         except PayloadError as exc:
             return [], [(named or "sensor-logger", exc.code, exc.detail)]
         device = named or batch.device_id
-        if device not in self.orders and len(self.orders) >= s.max_devices:
-            self.evict_idle(wall)
-            if len(self.orders) >= s.max_devices:
-                self.counters["rejected_too_many_devices"] += 1
-                return [], [(device, "too_many_devices", f"at most {s.max_devices} field devices")]
+        if not self.registry.admit(device, wall):
+            return [], [self._refused(device)]
         readings = DeviceReadings(device, batch.readings, wall, batch.message_id, batch.session_id)
         messages: list[Message] = []
         errors: list[Error] = []
@@ -183,17 +190,10 @@ class Ingest:
     def _through_stream(self, readings: DeviceReadings) -> tuple[list[Message], list[Error]]:
         device = readings.device
         stream = self.streams.get(device)
-        if stream is None:
-            if len(self.streams) >= self.settings.max_devices:  # as the engine: evict, or refuse
-                self.evict_idle(readings.received)
-            if len(self.streams) >= self.settings.max_devices:
-                self.counters["rejected_too_many_devices"] += 1
-                limit = self.settings.max_devices
-                return [], [(device, "too_many_devices", f"at most {limit} field devices")]
+        if stream is None:  # the device is admitted (decode)
             stream = self.streams[device] = DeviceStream(
                 self.settings.rate_hz, max_gap_s=self.settings.max_gap_s
             )
-        self.last_seen[device] = readings.received
         transform = self._transforms.get(device)
         parts = readings.readings
         if transform is not None:
@@ -207,17 +207,15 @@ class Ingest:
         ]
         return messages, [(device, i.code, i.detail) for i in issues]
 
-    def forget(self, device: str) -> None:
-        self.last_seen.pop(device, None)
+    def _refused(self, device: str) -> Error:
+        self.counters["rejected_too_many_devices"] += 1
+        return device, "too_many_devices", self.registry.detail
+
+    def drop(self, device: str) -> None:
+        """Let go of the device's stream and message order (the registry evicted or
+        erased it)."""
         self.streams.pop(device, None)
         self.orders.pop(device, None)
-
-    def evict_idle(self, now: float) -> None:
-        limit = now - self.settings.idle_timeout_s
-        for device in [d for d, seen in self.last_seen.items() if seen < limit]:
-            del self.last_seen[device]
-            self.streams.pop(device, None)
-            self.orders.pop(device, None)
 
 
 def _turn(values: np.ndarray, transform: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

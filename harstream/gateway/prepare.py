@@ -3,7 +3,8 @@
 Runs in its own thread (``harstream-prepare``). Each round it takes what is queued
 (:class:`~harstream.gateway.inbox.Inbox`, lingering under load: see
 :mod:`harstream.gateway.pipeline`), applies what is due first (the lifecycle events
-that came with it: a model swap, devices to erase; idle devices' eviction), then turns
+that came with it: a model swap, devices to erase; idle devices' eviction, decided by
+the :class:`~harstream.gateway.registry.DeviceRegistry` for every store), then turns
 each routed message (:class:`~harstream.gateway.routes.Route`, by its kind) into engine
 messages (:class:`~harstream.gateway.ingest.Ingest`), calibration requests
 (:class:`~harstream.gateway.calibrations.Calibrations`) or live labels (the recorder),
@@ -32,6 +33,7 @@ from harstream.gateway.faults import Faults
 from harstream.gateway.inbox import Arrival, Inbox
 from harstream.gateway.ingest import Ingest, IngestSettings
 from harstream.gateway.recorder import Recorder
+from harstream.gateway.registry import DeviceRegistry
 from harstream.gateway.routes import CALIBRATE, IMU, LABEL, MISPLACED, SENSOR_LOGGER, Route
 
 __all__ = ["EVICT_EVERY_S", "LINGER_MEMORY", "PrepareStage"]
@@ -70,7 +72,13 @@ class PrepareStage:
         self.max_batch, self.max_linger_ms = max_batch, max_linger_ms
         self.recorder = recorder
         self.wall_clock, self.monotonic = wall_clock, monotonic
-        self.ingest = Ingest(settings)
+        # one registry admits and lets go of every device, in every store of this thread
+        self.registry = DeviceRegistry(settings.max_devices, settings.idle_timeout_s)
+        self.registry.engine = engine
+        self.ingest = Ingest(settings, self.registry)
+        self.registry.stores.append(self.ingest)
+        if recorder is not None:
+            self.registry.stores.append(recorder)
         self.stats = PrepareStats()
         self.rejected: Counter[str] = Counter()
         self._partition_warned = -1e9
@@ -106,8 +114,7 @@ class PrepareStage:
             if isinstance(event, Swap):
                 self._swap(event)
             elif isinstance(event, Erase):
-                self.engine.forget(event.device)
-                self.ingest.forget(event.device)
+                self.registry.forget(event.device)
                 event.done(self.calibrations.forget(self.engine, event.device))
             elif isinstance(event, Announce):
                 announce = True
@@ -120,7 +127,7 @@ class PrepareStage:
         if self.recorder is not None:  # a new model: every device a new session
             self.recorder.end(self.engine.devices)
             self.recorder.model_name = swap.model_name
-        self.engine = swap.engine
+        self.engine = self.registry.engine = swap.engine
         self.handoff.put(Batch(Prepared(), swap=swap))
 
     def _publish_stats(self, batches: int) -> None:
@@ -135,7 +142,7 @@ class PrepareStage:
             samples=counters["samples"],
             rejected=dict(self.rejected),
             dropped_seq_old=counters["dropped_seq_old"],
-            dropped_too_many_devices=counters["rejected_too_many_devices"],
+            dropped_too_many_devices=counters["rejected_too_many_devices"] + self.registry.refused,
             resets=counters["resets"],
             evicted=counters["evicted"],
             batches=batches,
@@ -144,13 +151,9 @@ class PrepareStage:
         )
 
     def _evict(self) -> None:
-        """Devices silent for ``idle_timeout_s`` leave the engine, ingest and recorder."""
-        now = self.wall_clock()
+        """Devices silent for ``idle_timeout_s`` leave every store (the registry)."""
         try:
-            gone = self.engine.evict_idle(now)
-            self.ingest.evict_idle(now)
-            if gone and self.recorder is not None:
-                self.recorder.end(gone)
+            gone = self.registry.evict_idle(self.wall_clock())
         except Exception as exc:  # the next round tries again
             self.faults.caught("evict", "", exc)
             return
@@ -171,6 +174,8 @@ class PrepareStage:
             batch.prepared = self.engine.prepare(messages)
         except Exception as exc:  # find the device that broke it
             batch.prepared = self._prepare_apart(messages, exc, batch)
+        if self.registry.gone:  # evicted to make room for new devices: announced
+            batch.evicted, self.registry.gone = self.registry.gone, []
         for event in self.calibrations.news(self.engine, batch.prepared.events, batch):
             self._refuse(batch, event.device, event.code, event.detail)
         if self.recorder is not None:

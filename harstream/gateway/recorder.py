@@ -183,6 +183,10 @@ class Recorder:
             if self._open.pop(device, None) is not None:
                 self._put(("end", device))
 
+    def drop(self, device: str) -> None:
+        """The device left (the registry evicted or erased it): its session ends."""
+        self.end([device])
+
     def label(self, device: str, payload: bytes) -> str:
         """A live label from ``{prefix}/{device}/label``: stored at once; raises
         PayloadError ``bad_label`` naming what is wrong. Returns what was stored."""
