@@ -10,11 +10,20 @@ from harstream.config import load_config
 from harstream.core.bundle import Bundle
 from harstream.core.engine import Engine
 from harstream.core.payload import FRAME_MAGIC, encode_frame, encode_imu
+from harstream.gateway.routes import Route, Topics
+from harstream.gateway.transport import Incoming
 from harstream.runtime import build_engine
 from replay import iter_hapt
 
 MINI = Path(__file__).resolve().parent / "data" / "hapt-mini"
 WALK = next(iter_hapt(MINI, subjects=[9])).samples
+
+
+def routed(topic: str, payload: bytes, prefix: str = "p", sensor_logger: str = "sl") -> Route:
+    """The route a gateway with this topic layout gives a message on ``topic``."""
+    route = Topics(prefix, sensor_logger).route(Incoming(topic, payload))
+    assert route is not None
+    return route
 
 
 def engine_for(bundle: Bundle, *overrides: str) -> Engine:

@@ -31,7 +31,7 @@ from harstream.errors import ConfigError
 from harstream.testing.localnats import Nats
 from tests.gateway_helpers import WALK, imu
 from tests.mosquitto import Mosquitto, free_port
-from tests.test_gateway_broker import Listener, config_for, gateway_running
+from tests.test_gateway_broker import Listener, config_for, gateway_running, instance_of
 from tests.test_scale import DEVICES, PREFIX, P, worker_config
 
 T0 = 1_790_000_000
@@ -237,7 +237,7 @@ async def test_nats_lets_each_user_do_its_part_only(
                 with contextlib.suppress(aiomqtt.MqttError):
                     spoofer = as_user(name, pw, "spoof")
                     async with aiomqtt.Client("127.0.0.1", server.mqtt_port, **spoofer) as c:  # type: ignore[arg-type]
-                        await c.publish(status, b"offline " + w2.instance.encode(), qos=1)
+                        await c.publish(status, b"offline " + instance_of(w2).encode(), qos=1)
                         if name != "op":  # the operator's own right
                             await c.publish(f"{PREFIX}/control", b'{"command": "x"}', qos=1)
             for s in (0, 64):

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harstream.cli.device import _publish
 from harstream.core.bundle import Bundle, load_bundle
-from harstream.gateway.dashboard import History
+from harstream.gateway.history import History
 from replay import iter_hapt
 from tests.mosquitto import Mosquitto, free_port
 from tests.test_gateway_broker import config_for, gateway_running
@@ -41,9 +41,9 @@ def test_history_keeps_label_runs_bounded_in_age_and_count() -> None:
     history.record("a", "LAYING", 0.9, t=200.0)  # silent for 92 s: a gap, and aged out
     assert [(r["start"], r["end"]) for r in history.timeline("a", 200.0)] == [(200.0, 200.0)]
     history.record("b", "SITTING", 0.9, 1.0)
-    history.record("c", "SITTING", 0.9, 1.0)  # beyond max_devices: not kept
-    assert {d["device"] for d in history.devices()} == {"a", "b"}
-    assert history.timeline("c", 1.0) is None
+    history.record("c", "SITTING", 0.9, 2.0)  # beyond max_devices: the stalest (b) goes
+    assert {d["device"] for d in history.devices()} == {"a", "c"}
+    assert history.timeline("b", 2.0) is None
 
 
 @pytest.fixture

@@ -320,3 +320,25 @@ def test_a_gap_before_the_stream_begins_is_skipped_not_filled() -> None:
     stream = DeviceStream(50.0, max_gap_s=2.0)
     blocks, _ = stream.push([Readings("acc", t, signal(t)), Readings("gyro", t, signal(t))], 0.0)
     assert sum(len(b.samples) for b in blocks) <= 50 and blocks[0].t >= 1.7e9
+
+
+def test_no_tick_spans_a_hole_seen_while_another_gap_was_pending() -> None:
+    """The gyroscope's clock jumps in the same message that ends a gap of both sensors:
+    the second hole arrives while the first restart is pending. The grid stops at it
+    (one tick at 10 s), never interpolating 2 s of ticks across 1.7e9 s (100 ticks
+    before the fix; a hypothesis run found the same with 85e9 ticks: a MemoryError)."""
+
+    def flat(t: np.ndarray) -> np.ndarray:
+        xyz = np.zeros((len(t), 3))
+        xyz[:, 2] = 1.0
+        return xyz
+
+    stream = DeviceStream(50.0, max_gap_s=2.0)
+    t0 = np.arange(0, 3, 0.02)
+    first, _ = stream.push([Readings("acc", t0, flat(t0)), Readings("gyro", t0, flat(t0))], 1.7e9)
+    acc, gyro = np.arange(10, 12, 0.02), np.array([10.0, 1.7e9])
+    after, _ = stream.push(
+        [Readings("acc", acc, flat(acc)), Readings("gyro", gyro, flat(gyro))], 1.7e9
+    )
+    assert [len(b.samples) for b in first] == [150]
+    assert [len(b.samples) for b in after] == [1] and stream.gap_from == 10.0

@@ -15,7 +15,7 @@ import pytest
 
 from harstream.core.bundle import Bundle
 from harstream.errors import StageError
-from tests.gateway_helpers import WALK, imu
+from tests.gateway_helpers import WALK, imu, routed
 from tests.test_service import Harness, P
 
 pytestmark = pytest.mark.asyncio
@@ -100,7 +100,7 @@ async def test_a_batch_that_breaks_inference_costs_that_batch_only(
 ) -> None:
     async with Harness(bundle_factory("gru", "stateful")) as h:
         pipeline = h.gateway.pipeline
-        real, failures = pipeline._completing.complete, [1]
+        real, failures = pipeline.inferring.engine.complete, [1]
 
         def complete(prepared: Any) -> Any:
             if failures:
@@ -108,7 +108,7 @@ async def test_a_batch_that_breaks_inference_costs_that_batch_only(
                 raise Boom("injected in inference")
             return real(prepared)
 
-        pipeline._completing.complete = complete  # type: ignore[method-assign]
+        pipeline.inferring.engine.complete = complete  # type: ignore[method-assign]
         for k in range(4):
             await h.send("good", imu(WALK[64 * k : 64 * (k + 1)], seq=64 * k))
             await h.settle(lambda k=k: h.gateway.snapshot()["batches"] == k + 1)
@@ -151,14 +151,14 @@ async def test_recording_calibration_label_and_control_faults_are_their_own(
 async def test_no_non_finite_decision_leaves(bundle_factory: Callable[..., Bundle]) -> None:
     async with Harness(bundle_factory("gru", "stateful")) as h:
         pipeline = h.gateway.pipeline
-        real = pipeline._completing.complete
+        real = pipeline.inferring.engine.complete
 
         def complete(prepared: Any) -> Any:
             decisions = real(prepared)
             decisions.confidence[[d == "boom" for d in decisions.device]] = np.nan
             return decisions
 
-        pipeline._completing.complete = complete  # type: ignore[method-assign]
+        pipeline.inferring.engine.complete = complete  # type: ignore[method-assign]
 
         async def bad(k: int) -> None:
             await h.send("boom", imu(WALK[64 * k : 64 * (k + 1)], seq=64 * k))
@@ -184,9 +184,9 @@ async def test_a_dead_stage_stops_the_gateway_truthfully(
         raise Boom(f"the {stage} stage's own bug")
 
     if stage == "prepare":
-        gw.pipeline._prepare = dead  # type: ignore[method-assign]
+        gw.pipeline.preparing._prepare = dead  # type: ignore[method-assign]
     else:
-        gw.pipeline.deliver = dead
+        gw.pipeline.inferring.deliver = dead
     await h.send("good", imu(WALK[64:128], seq=64))
     await h.settle(lambda: gw.pipeline.failed is not None)
     ok, body = gw.health()
@@ -198,10 +198,9 @@ async def test_a_dead_stage_stops_the_gateway_truthfully(
 
 async def test_the_inbox_is_bounded_in_bytes_as_in_messages() -> None:
     from harstream.gateway.pipeline import Arrival, Inbox
-    from harstream.gateway.transport import Incoming
 
     inbox = Inbox(capacity=100, capacity_bytes=1000)
-    big = [Incoming("p/d/imu", bytes(300)) for _ in range(5)]
+    big = [routed("p/d/imu", bytes(300)) for _ in range(5)]
     assert inbox.put(Arrival(big, 0.0, 0.0)) == 2  # 900 bytes fit, 2 messages do not
     assert inbox.put(Arrival(big[:1], 0.0, 0.0)) == 1
     taken = inbox.take(limit=10, timeout=0.0)
@@ -217,7 +216,6 @@ async def test_health_reports_messages_waiting_without_progress(
     import time
 
     from harstream.gateway.pipeline import STALL_S, Arrival, Pipeline
-    from harstream.gateway.transport import Incoming
     from tests.gateway_helpers import engine_for
     from tests.test_service import settings
 
@@ -225,10 +223,10 @@ async def test_health_reports_messages_waiting_without_progress(
     pipeline = Pipeline(engine_for(bundle), settings(bundle).pipeline, lambda output: None)
     assert pipeline.progress() == {"failed": None, "queue": 0, "stalled_s": 0.0, "ok": True}
     now = time.monotonic()
-    pipeline.inbox.put(Arrival([Incoming(f"{P}/d/imu", imu(WALK[:5]))], 0.0, now - 1.0))
+    pipeline.inbox.put(Arrival([routed(f"{P}/d/imu", imu(WALK[:5]), P)], 0.0, now - 1.0))
     assert pipeline.progress()["ok"]  # waiting 1 s: not yet
     pipeline.inbox.take(10, 0.0)
-    pipeline.inbox.put(Arrival([Incoming(f"{P}/d/imu", imu(WALK[:5]))], 0.0, now - STALL_S))
+    pipeline.inbox.put(Arrival([routed(f"{P}/d/imu", imu(WALK[:5]), P)], 0.0, now - STALL_S))
     progress = pipeline.progress()
     assert not progress["ok"] and progress["queue"] == 1 and progress["stalled_s"] >= STALL_S
 

@@ -13,10 +13,10 @@ from harstream.config import load_config
 from harstream.core.bundle import UNKNOWN, load_bundle
 from harstream.evaluation.metrics import StreamScore, score_stream
 from harstream.gateway.ingest import Ingest
-from harstream.gateway.transport import Incoming
 from harstream.runtime import build_engine, ingest_settings
 from replay import iter_hapt
 from replay.phone import phone_batches
+from tests.gateway_helpers import routed
 
 START = 1_795_470_000.0
 
@@ -50,7 +50,8 @@ def test_every_test_subject_as_a_phone_within_0_02_of_clean(hapt_dir: Path) -> N
             )
             for batch in phone_batches(r, start_epoch_s=START, seed=subject):
                 messages, errors = ingest.decode(
-                    Incoming("sensor-logger/p", orjson.dumps(batch)), 0.0
+                    routed("sensor-logger/p", orjson.dumps(batch), sensor_logger="sensor-logger"),
+                    0.0,
                 )
                 assert errors == []
                 for m in messages:

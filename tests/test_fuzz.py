@@ -33,9 +33,10 @@ from harstream.core.payload import (
 )
 from harstream.errors import PayloadError
 from harstream.gateway.pipeline import Arrival, Output, Pipeline
+from harstream.gateway.routes import Topics
 from harstream.gateway.transport import Incoming
 from harstream.runtime import gateway_settings
-from tests.gateway_helpers import WALK, engine_for, imu
+from tests.gateway_helpers import WALK, engine_for, imu, routed
 
 LIMITS = {"rate_hz": 50.0, "max_samples": 500, "max_bytes": 65_536}
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -279,13 +280,14 @@ def test_the_pipeline_takes_any_message_and_keeps_deciding(
     recorder = Recorder(settings_.recording, engine.labels)
     recorder.start()
     pipeline = Pipeline(engine, settings_.pipeline, deliver, recorder=recorder)
+    topics_ = Topics(P, settings_.pipeline.ingest.sensor_logger_topic)
     pipeline.start()
     seq = [0]
 
     def good_decides() -> None:
         """The good device's next 64 samples make a decision."""
         k = seq[0] % (len(WALK) - 64)
-        message = Incoming(f"{P}/good/imu", imu(WALK[k : k + 64], seq=seq[0]))
+        message = routed(f"{P}/good/imu", imu(WALK[k : k + 64], seq=seq[0]), P)
         seq[0] += 64
         pipeline.inbox.put(Arrival([message], time.time(), time.monotonic()))
         deadline = time.monotonic() + 5
@@ -302,7 +304,8 @@ def test_the_pipeline_takes_any_message_and_keeps_deciding(
         @FUZZ
         @given(st.lists(st.tuples(topics, st.one_of(payloads, label_like)), min_size=1, max_size=8))
         def hunt(messages: list[tuple[str, bytes]]) -> None:
-            arrival = [Incoming(t, p) for t, p in messages]
+            # routed as the gateway routes what it receives, where it enters
+            arrival = [r for t, p in messages if (r := topics_.route(Incoming(t, p)))]
             pipeline.inbox.put(Arrival(arrival, time.time(), time.monotonic()))
             good_decides()
             assert pipeline.failed is None

@@ -19,7 +19,7 @@ import pytest
 
 from harstream.core.bundle import Bundle
 from harstream.core.payload import encode_frame
-from tests.gateway_helpers import WALK, imu
+from tests.gateway_helpers import WALK, imu, routed
 from tests.mosquitto import Mosquitto
 from tests.test_gateway_broker import Listener, config_for, gateway_running
 
@@ -144,7 +144,7 @@ def test_serve_with_a_dead_stage_says_offline_503_and_exits_non_zero(
     import paho.mqtt.client as paho
 
     from harstream.cli import main
-    from harstream.gateway.pipeline import Pipeline
+    from harstream.gateway.prepare import PrepareStage
     from tests.mosquitto import free_port
     from tests.test_gateway_broker import write_config
 
@@ -152,14 +152,14 @@ def test_serve_with_a_dead_stage_says_offline_503_and_exits_non_zero(
     port = free_port()
     extra = f"ingest:\n  http:\n    port: {port}\ndashboard:\n  enabled: true\n"
     config = write_config(tmp_path / "c.yaml", broker, prefix, bundle, extra)
-    real = Pipeline._prepare
+    real = PrepareStage._prepare
 
-    def prepare(self: Pipeline, arrivals: list[Any], *rest: Any) -> Any:
+    def prepare(self: PrepareStage, arrivals: list[Any], *rest: Any) -> Any:
         if any(m.topic.endswith("/die/imu") for a in arrivals for m in a.messages):
             raise RuntimeError("the prepare stage's own bug (injected)")
         return real(self, arrivals, *rest)
 
-    monkeypatch.setattr(Pipeline, "_prepare", prepare)
+    monkeypatch.setattr(PrepareStage, "_prepare", prepare)
     seen: dict[str, Any] = {"health": [], "status": []}
 
     def device_side() -> None:
@@ -288,9 +288,9 @@ async def test_chaos_under_load_never_pauses_the_good_devices(
 
 def test_field_device_streams_are_bounded_by_max_devices() -> None:
     """A flood of new device ids cannot make streams (or Sensor Logger orderings) past
-    stream.max_devices: the engine's limit holds before the engine."""
+    stream.max_devices: the device registry admits each device once, whatever kind of
+    message it sends, before anything is kept for it."""
     from harstream.gateway.ingest import Ingest, IngestSettings
-    from harstream.gateway.transport import Incoming
 
     settings = IngestSettings(
         prefix="p",
@@ -307,14 +307,15 @@ def test_field_device_streams_are_bounded_by_max_devices() -> None:
     ingest = Ingest(settings)
     codes = []
     for k in range(4):
-        _, errors = ingest.decode(Incoming(f"p/d{k}/imu", imu(WALK[:50], rate=100)), 1e9)
+        _, errors = ingest.decode(routed(f"p/d{k}/imu", imu(WALK[:50], rate=100)), 1e9)
         codes.append([code for _, code, _ in errors])
     assert codes == [[], [], ["too_many_devices"], ["too_many_devices"]]
     assert len(ingest.streams) == 2
     logger = json.dumps({"messageId": 0, "payload": []}).encode()
-    for k in range(4):
-        _, errors = ingest.decode(Incoming(f"sl/phone{k}", logger), 1e9)
-    assert len(ingest.orders) == 2 and [c for _, c, _ in errors] == ["too_many_devices"]
+    for k in range(4):  # the registry is full: a phone counts as any device
+        _, errors = ingest.decode(routed(f"sl/phone{k}", logger), 1e9)
+        assert [c for _, c, _ in errors] == ["too_many_devices"]
+    assert len(ingest.orders) == 0 and len(ingest.registry) == 2
     # idle ones make room
-    _, errors = ingest.decode(Incoming("p/late/imu", imu(WALK[:50], rate=100)), 1e9 + 61)
-    assert errors == [] and "late" in ingest.streams
+    _, errors = ingest.decode(routed("p/late/imu", imu(WALK[:50], rate=100)), 1e9 + 61)
+    assert errors == [] and "late" in ingest.streams and len(ingest.streams) == 1

@@ -136,8 +136,8 @@ async def test_will_is_published_when_the_session_ends_in_error_only(
         crashed = transport_for(broker, f"{prefix}-will2")
         session = crashed.session(will=will)
         await session.__aenter__()
-        assert crashed._sock is not None
-        crashed._sock.close()  # the process dies: no DISCONNECT
+        assert crashed._driver.sock is not None
+        crashed._driver.sock.close()  # the process dies: no DISCONNECT
         await until(lambda: len(got) == 1)
         with contextlib.suppress(Exception):
             await session.__aexit__(None, None, None)

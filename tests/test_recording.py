@@ -22,7 +22,7 @@ from harstream.cli.control import control
 from harstream.core.bundle import Bundle
 from harstream.core.engine import Engine
 from harstream.errors import ModelError
-from harstream.gateway import recorder as recorder_module
+from harstream.gateway import partfiles
 from harstream.recordings import read_labels, read_sessions
 from tests.gateway_helpers import WALK, engine_for, imu
 from tests.mosquitto import Mosquitto
@@ -119,7 +119,7 @@ async def test_the_disk_budget_or_a_full_disk_stops_recording_not_the_gateway(
     def full(path: Path, data: bytes) -> None:  # the fault: the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(recorder_module, "_atomic_write", full)
+    monkeypatch.setattr(partfiles, "atomic_write", full)
     async with Harness(bundle, *record(tmp_path / "b", "recording.rotate_bytes=5000")) as h:
         await stream(h, "d", WALK[:1000])
         await h.settle(lambda: len(h.published("hs/d/activity")) == 1000 // 64)
@@ -348,14 +348,14 @@ async def test_a_write_fault_of_one_device_loses_its_part_only(
     """A write that fails for one device's files (not a full disk) loses that part,
     counted; the other device keeps recording and recording goes on."""
     bundle = bundle_factory("gru", "stateful")
-    real = recorder_module._atomic_write
+    real = partfiles.atomic_write
 
     def refused(path: Path, data: bytes) -> None:  # the fault: one device's folder
         if path.parent.parent.name == "bad":
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         real(path, data)
 
-    monkeypatch.setattr(recorder_module, "_atomic_write", refused)
+    monkeypatch.setattr(partfiles, "atomic_write", refused)
     async with Harness(bundle, *record(tmp_path, "recording.rotate_bytes=5000")) as h:
         await stream(h, "bad", WALK[:500])
         await stream(h, "good", WALK[:500])

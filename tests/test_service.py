@@ -14,8 +14,9 @@ import pytest
 from harstream.config import load_config
 from harstream.core.bundle import Bundle
 from harstream.core.engine import Engine
+from harstream.gateway.connection import Backoff
 from harstream.gateway.memory import MemoryBroker, MemoryTransport
-from harstream.gateway.service import Backoff, Gateway, GatewaySettings
+from harstream.gateway.service import Gateway, GatewaySettings
 from harstream.runtime import gateway_settings
 from tests.gateway_helpers import BAD_INPUTS, WALK, engine_for, imu
 

@@ -21,7 +21,7 @@ from harstream.gateway.scale import WorkerBook, parse_announcement
 from harstream.gateway.service import Gateway
 from harstream.testing.localnats import Nats
 from tests.gateway_helpers import WALK, imu
-from tests.test_gateway_broker import Listener, gateway_running
+from tests.test_gateway_broker import Listener, gateway_running, instance_of
 from tests.test_scale import DEVICES, PREFIX, P, worker_config
 
 GOOD = {"worker": "b", "partitions": 4, "owned": "2-3", "instance": "i2"}
@@ -108,12 +108,12 @@ def nats(tmp_path: Path) -> Iterator[Nats]:
 def settled(w1: Gateway, instance: str) -> bool:
     """w1 has seen w2's `online INSTANCE` again, and is done rebalancing on it: its own
     partitions only, no rebalance pending."""
-    assert w1.book is not None and w1.router is not None
+    assert w1.workers is not None
     pending = [t for t in asyncio.all_tasks() if t.get_name() == "rebalance" and not t.done()]
     return (
-        w1.book.status.get("w2") == ("online", instance)
+        w1.workers.book.status.get("w2") == ("online", instance)
         and not pending
-        and w1.router.owned == frozenset(range(4))
+        and w1.workers.router.owned == frozenset(range(4))
     )
 
 
@@ -196,9 +196,10 @@ async def test_a_spoofed_offline_moves_no_partition_of_a_live_worker(
                 assert served == {frozenset(range(4))}, (spoof, served)
             # a client that read the announcement: w2 sees its own status say it is
             # gone and says `online` again; w1 may take over for that moment only
-            await sub.client.publish(status, b"offline " + w2.instance.encode(), qos=1, retain=True)
+            spoof = b"offline " + instance_of(w2).encode()
+            await sub.client.publish(status, spoof, qos=1, retain=True)
             await sub.until(lambda: w2.snapshot()["scale"]["own_restored"] == 1, 10)
-            await sub.until(lambda: settled(w1, w2.instance), 10)
+            await sub.until(lambda: settled(w1, instance_of(w2)), 10)
         finally:
             watching.cancel()
         assert w1.snapshot()["scale"]["statuses_ignored"] == 2

@@ -19,7 +19,7 @@ from typing import Any
 
 from harstream.benchmarks.e2e import alternating
 from harstream.core.bundle import Bundle
-from harstream.gateway.dashboard import History
+from harstream.gateway.history import History
 
 __all__ = ["history_bytes_per_device_hour", "page_cost"]
 

@@ -70,16 +70,16 @@ def part_costs(parts: int = 300, rounds: int = 3) -> dict[str, float]:
 
     import numpy as np
 
-    from harstream.gateway.recorder import SAMPLE_COLUMNS, Recorder, RecorderSettings
-    from harstream.gateway.recorder import _atomic_write as write
+    from harstream.gateway.partfiles import SAMPLE_COLUMNS, encode_table
+    from harstream.gateway.partfiles import atomic_write as write
     from harstream.recordings import session_json
 
     labels = ["A", "B", "C", "D", "E", "F"]
     folder = Path(tempfile.mkdtemp(prefix="harstream-bench-parts-"))
-    settings = RecorderSettings(
-        folder, "parquet", 60, 4 << 20, 128 << 20, 30, 1 << 40, True, 50, "m"
-    )
-    encode = Recorder(settings, labels)._encode
+
+    def encode(columns: dict[str, Any], samples: bool = False) -> bytes:
+        return encode_table("parquet", columns, samples)
+
     x = np.random.default_rng(0).normal(size=(3000, 6)).astype(np.float32)
     samples: dict[str, Any] = {"seq": np.arange(3000), "t": 1.79e9 + np.arange(3000) / 50}
     samples |= {c: x[:, i] for i, c in enumerate(SAMPLE_COLUMNS)}

@@ -271,6 +271,8 @@ class DeviceStream:
             self.origin = max(float(s.t[0]) for s in sensors)
             self.next_k = 0
             self._choose_filter(sensors)
+        if self.gap_from is None:  # a hole the readings' arrival did not flag as a gap
+            self._find_gap(sensors)
         horizon = min(s.last_t for s in sensors)
         if self.gap_from is not None:
             horizon = min(horizon, self.gap_from)
@@ -290,6 +292,19 @@ class DeviceStream:
             self._restart(used)
             return block, True
         return block, False
+
+    def _find_gap(self, sensors: list[_Sensor]) -> None:
+        """The earliest hole longer than ``max_gap_s`` in the readings still buffered
+        becomes the gap (its arrival may have been seen while another gap was pending,
+        when the clock jumped in one sensor, then in another): the grid stops before it
+        and starts again after it, never spanning it."""
+        found: tuple[float, float] | None = None
+        for s in sensors:
+            long = np.flatnonzero(np.diff(s.t) > self.max_gap_s)
+            if len(long) and (found is None or s.t[long[0]] < found[0]):
+                found = (float(s.t[long[0]]), float(s.t[long[0] + 1]))
+        if found is not None:
+            self.gap_from, self.restart_at = found
 
     def _restart(self, used: list[str]) -> None:
         """After a gap: the grid starts again at the first tick every sensor covers, its

@@ -18,9 +18,7 @@ Served by the gateway's HTTP server (``ingest.http.port``) when ``dashboard.enab
 Reading is not ingesting: the page and the API take ``dashboard.token`` (bearer header,
 or ``?token=`` for the page and its event stream), never the ingest token.
 
-History is kept as label runs per device, ``(start, end, activity, confidence sum,
-decisions)``, a run per change of the published label: bounded in age, in runs per
-device and in devices, so its memory does not grow with the decision rate.
+Each device's recent history is kept by :class:`~harstream.gateway.history.History`.
 """
 
 from __future__ import annotations
@@ -29,11 +27,12 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+
+from harstream.gateway.history import History
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["EVENT_INTERVAL_S", "Dashboard", "DashboardSettings", "History"]
 
 EVENT_INTERVAL_S = 0.5
-#: Longer than this between two decisions of a device, and the timeline shows a gap.
-GAP_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -52,81 +49,6 @@ class DashboardSettings:
     max_runs: int = 2000  # per device: the oldest go first
     max_devices: int = 10_000
     max_clients: int = 20  # event streams open at once
-
-
-class History:
-    """Each device's recent label runs, and what the page lists about it. Written by the
-    event loop only (from each batch's output)."""
-
-    def __init__(self, history_s: float, max_runs: int, max_devices: int) -> None:
-        self.history_s = history_s
-        self.max_runs = max_runs
-        self.max_devices = max_devices
-        # device -> runs [start, end, activity, confidence sum, decisions] (lists: the
-        # newest is extended in place)
-        self._runs: dict[str, deque[list[Any]]] = {}
-        self._errors: dict[str, int] = {}
-
-    def record(self, device: str, activity: str, confidence: float, t: float) -> None:
-        runs = self._runs.get(device)
-        if runs is None:
-            if len(self._runs) >= self.max_devices:
-                return
-            runs = self._runs[device] = deque(maxlen=self.max_runs)
-        if runs and runs[-1][2] == activity and t - runs[-1][1] < GAP_S:
-            last = runs[-1]
-            last[1], last[3], last[4] = t, last[3] + confidence, last[4] + 1
-        else:  # a new label, or the device was silent: a gap shows as one
-            runs.append([t, t, activity, confidence, 1])
-        while runs and runs[0][1] < t - self.history_s:
-            runs.popleft()
-
-    def error(self, device: str) -> None:
-        if device in self._runs or len(self._errors) < self.max_devices:
-            self._errors[device] = self._errors.get(device, 0) + 1
-
-    def devices(self) -> list[dict[str, Any]]:
-        out = []
-        for device, runs in self._runs.items():
-            if not runs:
-                continue
-            last = runs[-1]
-            out.append(
-                {
-                    "device": device,
-                    "activity": last[2],
-                    "confidence": round(last[3] / last[4], 3),
-                    "since": round(last[0], 3),
-                    "last_decision": round(last[1], 3),
-                    "errors": self._errors.get(device, 0),
-                }
-            )
-        return out
-
-    def timeline(self, device: str, now: float) -> list[dict[str, Any]] | None:
-        runs = self._runs.get(device)
-        if runs is None:
-            return None
-        start = now - self.history_s
-        return [
-            {
-                "start": round(max(r[0], start), 3),
-                "end": round(r[1], 3),
-                "activity": r[2],
-                "confidence": round(r[3] / r[4], 3),
-                "decisions": r[4],
-            }
-            for r in runs
-            if r[1] >= start
-        ]
-
-    def forget(self, device: str) -> None:
-        self._runs.pop(device, None)
-        self._errors.pop(device, None)
-
-    def size(self) -> tuple[int, int]:
-        """(devices, runs) held."""
-        return len(self._runs), sum(len(r) for r in self._runs.values())
 
 
 class Dashboard:

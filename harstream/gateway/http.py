@@ -2,16 +2,17 @@
 push, beside MQTT.
 
 ``POST /ingest/sensor-logger`` takes the app's message (the same schema as over MQTT),
-checks it, and hands it to the pipeline as if it had come on the app's MQTT topic
-(``?device=NAME`` plays the topic's last level). Replies: 200 with the readings
-accepted; 400 (a JSON error naming the problem) for a bad message; 401 without the
-right token; 413 for a body over ``max_body_bytes``; 503 when the gateway's queue is
-full. Access: with ``token`` set, a request must carry it as ``Authorization: Bearer
-TOKEN`` or as ``?token=TOKEN`` (for apps that can only be given a URL); without it the
-port is open to whoever reaches it, which the start-up log says. Tokens never reach the
-logs. TLS from a certificate and key, or behind a reverse proxy. The live page shows
-every device's activity: bound beyond loopback it needs ``dashboard.token`` (the
-gateway does not start without it); on loopback without one, the log warns.
+checks it, and hands it to the pipeline as a route, the one its MQTT topic would give
+(``?device=NAME`` plays the topic's last level; :mod:`harstream.gateway.routes`).
+Replies: 200 with the readings accepted; 400 (a JSON error naming the problem) for a bad
+message; 401 without the right token; 413 for a body over ``max_body_bytes``; 503 when
+the gateway's queue is full. Access: with ``token`` set, a request must carry it as
+``Authorization: Bearer TOKEN`` or as ``?token=TOKEN`` (for apps that can only be given
+a URL); without it the port is open to whoever reaches it, which the start-up log says.
+Tokens never reach the logs. TLS from a certificate and key, or behind a reverse proxy.
+The live page shows every device's activity: bound beyond loopback it needs
+``dashboard.token`` (the gateway does not start without it); on loopback without one,
+the log warns.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ from typing import TYPE_CHECKING, Any
 from harstream.core.payload import (
     decode_calibrate,
     decode_sensor_logger,
-    device_id_from,
     valid_device_id,
 )
 from harstream.errors import ConfigError, PayloadError
-from harstream.gateway.transport import Incoming
+from harstream.gateway.routes import Route, Topics
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -64,11 +64,12 @@ class HttpIngest:
     def __init__(
         self,
         settings: HttpSettings,
-        accept: Callable[[list[Incoming]], int],
+        accept: Callable[[list[Route]], int],
         dashboard: Dashboard | None = None,
     ) -> None:
         self.settings = settings
         self.accept = accept
+        self.topics = Topics(settings.prefix, settings.sensor_logger_topic)  # to build routes
         self.dashboard = dashboard
         if (
             dashboard is not None
@@ -151,10 +152,10 @@ class HttpIngest:
         except PayloadError as exc:
             self.counters["http_rejected"] += 1
             return _error(400, exc.code, exc.detail)
-        # the phone's own topic ({sensor_logger}/{name}, as over MQTT): a worker forwards
-        # it through the broker, which routes it by name to the device's owner
-        topic = f"{topic}/{device_id_from(request.query.get('device') or batch.device_id)}"
-        if self.accept([Incoming(topic, body)]):
+        # as from the phone's own topic ({sensor_logger}/{name}): a worker forwards it
+        # through the broker, which routes it by name to the device's owner
+        name = request.query.get("device") or batch.device_id
+        if self.accept([self.topics.sensor_logger(name, body)]):
             self.counters["http_dropped"] += 1
             return _error(503, "overloaded", "the gateway's queue is full; try again")
         self.counters["http_accepted"] += 1
@@ -178,7 +179,7 @@ class HttpIngest:
         except PayloadError as exc:
             self.counters["http_rejected"] += 1
             return _error(400, exc.code, exc.detail)
-        if self.accept([Incoming(f"{self.settings.prefix}/{device}/calibrate", body)]):
+        if self.accept([self.topics.calibrate(device, body)]):
             self.counters["http_dropped"] += 1
             return _error(503, "overloaded", "the gateway's queue is full; try again")
         self.counters["http_accepted"] += 1

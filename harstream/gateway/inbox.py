@@ -1,7 +1,10 @@
 """The inbox: what the event loop hands the prepare thread, bounded, never blocking.
 
-The event loop puts what each read of the connection brought (an :class:`Arrival`); the
-prepare thread takes everything queued, up to a batch, or waits until something is.
+The event loop puts what each read of the connection brought (an :class:`Arrival` of
+routed messages) and lifecycle events (``signal``: a model swap, a device to erase, a
+re-announcement: :mod:`harstream.gateway.batch`), which are never dropped and never
+mixed with the data; the prepare thread takes everything queued, up to a batch, with
+the events, or waits until something is.
 Beyond ``capacity`` messages or ``capacity_bytes`` of payload ``put`` drops and says how
 many. A busy take (messages were already waiting) may linger for the batch to fill (the
 pipeline decides when: see :mod:`harstream.gateway.pipeline`).
@@ -14,7 +17,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from harstream.gateway.transport import Incoming
+from harstream.gateway.batch import Event
+from harstream.gateway.routes import Route
 
 __all__ = ["Arrival", "Inbox"]
 
@@ -23,7 +27,7 @@ __all__ = ["Arrival", "Inbox"]
 class Arrival:
     """What one read of the connection brought, with when it came."""
 
-    messages: list[Incoming]
+    messages: list[Route]
     wall: float  # epoch seconds
     mono: float  # monotonic seconds
 
@@ -43,7 +47,7 @@ class Inbox:
         self.lingered = 0  # takes that waited for more messages (written by the taker)
         self.waiting_since = 0.0  # monotonic: when the inbox last went from empty to not
         self._wake_at = 1  # put wakes the taker once this many messages are queued
-        self._announce = False
+        self._events: list[Event] = []
         self._closed = False
         self._cond = threading.Condition()
 
@@ -83,10 +87,10 @@ class Inbox:
         with self._cond:
             self._cond.notify()
 
-    def request_announce(self) -> None:
-        """Ask the prepare thread to announce every device (Home Assistant restarted)."""
+    def signal(self, event: Event) -> None:
+        """Hand the prepare thread a lifecycle event (it comes with the next take)."""
         with self._cond:
-            self._announce = True
+            self._events.append(event)
             self._cond.notify()
 
     def close(self) -> None:
@@ -97,8 +101,8 @@ class Inbox:
 
     def take(
         self, limit: int, timeout: float, linger_s: float = 0.0
-    ) -> tuple[list[Arrival], bool] | None:
-        """Up to about ``limit`` messages (whole arrivals) and the announce flag; waits
+    ) -> tuple[list[Arrival], list[Event]] | None:
+        """Up to about ``limit`` messages (whole arrivals) and the events; waits
         up to ``timeout`` for the first. None once closed and empty.
 
         When messages were already waiting (they came while the caller was busy: the
@@ -107,7 +111,7 @@ class Inbox:
         the first message goes at once."""
         with self._cond:
             busy = bool(self._arrivals)
-            if not busy and not self._announce and not self._closed:
+            if not busy and not self._events and not self._closed:
                 self._cond.wait(timeout)
             if busy and linger_s > 0:
                 self.lingered += 1
@@ -131,5 +135,5 @@ class Inbox:
                 count += len(arrival.messages)
                 self._bytes -= sum(len(m.payload) for m in arrival.messages)
             self._count -= count
-            announce, self._announce = self._announce, False
-            return taken, announce
+            events, self._events = self._events, []
+            return taken, events

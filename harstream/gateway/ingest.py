@@ -1,22 +1,25 @@
 """What devices send -> what the engine takes: routing, decoding, and field devices.
 
-Runs in the pipeline's prepare thread, one incoming message at a time, without I/O:
+Runs in the pipeline's prepare thread, one routed message
+(:class:`~harstream.gateway.routes.Route`) at a time, without I/O:
 
-- ``{prefix}/{device}/imu``: harstream's own message. At the model's rate, in g and
+- ``imu`` (``{prefix}/{device}/imu``): harstream's own message. At the model's rate, in g and
   rad/s, it goes to the engine as it is; at another rate, in other units or with
   per-sample times, its readings go through the device's
   :class:`~harstream.core.devicestream.DeviceStream` first.
-- ``{sensor_logger}`` and ``{sensor_logger}/{name}``: the Sensor Logger app. The
-  device is ``name`` when the topic has that level (one topic per phone, which broker
-  ACLs and partitioned workers need), else the message's ``deviceId``, both turned into
-  device ids. Messages are put back in ``messageId`` order (at most ``reorder_window``
-  held while one is missing), then their readings go through the device's stream.
+- ``sensor-logger`` (``{sensor_logger}`` and ``{sensor_logger}/{name}``): the Sensor
+  Logger app. The device is ``name`` when the topic has that level (one topic per
+  phone, which broker ACLs and partitioned workers need), else the message's
+  ``deviceId``, both turned into device ids. Messages are put back in ``messageId``
+  order (at most ``reorder_window`` held while one is missing), then their readings go
+  through the device's stream.
 
 Per-device settings from the config: units for devices whose messages do not say, and
-an axis convention (a permutation with signs) applied to both sensors. Streams of
-devices silent for ``idle_timeout_s`` are dropped (``evict_idle``); at most
-``max_devices`` streams are kept (a new device beyond them is ``too_many_devices``, as
-in the engine), so a flood of device ids cannot fill memory before the engine's check.
+an axis convention (a permutation with signs) applied to both sensors. Every device is
+admitted by the gateway's :class:`~harstream.gateway.registry.DeviceRegistry` once its
+message decodes, before a stream or an order is kept for it (a new device beyond
+``max_devices`` is ``too_many_devices``), so a flood of device ids cannot fill memory;
+the registry drops a device's stream when it evicts or erases the device (``drop``).
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ from harstream.core.payload import (
     check_span,
     decode_imu,
     decode_sensor_logger,
-    device_id_from,
 )
 from harstream.errors import PayloadError
-from harstream.gateway.transport import Incoming
+from harstream.gateway.registry import DeviceRegistry
+from harstream.gateway.routes import SENSOR_LOGGER, Route
 
 __all__ = ["DeviceSettings", "Ingest", "IngestSettings"]
 
@@ -71,7 +74,7 @@ class IngestSettings:
     reorder_window: int
     idle_timeout_s: float
     devices: Mapping[str, DeviceSettings] = field(default_factory=dict)
-    max_devices: int = 10_000  # field devices with a stream (stream.max_devices)
+    max_devices: int = 10_000  # devices served (stream.max_devices; the registry's)
 
 
 @dataclass
@@ -84,30 +87,32 @@ class _Order:
 
 
 class Ingest:
-    def __init__(self, settings: IngestSettings) -> None:
+    """``registry``: the gateway's (a registry of its own, without an engine, when
+    none is given: ingest on its own, as in tests and benchmarks)."""
+
+    def __init__(self, settings: IngestSettings, registry: DeviceRegistry | None = None) -> None:
         self.settings = settings
         self.streams: dict[str, DeviceStream] = {}
         self.orders: dict[str, _Order] = {}
-        self.last_seen: dict[str, float] = {}
+        if registry is None:
+            registry = DeviceRegistry(settings.max_devices, settings.idle_timeout_s)
+            registry.stores.append(self)
+        self.registry = registry
         self.counters: Counter[str] = Counter()  # written only by the prepare thread
-        self._imu_start = len(settings.prefix) + 1
         self._transforms = {d: s.transform() for d, s in settings.devices.items()}
-        topic = settings.sensor_logger_topic
-        self._sensor_logger = (topic, f"{topic}/") if topic else None
 
-    def decode(self, incoming: Incoming, wall: float) -> tuple[list[Message], list[Error]]:
-        """Engine messages (none, one, or a few) from one incoming message; errors."""
-        topic = incoming.topic
-        sl = self._sensor_logger
-        if sl is not None and (topic == sl[0] or topic.startswith(sl[1])):
-            return self._sensor_logger_message(incoming, wall)
-        device = topic[self._imu_start : -4]  # {prefix}/{device}/imu
+    def decode(self, route: Route, wall: float) -> tuple[list[Message], list[Error]]:
+        """Engine messages (none, one, or a few) from one ``imu`` or ``sensor-logger``
+        message; errors."""
+        if route.kind == SENSOR_LOGGER:
+            return self._sensor_logger_message(route, wall)
+        device = route.device
         s = self.settings
         configured = s.devices.get(device)
         try:
             decoded = decode_imu(
                 device,
-                incoming.payload,
+                route.payload,
                 now=wall,
                 rate_hz=s.rate_hz,
                 max_samples=s.max_samples_per_message,
@@ -116,6 +121,8 @@ class Ingest:
             )
         except PayloadError as exc:
             return [], [(device, exc.code, exc.detail)]
+        if not self.registry.admit(device, wall):
+            return [], [self._refused(device)]
         if isinstance(decoded, Message):
             transform = self._transforms.get(device)
             if transform is not None:
@@ -130,25 +137,21 @@ class Ingest:
         return self._through_stream(decoded)
 
     def _sensor_logger_message(
-        self, incoming: Incoming, wall: float
+        self, route: Route, wall: float
     ) -> tuple[list[Message], list[Error]]:
         s = self.settings
-        assert s.sensor_logger_topic is not None
-        named = incoming.topic[len(s.sensor_logger_topic) + 1 :]
+        named = route.device  # the topic's name, as a device id ("": the payload says)
         try:
-            batch = decode_sensor_logger(incoming.payload, max_bytes=s.sensor_logger_max_bytes)
+            batch = decode_sensor_logger(route.payload, max_bytes=s.sensor_logger_max_bytes)
             times = [r.t for r in batch.readings if len(r.t)]
             if times:  # what the readings become on the grid: within the message limit
                 span = max(float(t.max()) for t in times) - min(float(t.min()) for t in times)
                 check_span(span, s.rate_hz, s.max_samples_per_message)
         except PayloadError as exc:
-            return [], [(device_id_from(named) if named else "sensor-logger", exc.code, exc.detail)]
-        device = device_id_from(named) if named else batch.device_id
-        if device not in self.orders and len(self.orders) >= s.max_devices:
-            self.evict_idle(wall)
-            if len(self.orders) >= s.max_devices:
-                self.counters["rejected_too_many_devices"] += 1
-                return [], [(device, "too_many_devices", f"at most {s.max_devices} field devices")]
+            return [], [(named or "sensor-logger", exc.code, exc.detail)]
+        device = named or batch.device_id
+        if not self.registry.admit(device, wall):
+            return [], [self._refused(device)]
         readings = DeviceReadings(device, batch.readings, wall, batch.message_id, batch.session_id)
         messages: list[Message] = []
         errors: list[Error] = []
@@ -187,17 +190,10 @@ class Ingest:
     def _through_stream(self, readings: DeviceReadings) -> tuple[list[Message], list[Error]]:
         device = readings.device
         stream = self.streams.get(device)
-        if stream is None:
-            if len(self.streams) >= self.settings.max_devices:  # as the engine: evict, or refuse
-                self.evict_idle(readings.received)
-            if len(self.streams) >= self.settings.max_devices:
-                self.counters["rejected_too_many_devices"] += 1
-                limit = self.settings.max_devices
-                return [], [(device, "too_many_devices", f"at most {limit} field devices")]
+        if stream is None:  # the device is admitted (decode)
             stream = self.streams[device] = DeviceStream(
                 self.settings.rate_hz, max_gap_s=self.settings.max_gap_s
             )
-        self.last_seen[device] = readings.received
         transform = self._transforms.get(device)
         parts = readings.readings
         if transform is not None:
@@ -211,17 +207,15 @@ class Ingest:
         ]
         return messages, [(device, i.code, i.detail) for i in issues]
 
-    def forget(self, device: str) -> None:
-        self.last_seen.pop(device, None)
+    def _refused(self, device: str) -> Error:
+        self.counters["rejected_too_many_devices"] += 1
+        return device, "too_many_devices", self.registry.detail
+
+    def drop(self, device: str) -> None:
+        """Let go of the device's stream and message order (the registry evicted or
+        erased it)."""
         self.streams.pop(device, None)
         self.orders.pop(device, None)
-
-    def evict_idle(self, now: float) -> None:
-        limit = now - self.settings.idle_timeout_s
-        for device in [d for d, seen in self.last_seen.items() if seen < limit]:
-            del self.last_seen[device]
-            self.streams.pop(device, None)
-            self.orders.pop(device, None)
 
 
 def _turn(values: np.ndarray, transform: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

@@ -9,10 +9,11 @@ partitioned topic; a worker subscribes to the partitions it owns and nothing els
     a phone publishes       {sensor_logger}/{name}
     a worker receives       {prefix}/slog/{p}/{name}
 
-:class:`Router` turns a partitioned topic back into the one the rest of the gateway
-knows, after two checks: the partition is one this worker owns (else the broker and
-the worker set disagree: counted as ``unowned``), and the device hashes to it under
-this worker's P (else the broker maps with another P: ``partition_mismatch``). A worker
+:class:`Router` turns a partitioned topic back into the kind and device it carries
+(for :class:`~harstream.gateway.routes.Topics`), after two checks: the partition is one
+this worker owns (else the broker and the worker set disagree: counted as
+``unowned``), and the device hashes to it under this worker's P (else the broker maps
+with another P: ``partition_mismatch``). A worker
 checks P at start with a probe (:data:`PROBE_PREFIX`), and announces its partitions
 retained on ``{prefix}/workers/{worker}`` (its last will says when it is gone), so that
 every worker sees partitions no one owns and partitions two own.
@@ -41,6 +42,7 @@ from harstream.core.payload import valid_device_id
 __all__ = [
     "KINDS",
     "PROBE_PREFIX",
+    "SENSOR_LOGGER_KIND",
     "Announcement",
     "Router",
     "ScaleSettings",
@@ -117,23 +119,19 @@ class Router:
             self.prefix.count("/") + 3
         )
 
-    def unmap(self, topic: str) -> tuple[str | None, str | None]:
-        """``(the gateway's topic, None)``, ``(None, reason)`` for a message to refuse,
-        or ``(None, None)`` for one to drop silently (a probe). Other topics pass."""
+    def unmap(self, topic: str) -> tuple[str, str, str | None] | None:
+        """A partitioned topic's ``(kind, device, None)``; ``(kind, device, reason)`` for
+        a message to refuse; ``("", device, None)`` for one to drop silently (a probe);
+        None for a topic that is not partitioned."""
         if not self.is_partitioned(topic):
-            return topic, None
+            return None
         kind, part, device = topic[len(self.prefix) + 1 :].split("/")
         if kind not in (*KINDS, SENSOR_LOGGER_KIND) or not part.isdigit():
-            return topic, None
+            return None
         if device.startswith(PROBE_PREFIX):
             self.counters["probes"] += 1
-            return None, None
-        refused = self._misplaced(int(part), device)
-        if refused is not None:
-            return None, refused
-        if kind == SENSOR_LOGGER_KIND:
-            return f"{self.sensor_logger_topic}/{device}", None
-        return f"{self.prefix}/{device}/{kind}", None
+            return "", device, None
+        return kind, device, self._misplaced(int(part), device)
 
     def _misplaced(self, p: int, device: str) -> str | None:
         """Why a device's message on partition ``p`` is not this worker's to serve

@@ -6,7 +6,8 @@ tests. A session is an async context manager; leaving it disconnects. Messages a
 batches, as each read of the connection brought them, so that a busy gateway pays the
 asyncio hand-off once per read, not once per message.
 
-Connection failures and losses surface as :class:`TransportError`; an outgoing message
+Connection failures and losses surface as :class:`TransportError` (the gateway
+reconnects: :mod:`harstream.gateway.connection`); an outgoing message
 the transport will not send (bad topic, too large, queue full) as
 :class:`~harstream.errors.PublishError`, with the connection intact.
 """

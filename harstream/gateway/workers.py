@@ -1,0 +1,254 @@
+"""Worker coordination: one gateway among several, each serving some partitions.
+
+What a worker does besides serving its devices (the pure parts live in
+:mod:`harstream.gateway.scale`):
+
+- at each connection: subscribe to its partitions' topics, check the broker's P with a
+  probe (a mismatch or no partitioning fails the start), announce its partitions
+  retained on ``{prefix}/workers/{worker}`` and follow the others' announcements;
+- on each announcement or status of another worker (:class:`~harstream.gateway.scale.
+  WorkerBook`, which never raises for what another client published): log partitions
+  no one owns or two own and, with ``scale.takeover``, serve its share of dead workers'
+  partitions (subscribe to what it gains before taking its messages, stop taking what
+  it hands back before unsubscribing);
+- what comes over HTTP goes into the broker, which routes it to the device's owner.
+
+It does not know the pipeline: messages it gets early (during the probe) go back
+through ``dispatch``, and what it publishes through ``send``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from harstream.core.partitions import coverage, format_owned, partition_of
+from harstream.core.payload import encode
+from harstream.errors import ConfigError
+from harstream.gateway.routes import Route
+from harstream.gateway.scale import PROBE_PREFIX, Router, ScaleSettings, WorkerBook, takeover_share
+from harstream.gateway.transport import Incoming, Session, TransportError
+
+__all__ = ["COVERAGE_GRACE_S", "PROBES", "Workers"]
+
+log = logging.getLogger("harstream.gateway")
+
+PROBES = 8  # start-up probe devices of a worker
+COVERAGE_GRACE_S = 5.0  # a new worker waits this long for the others' announcements
+
+Send = Callable[[str, bytes, int, bool], None]
+
+
+class Workers:
+    """This worker's side of the worker set: its router, the book of the others, its
+    announcement and status (``online|offline INSTANCE``)."""
+
+    def __init__(
+        self,
+        scale: ScaleSettings,
+        prefix: str,
+        sensor_logger_topic: str | None,
+        *,
+        qos_in: int,
+        probe_s: float,
+        send: Send,
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.scale = scale
+        self.prefix = prefix
+        self.qos_in = qos_in
+        self.probe_s = probe_s
+        self.send = send
+        self.monotonic = monotonic
+        self.router = Router(scale, prefix, sensor_logger_topic)
+        self.topic = f"{prefix}/workers"  # announcements and statuses: {topic}/#
+        self.status_topic = f"{self.topic}/{scale.worker}/status"
+        # a worker's status and announcement name its instance, new at each start: its
+        # will counts for it, no earlier start's will, no other client's `offline`
+        self.instance = secrets.token_hex(8)
+        self.book = WorkerBook(scale.worker, self.instance, scale.partitions)
+        self.live: dict[str, frozenset[int]] = {}  # live workers' partitions
+        self.session: Session | None = None  # the latest (rebalancing subscribes on it)
+        self.calibrate = self.label = False  # the kinds served, set at each start
+        self._rebalancing = asyncio.Lock()
+        self._coverage: dict[str, str] | None = None  # what was last logged
+        self._coverage_from = 0.0  # monotonic: when a worker first judges the coverage
+
+    def status(self, state: bytes) -> bytes:
+        """``online|offline INSTANCE`` (see :class:`~harstream.gateway.scale.WorkerBook`)."""
+        return state + b" " + self.instance.encode()
+
+    def announcement(self) -> dict[str, Any]:
+        return {
+            "worker": self.scale.worker,
+            "partitions": self.scale.partitions,
+            "owned": format_owned(self.scale.owned),
+            "instance": self.instance,
+        }
+
+    async def start(
+        self,
+        session: Session,
+        calibrate: bool,
+        label: bool,
+        dispatch: Callable[[list[Incoming]], None],
+    ) -> None:
+        """Subscribe to the owned partitions, check the broker's P with a probe,
+        announce the partitions (retained) and follow the other workers'."""
+        scale, router = self.scale, self.router
+        self.session, self.calibrate, self.label = session, calibrate, label
+        for topic in router.filters(calibrate, label):
+            await session.subscribe(topic, qos=self.qos_in)
+        early = await self._probe(session)
+        if early:
+            dispatch(early)
+        announcement = self.announcement()
+        await session.publish(
+            f"{self.topic}/{scale.worker}", encode(announcement), qos=1, retain=True
+        )
+        self._coverage_from = self.monotonic() + COVERAGE_GRACE_S
+        asyncio.get_running_loop().call_later(COVERAGE_GRACE_S + 0.1, self.check_coverage)
+        await session.subscribe(f"{self.topic}/#", qos=1)
+        log.info(
+            "worker %s: partitions %s of %d", scale.worker, announcement["owned"], scale.partitions
+        )
+
+    async def _probe(self, session: Session) -> list[Incoming]:
+        """Publish messages of probe devices and see where the broker puts them: no
+        mapping, or partitions that say the broker's P differs, fail the start. Eight
+        probes: a P and another can agree on one device (8 and 16 do on half of them),
+        not on eight but by a chance of 1 in 256; a device message the broker put on
+        a partition this P would not is also counted and logged while serving. Returns
+        the devices' messages that came meanwhile."""
+        prefix = self.prefix
+        probes = {f"{PROBE_PREFIX}{self.scale.worker[:40]}-{k}": -1 for k in range(PROBES)}
+        for probe in probes:
+            await session.subscribe(f"{prefix}/imu/+/{probe}", qos=1)
+        for probe in probes:
+            await session.publish(f"{prefix}/{probe}/imu", b"", qos=1, retain=False)
+        early = await self._await_probes(session, probes)
+        log.debug("probes on partitions %s", probes)
+        self._check_probes(probes)
+        return early
+
+    async def _await_probes(self, session: Session, probes: dict[str, int]) -> list[Incoming]:
+        """Note each probe's partition in ``probes`` as it comes, for ``probe_s`` at most;
+        return the devices' messages that came meanwhile."""
+        early: list[Incoming] = []
+        imu = self.prefix + "/imu/"
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.probe_s):
+                async for batch in session.batches():
+                    for m in batch:
+                        parts = m.topic.split("/")
+                        if m.topic.startswith(imu) and parts[-1] in probes:
+                            probes[parts[-1]] = int(parts[-2])
+                        elif not parts[-1].startswith(PROBE_PREFIX):
+                            early.append(m)  # devices' messages: not lost, served once probed
+                    if min(probes.values()) >= 0:
+                        break
+        return early
+
+    def _check_probes(self, probes: dict[str, int]) -> None:
+        """ConfigError when no probe came, or one came on a partition this P would not
+        put it on."""
+        prefix, scale = self.prefix, self.scale
+        if max(probes.values()) < 0:
+            raise ConfigError(
+                f"scale.partitions: the broker does not partition {prefix}/DEVICE/imu "
+                f"(nothing on {prefix}/imu/P/DEVICE within {self.probe_s:g} s): "
+                "serve workers on a NATS broker configured by `harstream deploy nats`"
+            )
+        for probe, got in probes.items():
+            want = partition_of(probe, scale.partitions)
+            if got >= 0 and got != want:
+                raise ConfigError(
+                    f"scale.partitions: {scale.partitions}, but the broker maps with another "
+                    f"count ({probe} came on partition {got}, not {want}): use the P of "
+                    "`harstream deploy nats --partitions P`"
+                )
+
+    def news(self, name: str, payload: bytes) -> None:
+        """A worker's announcement (``name`` = WORKER) or status (``WORKER/status``),
+        checked by the book, which never raises for what another client published."""
+        scale, book = self.scale, self.book
+        todo = book.news(name, payload)
+        for reason in book.refusals:
+            log.warning("on %s/#: %s", self.topic, reason)
+        book.refusals.clear()
+        if todo == "online":  # this worker is alive: say so again
+            self.send(self.status_topic, self.status(b"online"), 1, True)
+        elif todo == "announce":
+            self.send(f"{self.topic}/{scale.worker}", encode(self.announcement()), 1, True)
+        self.live = {scale.worker: scale.owned, **book.live()}
+        self.check_coverage()
+        if scale.takeover:
+            asyncio.get_running_loop().create_task(self._rebalance(), name="rebalance")
+
+    async def _rebalance(self) -> None:
+        """Takeover: serve this worker's partitions plus its share of dead workers'
+        (``takeover_share``); subscribe to what it gains before taking its messages,
+        stop taking what it hands back before unsubscribing."""
+        scale, router, session = self.scale, self.router, self.session
+        if session is None:
+            return
+        async with self._rebalancing:
+            target = scale.owned | takeover_share(scale.worker, self.live, self.book.dead())
+            gained, released = target - router.owned, router.owned - target
+            calibrate, label = self.calibrate, self.label
+            try:
+                if gained:
+                    router.owned = router.owned | gained
+                    for topic in router.filters(calibrate, label, gained):
+                        await session.subscribe(topic, qos=self.qos_in)
+                    router.serving = router.owned  # only now do their messages come
+                    log.warning("taking over partitions %s of dead workers", format_owned(gained))
+                if released:
+                    router.owned = router.serving = target
+                    for topic in router.filters(calibrate, label, released):
+                        await session.unsubscribe(topic)
+                    log.info("handing back partitions %s", format_owned(released))
+            except TransportError as exc:  # the connection's own task reconnects
+                log.warning("rebalancing stopped by the connection: %s", exc)
+
+    def check_coverage(self) -> None:
+        """Log partitions no one owns or two own, once the workers had a moment to
+        announce themselves (a worker starting first is alone for a while)."""
+        scale = self.scale
+        found = coverage(scale.partitions, {scale.worker: scale.owned, **self.live})
+        if self.monotonic() < self._coverage_from:
+            return
+        if found != self._coverage:
+            if found["unowned"] or found["overlapping"]:
+                log.error(
+                    "workers %s: partitions no one owns: %s; owned twice: %s",
+                    sorted({scale.worker, *self.live}),
+                    found["unowned"] or "none",
+                    found["overlapping"] or "none",
+                )
+            self._coverage = found
+
+    def forward(self, batch: list[Route]) -> int:
+        """What came over HTTP goes into the broker on the device's own topic, which the
+        broker maps to the device's owner (maybe this worker); nothing is dropped here."""
+        for route in batch:
+            self.send(route.topic, route.payload, 1, False)
+        return 0
+
+    def numbers(self) -> dict[str, Any]:
+        """The stats payload's ``scale``."""
+        scale, router = self.scale, self.router
+        return {
+            "worker": scale.worker,
+            "partitions": scale.partitions,
+            "owned": format_owned(scale.owned),
+            "workers": sorted({scale.worker, *self.live}),
+            "serving": format_owned(router.serving),
+            **coverage(scale.partitions, {scale.worker: scale.owned, **self.live}),
+            **router.counters,
+            **self.book.counters,
+        }
