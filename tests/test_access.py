@@ -17,7 +17,7 @@ import aiomqtt
 import bcrypt
 import pytest
 
-from harstream.cli.access import (
+from harstream.brokers.access import (
     Topics,
     add_user,
     mosquitto_acl,

@@ -91,24 +91,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-#: The cycles left, each to be cut by the work that owns its modules (issue 26): a new
-#: cycle fails the test, and so does one of these once cut (then strike it here).
-KNOWN = [
-    # testing.localnats writes its config with cli.deploy.nats_config (an arrow up, and
-    # harstream.cli's package imports the bench, which starts NATS): the nats_config
-    # generator belongs below the CLI (the control-plane part of issue 26 rewrites it);
-    # the failover benchmark runs on scale's points, so it sits in the same loop
-    [
-        "harstream.benchmarks.failover",
-        "harstream.benchmarks.scale",
-        "harstream.cli",
-        "harstream.cli.bench",
-        "harstream.testing.localnats",
-    ],
-    # robustness imports evaluate.window_predictions inside a function, evaluate imports
-    # robustness at the top (training is being changed by issue 28's work)
-    ["training.evaluate", "training.robustness"],
-]
+#: The cycles left (none since issue 26's house): a new cycle fails the test.
+KNOWN: list[list[str]] = []
 
 
 def test_no_module_imports_itself_back() -> None:

@@ -29,12 +29,12 @@ from joblib import Parallel, delayed
 from harstream.config import Config
 from harstream.core.bundle import UNKNOWN, Bundle, load_bundle
 from harstream.core.engine import Message
-from harstream.core.inference import Model, expand_steps, load_model
+from harstream.core.inference import Model, load_model
 from harstream.evaluation.metrics import StreamScore, score_stream
 from harstream.runtime import build_engine
-from training.data import TEST_SUBJECTS, Prepared, protocol_windows
+from training.data import TEST_SUBJECTS, Prepared
 from training.metrics import window_metrics
-from training.robustness import bundle_recordings, cold_start
+from training.robustness import bundle_recordings, cold_start, window_predictions
 
 __all__ = [
     "evaluate_bundle",
@@ -47,26 +47,6 @@ __all__ = [
     "window_predictions",
     "window_section",
 ]
-
-
-def window_predictions(
-    bundle: Bundle, model: Model, recording: Prepared
-) -> tuple[np.ndarray, np.ndarray]:
-    """(truth, predicted) class ids of one recording's protocol windows."""
-    pre = bundle.preprocessor()
-    features = pre.preprocess(recording.samples, recording.vertical)
-    starts, truth = protocol_windows(recording.labels, bundle.window, bundle.hop)
-    if not len(starts):
-        return truth, truth
-    if bundle.mode == "stateful":
-        stride = bundle.arch.stride
-        whole = len(features) - len(features) % stride
-        _, probs = model.step(model.initial_state(1), features[None, :whole])
-        per_sample = expand_steps(probs[0], stride, len(features))
-        return truth, per_sample[starts + bundle.window - 1].argmax(-1)
-    windows = np.stack([features[s : s + bundle.window] for s in starts])
-    _, probs = model.step(model.initial_state(len(windows)), windows)
-    return truth, probs[:, -1].argmax(-1)
 
 
 def stream_scores(

@@ -29,9 +29,9 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from harstream.core.bundle import Bundle, load_bundle
-from harstream.core.inference import load_model
+from harstream.core.inference import Model, expand_steps, load_model
 from training.augment import random_rotation
-from training.data import TEST_SUBJECTS, Prepared, load_prepared
+from training.data import TEST_SUBJECTS, Prepared, load_prepared, protocol_windows
 from training.metrics import window_metrics
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "orientation_table",
     "parse_rotation",
     "rotation_seeds",
+    "window_predictions",
 ]
 
 CALIBRATIONS = ("standing", "reference", "none")
@@ -102,11 +103,29 @@ def bundle_recordings(
     )
 
 
+def window_predictions(
+    bundle: Bundle, model: Model, recording: Prepared
+) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, predicted) class ids of one recording's protocol windows."""
+    pre = bundle.preprocessor()
+    features = pre.preprocess(recording.samples, recording.vertical)
+    starts, truth = protocol_windows(recording.labels, bundle.window, bundle.hop)
+    if not len(starts):
+        return truth, truth
+    if bundle.mode == "stateful":
+        stride = bundle.arch.stride
+        whole = len(features) - len(features) % stride
+        _, probs = model.step(model.initial_state(1), features[None, :whole])
+        per_sample = expand_steps(probs[0], stride, len(features))
+        return truth, per_sample[starts + bundle.window - 1].argmax(-1)
+    windows = np.stack([features[s : s + bundle.window] for s in starts])
+    _, probs = model.step(model.initial_state(len(windows)), windows)
+    return truth, probs[:, -1].argmax(-1)
+
+
 def _orientation_row(
     bundle: Bundle, data_dir: str | Path, subjects: Sequence[int], rotate: str, calibration: str
 ) -> dict[str, Any]:
-    from training.evaluate import window_predictions
-
     model = load_model(bundle, "onnx")
     recordings = bundle_recordings(
         bundle, data_dir, subjects, rotate=rotate, calibration=calibration

@@ -1,6 +1,6 @@
 """``harstream deploy systemd | mosquitto | nats | user``: deployment files for this
 installation. The broker configs are closed by default: users and ACLs from the users
-file (``harstream deploy user``; the rules in :mod:`harstream.cli.access`); ``--anonymous``
+file (``harstream deploy user``; the rules in :mod:`harstream.brokers.access`); ``--anonymous``
 opens them for local experiments."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from harstream.cli.access import (
+from harstream.brokers.access import (
+    ANONYMOUS_WARNING,
     ROLES,
     Topics,
     User,
@@ -22,15 +23,12 @@ from harstream.cli.access import (
     nats_authorization,
     read_users,
 )
+from harstream.brokers.nats import nats_config
 from harstream.errors import ConfigError
 
 __all__ = ["mosquitto_config", "nats_config", "register", "systemd_unit"]
 
 DEFAULT_USERS = Path("/etc/harstream/users")
-ANONYMOUS_WARNING = (
-    "--anonymous: every client that reaches the broker may publish any device's samples, "
-    "send {prefix}/control (reload, forget) and overwrite the workers' topics"
-)
 
 
 def mosquitto_config(
@@ -50,7 +48,7 @@ def mosquitto_config(
 ) -> str:
     """A mosquitto.conf that keeps the gateway's promise: persistent sessions, queued
     QoS 0 samples, queues sized for ``devices`` x ``message_hz`` x ``outage_s``; closed
-    (``password_file`` and ``acl_file`` of :mod:`harstream.cli.access`) unless
+    (``password_file`` and ``acl_file`` of :mod:`harstream.brokers.access`) unless
     ``anonymous``."""
     template = resources.files("harstream").joinpath("deploy/mosquitto.conf").read_text()
     if anonymous:
@@ -80,93 +78,6 @@ def mosquitto_config(
         auth=auth,
         autosave_s=autosave_s,
     )
-
-
-def nats_config(
-    *,
-    partitions: int = 128,
-    prefix: str = "harstream",
-    sensor_logger: str | None = "sensor-logger",
-    bind: str = "0.0.0.0",
-    port: int = 4222,
-    mqtt_port: int = 1883,
-    ws_port: int = 8080,
-    http_port: int = 8222,
-    store_dir: Path = Path("/var/lib/nats"),
-    server_name: str = "harstream-nats-1",
-    cluster_port: int = 0,
-    routes: tuple[str, ...] = (),
-    authorization: str | None = None,
-    anonymous: bool = False,
-) -> str:
-    """A nats-server config for harstream workers (docs/scaling.md): the MQTT listener
-    (and MQTT over websockets at ``/mqtt``), the JetStream store MQTT keeps its state in,
-    and the mappings that put each device on one of ``partitions`` partitions; closed
-    (``authorization``: :func:`harstream.cli.access.nats_authorization`) unless
-    ``anonymous``."""
-    if anonymous:
-        authorization = "# " + ANONYMOUS_WARNING.replace("{prefix}", prefix) + "\n"
-    elif authorization is None:
-        raise ConfigError("deploy nats: users (an authorization block), or --anonymous")
-    subject = prefix.replace("/", ".")
-    part = f"{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}"
-    mappings = [
-        f'  "{subject}.*.{kind}": "{subject}.{kind}.{part}"'
-        for kind in ("imu", "calibrate", "label")
-    ]
-    if sensor_logger:
-        mappings.append(f'  "{sensor_logger.replace("/", ".")}.*": "{subject}.slog.{part}"')
-    cluster = ""
-    if cluster_port:
-        route_lines = "\n".join(f"    {r}" for r in routes)
-        cluster = (
-            f"cluster {{\n  name: harstream\n  listen: {bind}:{cluster_port}\n"
-            f"  routes: [\n{route_lines}\n  ]\n}}\n"
-        )
-    websocket = (
-        f"# MQTT over websockets for phone apps: ws://HOST:{ws_port}/mqtt\n"
-        f"websocket {{\n  listen: {bind}:{ws_port}\n  no_tls: true\n}}\n"
-        if ws_port
-        else ""
-    )
-    return f"""# nats-server configuration for harstream workers, written by
-#   harstream deploy nats --partitions {partitions}
-# (docs/scaling.md; needs nats-server >= 2.10: 2.9 serves MQTT with these mappings but
-# caps the system at ~4,000-5,000 devices; `pip install 'harstream[scale]'` brings a
-# current one, `python -m harstream.natsserver` says where). Devices
-# and subscribers speak plain MQTT 3.1.1; every device gets a fixed partition by a hash
-# of its id, and each worker (scale.partitions: {partitions}, scale.owned: its range)
-# subscribes to its partitions. P is fixed for the life of the deployment: partitions,
-# not devices, move between workers.
-server_name: {server_name}
-listen: {bind}:{port}              # NATS clients (nats CLI, nats-py)
-{f"http: 127.0.0.1:{http_port}        # monitoring (/varz, /connz, /jsz)" if http_port else ""}
-max_payload: 1MB
-max_connections: 100000
-
-# MQTT keeps sessions, unacknowledged QoS 1 messages and retained ones in JetStream
-jetstream {{
-  store_dir: "{store_dir}"
-  max_memory_store: 256MB
-  max_file_store: 8GB
-}}
-
-mqtt {{
-  listen: {bind}:{mqtt_port}
-  ack_wait: "30s"          # a QoS 1 message not acknowledged in 30 s is sent again
-  # unacknowledged QoS 1 messages per subscription; nats-server caps a session's total
-  # at 65,535, and a worker owning all 128 partitions subscribes 4 x 128 times
-  max_ack_pending: 100
-}}
-
-{websocket}{cluster}
-{authorization}
-# {{prefix}}/{{device}}/imu -> {{prefix}}/imu/{{p}}/{{device}}, p = fnv1a32(device) % {partitions}
-# (also /calibrate and /label, and the Sensor Logger app's per-phone topics)
-mappings = {{
-{chr(10).join(mappings)}
-}}
-"""
 
 
 def cmd_deploy_nats(args: argparse.Namespace) -> int:

@@ -52,8 +52,8 @@ class Nats:
         return Endpoint(self.host, self.mqtt_port)
 
     def write_config(self) -> Path:
-        from harstream.cli.access import Topics, nats_authorization, read_users
-        from harstream.cli.deploy import nats_config
+        from harstream.brokers.access import Topics, nats_authorization, read_users
+        from harstream.brokers.nats import nats_config
 
         authorization = None
         if self.users is not None:

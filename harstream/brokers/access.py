@@ -31,6 +31,11 @@ from pathlib import Path
 
 from harstream.errors import ConfigError
 
+ANONYMOUS_WARNING = (
+    "--anonymous: every client that reaches the broker may publish any device's samples, "
+    "send {prefix}/control (reload, forget) and overwrite the workers' topics"
+)
+
 __all__ = [
     "ROLES",
     "Topics",
@@ -134,7 +139,7 @@ def mosquitto_acl(users: list[User], topics: Topics) -> str:
     the other roles by name."""
     p, slog, ha = topics.prefix, topics.sensor_logger, topics.discovery
     lines = [
-        "# written by `harstream deploy mosquitto` (harstream/cli/access.py); what no line",
+        "# written by `harstream deploy mosquitto` (harstream/brokers/access.py); what no line",
         "# allows is denied. Devices: the user name is the device id.",
         *(f"pattern write {p}/%u/{kind}" for kind in ("imu", "label", "calibrate")),
         *([f"pattern write {slog}/%u"] if slog else []),
@@ -223,6 +228,6 @@ def nats_authorization(users: list[User], topics: Topics) -> str:
         )
     return (
         "# users and what each may publish and subscribe to (harstream deploy user;\n"
-        "# harstream/cli/access.py): what no permission allows is denied\n"
+        "# harstream/brokers/access.py): what no permission allows is denied\n"
         "authorization {\n  users = [\n" + "\n".join(entries) + "\n  ]\n}\n"
     )
