@@ -292,3 +292,30 @@ def test_calibration_requests_are_bounded_and_abandoned_on_eviction(
     events = engine.feed_many([Message("a", np.tile([1.0, 0, 0, 0, 0, 0], (200, 1)), 0)]).events
     assert events == []  # the abandoned calibration does not complete on its return
     assert engine.vertical_of("a") is None
+
+
+def test_verticals_outlive_eviction_but_not_without_bound(
+    bundle_factory: Callable[..., Bundle],
+) -> None:
+    """A device that comes back keeps its vertical; a stream of new device ids cannot
+    grow the verticals past KEPT_VERTICALS x max_devices: the least recently set of the
+    devices not streaming go first, never a streaming one."""
+    from harstream.core.engine import KEPT_VERTICALS
+
+    engine = make_engine(bundle_factory("gru", "stateful", stride=4, aligned=True))
+    engine.max_devices = 2
+    engine.feed("live", WALK[:64], seq=0)  # streaming: its vertical is never dropped
+    engine.set_vertical("live", np.array([1.0, 0.0, 0.0]))
+    cap = KEPT_VERTICALS * engine.max_devices
+    for k in range(cap + 5):
+        engine.set_vertical(f"gone{k}", np.array([0.0, 0.0, 1.0]))
+    assert len(engine.verticals) == cap
+    assert "live" in engine.verticals and "gone0" not in engine.verticals
+    assert f"gone{cap + 4}" in engine.verticals
+    assert engine.counters["verticals_dropped"] == 6  # "live" counts too: gone0-gone5 went
+    assert "gone5" not in engine.verticals and "gone6" in engine.verticals
+    # setting one again makes it the most recent: the next drop takes another
+    engine.set_vertical("gone6", np.array([0.0, 1.0, 0.0]))
+    engine.set_vertical("new", np.array([0.0, 1.0, 0.0]))
+    assert "gone6" in engine.verticals and "gone7" not in engine.verticals
+    assert set(engine.sources) == set(engine.verticals)

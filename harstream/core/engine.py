@@ -60,6 +60,7 @@ same ``Preprocessor.preprocess``).
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -332,6 +333,8 @@ class _Calibration:
 CALIBRATION_MAX_MOTION_G = 0.05
 #: Where a device's vertical came from (index 0: none of its own).
 SOURCES = (None, "standing", "walking")
+#: verticals kept per device the engine may serve at once (``_bound_verticals``)
+KEPT_VERTICALS = 4
 
 
 @dataclass(frozen=True)
@@ -604,14 +607,31 @@ class Engine:
             norm = float(np.linalg.norm(v))
             if not np.isfinite(norm) or norm < 1e-6:
                 raise ValueError(f"a vertical must be a non-zero 3-vector, got {v.tolist()}")
+            self.verticals.pop(device, None)  # last in the dict: the most recently set
             self.verticals[device] = v / norm
             self.sources[device] = source
+            self._bound_verticals()
         slot = self._slot.get(device)
         if slot is not None:
             now = self.vertical_of(device)
             self._in.vertical[slot] = np.nan if now is None else now
             self._in.own[slot] = vertical is not None
             self._in.version[slot] += 1
+
+    def _bound_verticals(self) -> None:
+        """Verticals outlive eviction (a device that comes back keeps its own), so that a
+        stream of new device ids cannot grow them without bound they are kept for at most
+        ``KEPT_VERTICALS`` x ``max_devices`` devices: beyond that the least recently set
+        of the devices not streaming now are dropped."""
+        excess = len(self.verticals) - KEPT_VERTICALS * self.max_devices
+        if excess <= 0:
+            return
+        idle = (d for d in self.verticals if d not in self._slot)
+        dropped = list(itertools.islice(idle, excess))
+        for device in dropped:
+            del self.verticals[device]
+            self.sources.pop(device, None)
+        self.counters["verticals_dropped"] += len(dropped)
 
     def vertical_of(self, device: str) -> np.ndarray | None:
         return self.verticals.get(device, self.default_vertical)

@@ -90,6 +90,7 @@ class PrepareStats:
     dropped_too_many_devices: int = 0
     resets: int = 0
     evicted: int = 0
+    verticals_dropped: int = 0  # calibrations beyond the engine's bound
     batches: int = 0
     lingered: int = 0  # batches that waited for more messages (under load)
     model_swaps: int = 0

@@ -77,6 +77,7 @@ class Numbers:
             },
             "resets": prepare.resets,
             "evicted": prepare.evicted,
+            "verticals_dropped": prepare.verticals_dropped,
             "errors_suppressed": infer.errors_suppressed,
             "batches": prepare.batches,
             "batches_lingered": prepare.lingered,

@@ -145,6 +145,7 @@ class PrepareStage:
             dropped_too_many_devices=counters["rejected_too_many_devices"] + self.registry.refused,
             resets=counters["resets"],
             evicted=counters["evicted"],
+            verticals_dropped=counters["verticals_dropped"],
             batches=batches,
             lingered=self.inbox.lingered,
             model_swaps=counters["model_swaps"],
