@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,6 +74,13 @@ def w2_online(got: list[tuple[str, bytes, bool]]) -> bool:
     return any(t == f"{PREFIX}/workers/w2/status" and p[:7] == b"online " for t, p, _ in got)
 
 
+async def send_hop(client: Any, s: int) -> None:
+    """Every device's hop of walking from sample ``s``, QoS 1."""
+    for device in DEVICES:
+        payload = imu(WALK[s : s + 64], seq=s, t=1_790_000_000 + s / 50)
+        await client.publish(f"{PREFIX}/{device}/imu", payload, qos=1)
+
+
 def test_partitions_as_nats_computes_them(nats: Nats) -> None:
     """The hash the workers check against is the one the broker applies."""
     assert sorted(parse_owned("0-127/2", 128))[:3] == [0, 2, 4]
@@ -99,9 +107,7 @@ async def test_two_workers_split_the_devices_and_decide_as_one_gateway(
         gateway_running(second, bundle) as w2,
     ):
         for s in range(0, 640, 64):
-            for device in DEVICES:
-                payload = imu(WALK[s : s + 64], seq=s, t=1_790_000_000 + s / 50)
-                await listener.client.publish(f"{PREFIX}/{device}/imu", payload, qos=1)
+            await send_hop(listener.client, s)
         await listener.until(lambda: len(listener.json("/activity")) == 10 * len(DEVICES), 30)
         for worker, owned in ((w1, range(4)), (w2, range(4, 8))):
             devices = set(worker.engine.devices)
@@ -182,13 +188,8 @@ async def test_a_killed_worker_is_reported_and_its_devices_resume_after_its_rest
         try:
             await sub.until(lambda: w2_online(sub.got), 30)
 
-            async def send(s: int) -> None:
-                for device in DEVICES:
-                    payload = imu(WALK[s : s + 64], seq=s, t=1_790_000_000 + s / 50)
-                    await sub.client.publish(f"{PREFIX}/{device}/imu", payload, qos=1)
-
             for s in range(0, 320, 64):
-                await send(s)
+                await send_hop(sub.client, s)
             await sub.until(lambda: len(sub.json("/activity")) == 5 * len(DEVICES))
             w2.kill()  # SIGKILL: no goodbye; the broker publishes its will
             w2.communicate()
@@ -196,7 +197,7 @@ async def test_a_killed_worker_is_reported_and_its_devices_resume_after_its_rest
             await sub.until(lambda: w1.snapshot()["scale"]["unowned"] == "4-7", 10)
             reported_s = time.monotonic() - killed
             for s in range(320, 640, 64):  # while it is down
-                await send(s)
+                await send_hop(sub.client, s)
             restarted = time.monotonic()
             w2 = start()
             await sub.until(lambda: len(sub.json("/activity")) == 10 * len(DEVICES), 60)
@@ -250,9 +251,7 @@ async def test_a_three_node_cluster_routes_devices_to_workers_on_other_nodes(
             Listener(servers[2].mqtt, f"{PREFIX}/+/activity") as devices,  # type: ignore[arg-type]
         ):
             for s in range(0, 320, 64):
-                for device in DEVICES:
-                    payload = imu(WALK[s : s + 64], seq=s, t=1_790_000_000 + s / 50)
-                    await devices.client.publish(f"{PREFIX}/{device}/imu", payload, qos=1)
+                await send_hop(devices.client, s)
             await devices.until(lambda: len(devices.json("/activity")) == 5 * len(DEVICES), 60)
             assert set(w1.engine.devices) | set(w2.engine.devices) == set(DEVICES)
             assert not set(w1.engine.devices) & set(w2.engine.devices)
@@ -382,9 +381,7 @@ async def test_workers_subscribing_at_qos_0_come_online_and_serve_every_device(
             10,
         )
         for s in range(0, 640, 64):
-            for device in DEVICES:
-                payload = imu(WALK[s : s + 64], seq=s, t=1_790_000_000 + s / 50)
-                await listener.client.publish(f"{PREFIX}/{device}/imu", payload, qos=1)
+            await send_hop(listener.client, s)
         await listener.until(lambda: len(listener.json("/activity")) == 10 * len(DEVICES), 30)
         assert set(w1.engine.devices) | set(w2.engine.devices) == set(DEVICES)
         assert not set(w1.engine.devices) & set(w2.engine.devices)
