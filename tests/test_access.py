@@ -25,7 +25,8 @@ from harstream.brokers.access import (
     mosquitto_passwords,
     read_users,
 )
-from harstream.cli.deploy import mosquitto_config, nats_config
+from harstream.brokers.nats import nats_config
+from harstream.cli.deploy import mosquitto_config
 from harstream.core.bundle import Bundle
 from harstream.errors import ConfigError
 from harstream.testing.localnats import Nats

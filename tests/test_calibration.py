@@ -157,7 +157,9 @@ async def test_walking_calibrates_a_device_and_a_turn_remounts_it(
             assert last["status"] == "calibrated" and last["source"] == "walking"
             turned_by = np.degrees(np.arccos(np.clip(learnt @ np.array(last["vertical"]), -1, 1)))
             assert 60 < turned_by < 120  # the quarter turn, as walking sees it
-            assert gateway.engine.counters["remounts"] == 1
+            # one turn, one re-mount (a second one, seen once in a loaded full run, would
+            # be a false re-mount: the statuses say when it came)
+            assert gateway.engine.counters["remounts"] == 1, statuses()
         verticals, sources = CalibrationFile(state).load_sources()
         assert sources == {"hip": "walking"}
         async with gateway_running(config, bundle) as gateway:  # a restart keeps it

@@ -318,4 +318,13 @@ def test_verticals_outlive_eviction_but_not_without_bound(
     engine.set_vertical("gone6", np.array([0.0, 1.0, 0.0]))
     engine.set_vertical("new", np.array([0.0, 1.0, 0.0]))
     assert "gone6" in engine.verticals and "gone7" not in engine.verticals
+    # so does the device coming back
+    engine.feed("gone8", WALK[:64], seq=0)
+    engine.forget("gone8")
+    engine.set_vertical("newer", np.array([0.0, 1.0, 0.0]))
+    assert "gone8" in engine.verticals and "gone9" not in engine.verticals
+    # a learnt (walking) vertical of a device not streaming goes before a standing
+    # calibration, however recent (live devices learn theirs while streaming: kept)
+    engine.set_vertical("walked", np.array([0.0, 1.0, 0.0]), "walking")
+    assert "walked" not in engine.verticals and "gone10" in engine.verticals
     assert set(engine.sources) == set(engine.verticals)

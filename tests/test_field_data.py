@@ -230,7 +230,7 @@ def test_finetuning_recovers_a_phone_worn_upside_down(hapt_dir: Path, tmp_path: 
     # before: the packaged bundle, trained on stale verticals too, reads walking and
     # stairs under the wrong (UCI) mount (0.85 windows; 0.37 for the scripted default);
     # after: its wearer's four labelled minutes take it all the way
-    assert row["window_after"] >= 0.9 and row["window_after"] >= row["window_before"]
+    assert row["window_after"] >= 0.9 and row["window_after"] >= row["window_before"] + 0.1
     assert row["online_after"] >= row["online_before"] + 0.1
     assert 3 < row["labelled_min"] < 5
 

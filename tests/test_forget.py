@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harstream.cli import main
@@ -94,3 +95,17 @@ async def test_forget_erases_everything_of_a_device(
 def _status(sub: Listener, device: str) -> str | None:
     got = [s["status"] for s in sub.json(f"/{device}/calibration")]
     return got[-1] if got else None
+
+
+def test_forgetting_one_calibration_keeps_the_others_sources(tmp_path: Path) -> None:
+    """Without a gateway, `data forget` rewrites the state file: a walking vertical of
+    another device must stay walking (a standing one is never refined from walking)."""
+    from harstream.cli.control import forget_calibration
+
+    state = CalibrationFile(tmp_path / "calibrations.json")
+    up, side = np.array([0.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0])
+    state.save({"pocket": up, "belt": side}, {"pocket": "standing", "belt": "walking"})
+    assert forget_calibration(state.path, "pocket")
+    verticals, sources = state.load_sources()
+    assert list(verticals) == ["belt"] and sources == {"belt": "walking"}
+    assert not forget_calibration(state.path, "pocket")  # nothing left to forget

@@ -269,3 +269,34 @@ def test_refit_steps_skip_the_selection(tmp_path: Path) -> None:
     assert bundle.activity_stats is not None
     duration = load_config().train.hmm_duration_s
     assert bundle.activity_stats.mean_duration_s == [duration] * 6
+
+
+def test_crops_are_calibrated_in_the_configured_shares() -> None:
+    """train.uncalibrated_p / walking_p / stale_p: each crop is shown uncalibrated (its
+    calibrated channels 0), with another vertical (walking or stale: its tilt changed),
+    or as recorded (its standing calibration), in those shares."""
+    from harstream.config import TrainConfig
+    from training.data import Prepared
+    from training.train import _calibrated
+
+    reference = np.array([1.0, 0.0, 0.0])
+    rec = load_prepared(
+        MINI, [9], FilterSpec(), ALIGNED_CHANNELS, calibration="reference", reference=reference
+    )[0]
+    assert isinstance(rec, Prepared) and rec.directions is not None
+    cfg = TrainConfig()
+    rng = np.random.default_rng(0)
+    part = slice(1000, 1512)
+    kinds = {"none": 0, "other": 0, "recorded": 0}
+    for _ in range(2000):
+        x = _calibrated(np.array(rec.features[part], np.float64), rec, part, cfg, rng)
+        if not x[:, CALIBRATED].any():
+            kinds["none"] += 1
+        elif np.allclose(x, rec.features[part], atol=1e-6):
+            kinds["recorded"] += 1
+        else:
+            kinds["other"] += 1
+    share = {k: v / 2000 for k, v in kinds.items()}
+    assert abs(share["none"] - cfg.uncalibrated_p) < 0.04
+    assert abs(share["other"] - (cfg.walking_p + cfg.stale_p)) < 0.04
+    assert abs(share["recorded"] - (1 - cfg.uncalibrated_p - cfg.walking_p - cfg.stale_p)) < 0.04

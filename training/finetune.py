@@ -266,7 +266,9 @@ def _settings(bundle: Bundle, steps: int, lr: float, seed: int, fit: list[Any]) 
             "seed": seed,
             "seq_len": seq_len,
             "short_seq_len": min(cfg.short_seq_len, seq_len),
-            "uncalibrated_p": 0.0,
+            "uncalibrated_p": 0.0,  # every crop with its recording's own vertical
+            "walking_p": 0.0,
+            "stale_p": 0.0,
             "mode": "stateful",
             "stride": stride,
             "inputs": "aligned" if bundle.calibration is not None else "device",

@@ -165,10 +165,10 @@ def forget_calibration(path: Path, device: str) -> bool:
     from harstream.gateway.calibrations import CalibrationFile
 
     state = CalibrationFile(path)
-    verticals = state.load()
+    verticals, sources = state.load_sources()
     if verticals.pop(device, None) is None:
         return False
-    state.save(verticals)
+    state.save(verticals, sources)  # the others keep their sources (walking stays walking)
     return True
 
 

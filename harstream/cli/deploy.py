@@ -26,7 +26,7 @@ from harstream.brokers.access import (
 from harstream.brokers.nats import nats_config
 from harstream.errors import ConfigError
 
-__all__ = ["mosquitto_config", "nats_config", "register", "systemd_unit"]
+__all__ = ["mosquitto_config", "register", "systemd_unit"]
 
 DEFAULT_USERS = Path("/etc/harstream/users")
 

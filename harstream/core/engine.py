@@ -33,7 +33,8 @@ still. ``calibrate(device, seconds)`` asks for one: the next ``seconds`` of the 
 samples are averaged (gravity direction, and how much the device moved) and, if it held
 still, become its vertical (event ``calibrated``; else ``calibration_failed``).
 ``set_vertical`` sets or clears one directly (a saved calibration). Verticals outlive
-eviction; a device without one gets ``default_vertical`` (None: uncalibrated). Each
+eviction, for at most ``KEPT_VERTICALS`` x ``max_devices`` devices (stats
+``verticals_dropped``); a device without one gets ``default_vertical`` (None: uncalibrated). Each
 vertical has a source (``sources``): ``standing`` (a calibration) or ``walking``.
 
 Calibration from walking (``walking``, a :class:`WalkingCalibration`): while a device's
@@ -60,7 +61,6 @@ same ``Preprocessor.preprocess``).
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -522,7 +522,9 @@ class Engine:
         vertical = self.vertical_of(device)
         if vertical is not None:
             self._in.vertical[slot] = vertical
-        self._in.own[slot] = device in self.verticals
+        own = self._in.own[slot] = device in self.verticals
+        if own:  # back: its vertical is the most recently used (``_bound_verticals``)
+            self.verticals[device] = self.verticals.pop(device)
         return slot
 
     def evict_idle(self, now: float) -> list[str]:
@@ -621,13 +623,15 @@ class Engine:
     def _bound_verticals(self) -> None:
         """Verticals outlive eviction (a device that comes back keeps its own), so that a
         stream of new device ids cannot grow them without bound they are kept for at most
-        ``KEPT_VERTICALS`` x ``max_devices`` devices: beyond that the least recently set
-        of the devices not streaming now are dropped."""
+        ``KEPT_VERTICALS`` x ``max_devices`` devices: beyond that, of the devices not
+        streaming now, learnt (walking) verticals go before standing calibrations, each
+        the least recently used first (set, or its device back)."""
         excess = len(self.verticals) - KEPT_VERTICALS * self.max_devices
         if excess <= 0:
             return
-        idle = (d for d in self.verticals if d not in self._slot)
-        dropped = list(itertools.islice(idle, excess))
+        idle = [d for d in self.verticals if d not in self._slot]
+        idle.sort(key=lambda d: self.sources.get(d) != "walking")  # stable: walking first
+        dropped = idle[:excess]
         for device in dropped:
             del self.verticals[device]
             self.sources.pop(device, None)
