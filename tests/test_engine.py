@@ -328,3 +328,8 @@ def test_verticals_outlive_eviction_but_not_without_bound(
     engine.set_vertical("walked", np.array([0.0, 1.0, 0.0]), "walking")
     assert "walked" not in engine.verticals and "gone10" in engine.verticals
     assert set(engine.sources) == set(engine.verticals)
+    # each drop is reported once, with the next batch (the gateway publishes `cleared`)
+    events = engine.feed_many([Message("live", WALK[64:128], seq=64)]).events
+    dropped = [e.device for e in events if e.code == "calibration_dropped"]
+    assert dropped == ["gone9", "walked"]  # since the last batch (gone8's feed)
+    assert not any(e.code == "calibration_dropped" for e in engine.feed_many([]).events)

@@ -127,7 +127,8 @@ class EngineEvent:
 
     device: str
     # seq_gap (state reset, message used) | seq_old | too_many_devices (dropped) |
-    # calibrated | calibration_failed | refined | remounted (not about the message itself)
+    # calibrated | calibration_failed | refined | remounted | calibration_dropped (not
+    # about the message itself)
     code: str
     detail: str
     dropped: bool
@@ -429,6 +430,7 @@ class Engine:
         self.default_vertical = default_vertical
         self.verticals: dict[str, np.ndarray] = {}
         self.sources: dict[str, str] = {}  # standing | walking, for each of verticals
+        self._dropped: list[tuple[str, str]] = []  # (device, source): to report (``prepare``)
         self._calibrating: dict[str, _Calibration] = {}
         self._requests: dict[str, float] = {}
         # calibration from walking: learnt by the complete stage (in ``_out``), queued
@@ -633,6 +635,7 @@ class Engine:
         idle.sort(key=lambda d: self.sources.get(d) != "walking")  # stable: walking first
         dropped = idle[:excess]
         for device in dropped:
+            self._dropped.append((device, self.sources.get(device, "standing")))
             del self.verticals[device]
             self.sources.pop(device, None)
         self.counters["verticals_dropped"] += len(dropped)
@@ -843,6 +846,18 @@ class Engine:
             rounds[k].append(admitted)
         for batch in rounds:
             prepared.rounds.append(self._prepare_round(batch, prepared.events))
+        for device, source in self._dropped:  # by ``_bound_verticals``, since the last batch
+            prepared.events.append(
+                EngineEvent(
+                    device,
+                    "calibration_dropped",
+                    f"its {source} vertical is dropped: verticals are kept for at most "
+                    f"{KEPT_VERTICALS * self.max_devices} devices, this one not streaming and "
+                    "the least recently used",
+                    dropped=False,
+                )
+            )
+        self._dropped.clear()
         return prepared
 
     def _admit(self, msg: Message, prepared: Prepared) -> _Admitted | None:

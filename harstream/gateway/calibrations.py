@@ -44,6 +44,7 @@ EVENTS = {
     "calibration_failed": "failed",
     "refined": "refined",
     "remounted": "remounted",
+    "calibration_dropped": "cleared",  # beyond the engine's bound (``KEPT_VERTICALS``)
 }
 
 

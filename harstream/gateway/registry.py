@@ -16,8 +16,8 @@ The stores on other threads follow from what the registry decides: the infer thr
 last error report per device is dropped with the announcement of an evicted device;
 the page's history (event loop) is bounded by the same ``max_devices`` and makes room
 by dropping its stalest device. Calibrations outlive eviction on purpose (a device that
-comes back keeps its vertical), bounded by the engine (4 x ``max_devices``, the least
-recently set idle ones dropped first); they leave on ``forget``.
+comes back keeps its vertical), bounded by the engine (4 x ``max_devices``; idle walking
+verticals, then standing ones, the least recently used first); they leave on ``forget``.
 
 The prepare thread's alone: no lock, no I/O, the clock passed in.
 """
