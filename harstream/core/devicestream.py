@@ -277,6 +277,13 @@ class DeviceStream:
         if self.gap_from is not None:
             horizon = min(horizon, self.gap_from)
         last_k = math.floor((horizon - self.origin) / self.dt + 1e-9)
+        # never across a hole: ticks more than max_gap_s before the readings every sensor
+        # still holds have nothing to be made of (a jumped clock the checks above missed,
+        # such as one that jumped in each sensor while a gap was pending); skipped, as a gap
+        starts = [float(s.t[0]) for s in sensors if len(s.t)]
+        if len(starts) == len(sensors):
+            first_k = math.ceil((max(starts) - self.max_gap_s - self.origin) / self.dt - 1e-9)
+            self.next_k = max(self.next_k, first_k)
         block = None
         if last_k >= self.next_k:
             ks = np.arange(self.next_k, last_k + 1)
