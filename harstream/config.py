@@ -394,6 +394,10 @@ class TrainConfig(_Section):
     spliced_streams: Annotated[int, Field(ge=0)] = 4
     #: each spliced segment cut to a random share of its length in this range
     spliced_crop: tuple[Probability, Probability] = (0.3, 1.0)
+    #: what the network is taught during a postural transition (HAPT 7-12): ``ignore``
+    #: (nothing: its output there is free, and passes through walking or stairs on the
+    #: way from one posture to the next), or ``destination``: the posture it leads to
+    transition_targets: Literal["ignore", "destination"] = "ignore"
     #: random-order streams per validation subject that model selection also scores
     validation_streams: Annotated[int, Field(ge=0)] = 2
     #: the HMM smoother's mean activity duration (the same for every class; chosen on

@@ -42,6 +42,20 @@ def test_stream_score_by_hand() -> None:
     assert summary["decisions"] == 4 and summary["segments_scored"] == 2
 
 
+def test_switches_are_placed_by_the_truth_at_their_decision() -> None:
+    # the same truth: WALKING 0-59, a transition 60-69, SITTING 70-139, unlabelled
+    # 140-149, STANDING 150-169
+    truth = np.array([1] * 60 + [7] * 10 + [4] * 70 + [0] * 10 + [5] * 20)
+    # switches at 65 (in the transition), 99 (in SITTING), 145 (unlabelled), 159
+    score = score_stream(truth, [9, 65, 99, 145, 159], [1, 2, 4, 1, 5], RATE)
+    assert score.switches_pred == 4
+    assert score.switches_in_transitions == 1 and score.switches_unlabelled == 1
+    total = score + score
+    assert total.switches_in_transitions == 2 and total.switches_unlabelled == 2
+    summary = total.summary()
+    assert summary["switches_per_hour_unlabelled"] == pytest.approx(2 / (34 / 3600), abs=0.1)
+
+
 def test_a_segment_never_recognised_is_a_miss_and_unknown_never_counts() -> None:
     truth = np.array([6] * 80)
     score = score_stream(truth, [9, 49], [0, 0], RATE)  # UNKNOWN published twice

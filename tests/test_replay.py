@@ -197,6 +197,8 @@ def test_replay_cli_on_the_uci_har_format(
         "detection_delay_s_p90",
         "switches_per_hour_pred",
         "switches_per_hour_true",
+        "switches_per_hour_in_transitions",
+        "switches_per_hour_unlabelled",
         "speed",
         "wall_s",
     }

@@ -26,7 +26,7 @@ from harstream.core.preprocessing import (
     Preprocessor,
     gravity_direction,
 )
-from harstream.evaluation.metrics import segments
+from harstream.evaluation.metrics import TRANSITION_TO, segments
 from replay import Recording, iter_hapt
 from replay.hapt import find_raw_dir
 from training.splice import LIFE, segment_pool, spliced
@@ -53,6 +53,8 @@ __all__ = [
 TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)
 TRAIN_SUBJECTS = tuple(s for s in range(1, 31) if s not in TEST_SUBJECTS)
 IGNORE = -100  # target of samples outside activity 1-6 segments (not trained on)
+#: HAPT id -> the id a transition leads to (7..12 -> a posture; others unchanged)
+_DESTINATION = np.array([TRANSITION_TO.get(i, i) for i in range(13)], np.int64)
 
 
 WALKING, STANDING = 1, 5
@@ -278,9 +280,16 @@ def activity_stats(
     }
 
 
-def class_targets(labels: np.ndarray) -> np.ndarray:
-    """Per-sample class ids: activity 1..6 -> 0..5, anything else -> IGNORE."""
+def class_targets(labels: np.ndarray, transitions: str = "ignore") -> np.ndarray:
+    """Per-sample class ids: activity 1..6 -> 0..5, anything else -> IGNORE; with
+    ``transitions="destination"`` a postural transition (7..12) -> the posture it leads to.
+
+    >>> class_targets(np.array([0, 5, 7, 4]), "destination").tolist()
+    [-100, 4, 3, 3]
+    """
     labels = np.asarray(labels, np.int64)
+    if transitions == "destination":
+        labels = np.where(labels >= 7, _DESTINATION[np.clip(labels, 0, 12)], labels)
     return np.where((labels >= 1) & (labels <= 6), labels - 1, IGNORE)
 
 

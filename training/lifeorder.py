@@ -178,6 +178,9 @@ def summary_table(report: dict[str, Any]) -> pd.DataFrame:
                     "delay_p90_s": s["detection_delay_s_p90"],
                     "switches_h": s["switches_per_hour_pred"],
                     "true_h": s["switches_per_hour_true"],
+                    # where the published ones fell: in postural transitions, unlabelled
+                    "in_transitions_h": s["switches_per_hour_in_transitions"],
+                    "unlabelled_h": s["switches_per_hour_unlabelled"],
                     "switch_ratio": round(
                         s["switches_per_hour_pred"] / max(s["switches_per_hour_true"], 1e-9), 2
                     ),

@@ -294,7 +294,7 @@ def _make_sampler(
     """Random training batches ``(x (B, T, 9), y (B, T))``; y is IGNORE where unscored:
     crops of the recordings (stateful mode) or protocol windows (window mode)."""
     prepare = partial(_augmented, cfg=cfg, mean=mean, std=std, rng=rng)
-    targets = [class_targets(r.labels) for r in recs]
+    targets = [class_targets(r.labels, cfg.transition_targets) for r in recs]
     if cfg.mode == "stateful":
         lengths = np.array([len(r.labels) for r in recs], np.float64)
         weights = lengths / lengths.sum()

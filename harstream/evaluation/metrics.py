@@ -11,7 +11,10 @@ activity ids (0 unlabelled, 1..6 basic, 7..12 transitions):
   start until the label in force first equals its activity (a miss if that never
   happens before the segment ends);
 - switches per hour of the published label, next to the true switches per hour (changes
-  of activity between consecutive activity 1-6 segments);
+  of activity between consecutive activity 1-6 segments), and where the published ones
+  fall: inside a postural transition (7-12) or in an unlabelled stretch (0), by the
+  truth at the decision's ``seq`` (in lab order most fall between the script's segments,
+  where the wearer does what no label names and the true rate counts nothing);
 - per step (a change from activity A to B between consecutive activity 1-6 segments):
   the share of B's segment whose label in force is B (``step_accuracy``);
 - postural transitions as events: the share of recorded transitions (7-12) after which
@@ -83,6 +86,8 @@ class StreamScore:
     misses: int = 0
     switches_pred: int = 0
     switches_true: int = 0
+    switches_in_transitions: int = 0  # published switches inside a transition (7-12)
+    switches_unlabelled: int = 0  # ... and in an unlabelled stretch (0)
     decisions: int = 0
     truth: list[np.ndarray] = field(default_factory=list, repr=False)  # scored samples
     pred: list[np.ndarray] = field(default_factory=list, repr=False)
@@ -102,6 +107,8 @@ class StreamScore:
             misses=self.misses + other.misses,
             switches_pred=self.switches_pred + other.switches_pred,
             switches_true=self.switches_true + other.switches_true,
+            switches_in_transitions=self.switches_in_transitions + other.switches_in_transitions,
+            switches_unlabelled=self.switches_unlabelled + other.switches_unlabelled,
             decisions=self.decisions + other.decisions,
             truth=self.truth + other.truth,
             pred=self.pred + other.pred,
@@ -163,11 +170,14 @@ class StreamScore:
 
     @property
     def switches_per_hour_pred(self) -> float:
-        return self.switches_pred / (self.duration_s / 3600) if self.duration_s else 0.0
+        return self.per_hour(self.switches_pred)
 
     @property
     def switches_per_hour_true(self) -> float:
-        return self.switches_true / (self.duration_s / 3600) if self.duration_s else 0.0
+        return self.per_hour(self.switches_true)
+
+    def per_hour(self, count: int) -> float:
+        return count / (self.duration_s / 3600) if self.duration_s else 0.0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -182,6 +192,10 @@ class StreamScore:
             "segments_scored": len(self.delays_s) + self.misses,
             "switches_per_hour_pred": round(self.switches_per_hour_pred, 1),
             "switches_per_hour_true": round(self.switches_per_hour_true, 1),
+            "switches_per_hour_in_transitions": round(
+                self.per_hour(self.switches_in_transitions), 1
+            ),
+            "switches_per_hour_unlabelled": round(self.per_hour(self.switches_unlabelled), 1),
             "posture_transitions": self.posture_transitions,
             "posture_detected_within_3s": _round(self.posture_detection),
             "false_posture_changes_per_hour": round(self.false_posture_changes_per_hour, 1),
@@ -215,7 +229,11 @@ def score_stream(
         pred=[force[scored]],
     )
     published = np.asarray(labels, np.int64)
-    score.switches_pred = int(np.sum(published[1:] != published[:-1])) if len(published) else 0
+    switched = np.flatnonzero(published[1:] != published[:-1]) + 1
+    score.switches_pred = len(switched)
+    at = truth[np.minimum(np.asarray(seqs, np.int64)[switched], n - 1)] if n else switched
+    score.switches_in_transitions = int(np.sum(at >= 7))
+    score.switches_unlabelled = int(np.sum(at == 0))
     basics = [s for s in segments(truth) if 1 <= s[0] <= 6]
     score.switches_true = sum(1 for a, b in itertools.pairwise(basics) if a[0] != b[0])
     for activity, start, stop in basics:
