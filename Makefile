@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test check install tools system-tools demo bench clean
+.PHONY: test fuzz check install tools system-tools demo bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ check: install
 
 test: check tools
 	$(BIN)/python -m pytest
+
+# The property tests with new random examples (`make test` draws the same ones each run).
+fuzz: install
+	HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/test_fuzz.py tests/test_devicestream.py tests/test_engine.py tests/test_smoothing.py
 
 # Quick start: a gateway-only install (no torch), then test subject 9 at 50x real time.
 demo:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
 
 from tests.mosquitto import Mosquitto
 
@@ -19,6 +20,13 @@ REPO = Path(__file__).resolve().parent.parent
 # skip, unless HARSTREAM_REQUIRE_DATA=1 (.ci/run sets it) makes their absence an error.
 HAPT_DIR = Path(os.environ.get("HARSTREAM_DATA") or REPO.parent / "shared" / "data" / "hapt")
 REQUIRE_DATA = os.environ.get("HARSTREAM_REQUIRE_DATA") == "1"
+
+# Property tests draw the same examples on every run ("repeatable", the default: `make
+# test` passes or fails the same way on every machine); `make fuzz` draws new ones
+# ("explore"). A failure prints its reproduction blob; a find becomes a regression test.
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 
 from harstream.cli import main
 from harstream.evaluation.metrics import score_stream, segments
-from replay import Recording, iter_hapt
+from replay import ACTIVITIES, Recording, iter_hapt
 from training.splice import LIFE, TRANSITION, lab_cut, segment_pool, spliced
 
 DEMO = Path(__file__).resolve().parent.parent / "replay" / "demo"  # test subject 9, whole
@@ -136,6 +136,12 @@ def test_evaluate_spliced_streams_on_the_demo_subject(tmp_path: Path, capsys) ->
     labelled = sum(int(np.sum(r.labels > 0)) for r in iter_hapt(DEMO))
     assert out["orders"]["lab"]["default"]["samples"] == samples
     assert out["orders"]["lab-cut"]["default"]["samples"] == labelled
+    # the cut leaves no unlabelled stretch for a switch to fall in; the lab order has them
+    assert out["orders"]["lab-cut"]["default"]["switches_per_hour_unlabelled"] == 0
+    lab = out["orders"]["lab"]["default"]
+    assert 0 < lab["switches_per_hour_unlabelled"] <= lab["switches_per_hour_pred"]
+    recall = spliced_["per_subject_recall"]["9"]
+    assert set(recall) <= set(ACTIVITIES.values()) and all(0 <= v <= 1 for v in recall.values())
     printed = capsys.readouterr().out
     assert "spliced" in printed and "has no recordings" in printed
     assert (tmp_path / "life-steps.md").exists() and (tmp_path / "life-orders.csv").exists()

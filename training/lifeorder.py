@@ -154,6 +154,10 @@ def life_order_report(
                 "per_subject": {
                     s: round(score.online_accuracy, 4) for s, score in by_subject.items()
                 },
+                "per_subject_recall": {
+                    s: {ACTIVITIES[c]: round(v, 4) for c, v in score.recall().items()}
+                    for s, score in by_subject.items()
+                },
             }
     return report
 
