@@ -160,6 +160,10 @@ async def test_walking_calibrates_a_device_and_a_turn_remounts_it(
             # one turn, one re-mount (a second one, seen once in a loaded full run, would
             # be a false re-mount: the statuses say when it came)
             assert gateway.engine.counters["remounts"] == 1, statuses()
+            for s in statuses():  # each with the vertical its event set, not the batch's last
+                if s["status"] in ("calibrated", "refined"):
+                    said = json.loads(str(s["detail"]).split("vertical ")[1].split(" from")[0])
+                    np.testing.assert_allclose(s["vertical"], said, atol=1e-3)
         verticals, sources = CalibrationFile(state).load_sources()
         assert sources == {"hip": "walking"}
         async with gateway_running(config, bundle) as gateway:  # a restart keeps it

@@ -132,6 +132,10 @@ class EngineEvent:
     code: str
     detail: str
     dropped: bool
+    # calibrated | refined: the vertical the event put in force (unit, device frame) and
+    # its source; a batch may change a device's vertical more than once
+    vertical: tuple[float, float, float] | None = None
+    source: str | None = None
 
 
 class Decisions(Sequence[Decision]):
@@ -307,7 +311,7 @@ class _Round:
     step: np.ndarray
     gravity: np.ndarray  # (decisions, 4): unit gravity and the hop's motion; NaN: none
     own: np.ndarray  # (messages, 3): the device's own vertical in force; NaN: none
-    version: np.ndarray  # (messages,): which of the device's verticals that is
+    mount: np.ndarray  # (messages,): which of the device's mounts that vertical is of
 
 
 @dataclass
@@ -460,7 +464,9 @@ class Engine:
             "last_seen": ((), np.float64, np.inf),  # free slots are never idle
             "vertical": ((3,), np.float64, np.nan),
             "own": ((), bool, False),  # the vertical is the device's own, not the default
-            "version": ((), np.int64, 0),  # counts changes of the vertical
+            # counts the device's mounts: every change of its vertical but a refinement
+            # learnt from its walking (which is the same mount, better known)
+            "mount": ((), np.int64, 0),
         }
         if self.mode == "window":
             spec["ring"] = ((self.window, channels), np.float32, 0.0)
@@ -479,7 +485,7 @@ class Engine:
         spec: dict[str, Spec] = {
             "activity": ((), np.int64, -1),
             "walk_run": ((), np.int64, 0),
-            "dropped": ((), np.int64, -1),  # the vertical version a re-mount dropped
+            "dropped": ((), np.int64, -1),  # the last mount a re-mount dropped
             "walk_last": ((3,), np.float64, 0.0),
             "walk_sum": ((3,), np.float64, 0.0),
             "walk_s": ((), np.float64, 0.0),
@@ -597,10 +603,16 @@ class Engine:
         self._requests[device] = seconds
 
     def set_vertical(
-        self, device: str, vertical: np.ndarray | None, source: str = "standing"
+        self,
+        device: str,
+        vertical: np.ndarray | None,
+        source: str = "standing",
+        *,
+        refine: bool = False,
     ) -> None:
         """Set (a 3-vector, device frame; normalised here) or clear (None) a device's
-        calibration; ``source``: standing or walking."""
+        calibration; ``source``: standing or walking; ``refine``: a better estimate of
+        the vertical in force (the same mount), not a new one."""
         if source not in SOURCES[1:]:
             raise ValueError(f"source must be one of {SOURCES[1:]}, got {source!r}")
         if vertical is None:
@@ -620,7 +632,7 @@ class Engine:
             now = self.vertical_of(device)
             self._in.vertical[slot] = np.nan if now is None else now
             self._in.own[slot] = vertical is not None
-            self._in.version[slot] += 1
+            self._in.mount[slot] += not refine
 
     def _bound_verticals(self) -> None:
         """Verticals outlive eviction (a device that comes back keeps its own), so that a
@@ -681,6 +693,8 @@ class Engine:
                 "calibrated",
                 f"vertical {np.round(v, 4).tolist()} from {cal.taken} samples",
                 dropped=False,
+                vertical=_unit(v),
+                source="standing",
             )
         )
 
@@ -702,7 +716,8 @@ class Engine:
         device's own vertical in force). What a device learnt (a first or refined
         vertical, a re-mount) is queued for the prepare stage; until that stage applies
         it, rounds it prepared before still carry a vertical this stage already dropped
-        (their ``version`` says so), and the estimate stands in for it.
+        (their ``mount`` says so: a refinement of the dropped vertical applied meanwhile
+        is the same mount), and the estimate stands in for it.
 
         Only WALKING feeds the estimate. The re-mount check also takes a posture that
         moves like walking (``motion_g``, steady): a vertical gone wrong makes
@@ -732,8 +747,8 @@ class Engine:
         off_sum, off_s = out.off_sum[slots], out.off_s[slots]
         # what the walking is compared with: the device's own vertical in force, else
         # the estimate so far (a device turned before its first vertical starts anew)
-        own, version = r.own[rows], r.version[rows]
-        has_own = np.isfinite(own[:, 0]) & (version != out.dropped[slots])
+        own, mount = r.own[rows], r.mount[rows]
+        has_own = np.isfinite(own[:, 0]) & (mount > out.dropped[slots])
         norm = np.linalg.norm(walk_sum, axis=1, keepdims=True)
         estimate = walk_sum / np.maximum(norm, 1e-12)
         has_ref = has_own | (walk_s >= 2 * hop_s)
@@ -760,7 +775,7 @@ class Engine:
         ready = walk_s >= w.seconds - 1e-9
         first = ready & ((on & (before < w.seconds - 1e-9)) | (moved & ~has_own))
         remount = moved & has_own
-        out.dropped[slots[remount]] = version[remount]
+        out.dropped[slots[remount]] = mount[remount]
         for i in np.flatnonzero(remount | (ready & (first | ended))).tolist():
             device = r.messages[int(rows[i])].device
             what = "remount" if remount[i] else "walking"
@@ -790,7 +805,7 @@ class Engine:
             old, source = None, None
         if seconds < w.seconds - 1e-9 or source == "standing":
             return  # too little walking yet; a standing calibration wins
-        self.set_vertical(device, vector, "walking")
+        self.set_vertical(device, vector, "walking", refine=old is not None)
         new = self.verticals[device]
         self.counters["walking_verticals"] += 1
         moved = "" if old is None else f", {_angle_deg(old, new):.1f} deg from the last"
@@ -800,6 +815,8 @@ class Engine:
                 "calibrated" if old is None else "refined",
                 f"vertical {np.round(new, 4).tolist()} from {seconds:.0f} s of walking{moved}",
                 dropped=False,
+                vertical=_unit(new),
+                source="walking",
             )
         )
 
@@ -978,7 +995,7 @@ class Engine:
             step=step,
             gravity=gravity,
             own=np.where(inp.own[slots, None], inp.vertical[slots], np.nan),
-            version=inp.version[slots].copy(),
+            mount=inp.mount[slots].copy(),
         )
 
     def _gravity_at(
@@ -1175,6 +1192,12 @@ class Engine:
 
 
 _WALK_ARRAYS = ("walk_run", "dropped", "walk_last", "walk_sum", "walk_s", "off_sum", "off_s")
+
+
+def _unit(v: np.ndarray) -> tuple[float, float, float]:
+    """A unit vector (numpy, already normalised) as a plain tuple of floats."""
+    x, y, z = (float(c) for c in v)
+    return x, y, z
 
 
 def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:

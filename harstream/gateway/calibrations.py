@@ -91,8 +91,14 @@ class Calibrations:
             if status is None:
                 others.append(event)
                 continue
-            # remounted: the vertical was dropped (a new one may follow in this batch)
-            now = (None, None) if status == "remounted" else vertical_of(engine, event.device)
+            # each status with the vertical its event put in force (a batch may change a
+            # device's more than once); remounted: dropped (a new one may follow)
+            if event.vertical is not None:
+                now: tuple[list[float] | None, str | None] = (list(event.vertical), event.source)
+            elif status == "remounted":
+                now = (None, None)
+            else:
+                now = vertical_of(engine, event.device)
             batch.calibrations.append((event.device, status, *now, event.detail))
             saved = saved or status != "failed"
         if saved:
