@@ -354,6 +354,9 @@ class AugmentConfig(_Section):
     lie_rotate_p: Probability = 0.5
     scale: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     noise: Annotated[float, Field(ge=0.0)] = 0.0
+    #: stateful crops played at a random speed, 1 +/- this (people walk at their own
+    #: cadence: a slow walker's steps are as slow as another's stairs); 0: off
+    time_warp: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.0
 
 
 class TrainConfig(_Section):

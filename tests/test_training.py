@@ -300,3 +300,18 @@ def test_crops_are_calibrated_in_the_configured_shares() -> None:
     assert abs(share["none"] - cfg.uncalibrated_p) < 0.04
     assert abs(share["other"] - (cfg.walking_p + cfg.stale_p)) < 0.04
     assert abs(share["recorded"] - (1 - cfg.uncalibrated_p - cfg.walking_p - cfg.stale_p)) < 0.04
+
+
+def test_a_time_warped_crop_plays_a_stretch_at_another_speed() -> None:
+    from training.train import _crop
+
+    rng = np.random.default_rng(1)
+    spans = []
+    for _ in range(200):
+        part = _crop(5_000, 1_000, 0.2, rng)
+        assert isinstance(part, np.ndarray) and len(part) == 1_000
+        assert part.min() >= 0 and part.max() < 5_000 and np.all(np.diff(part) >= 0)
+        spans.append((part[-1] - part[0]) / 999)
+    assert 0.8 <= min(spans) < 0.85 and 1.15 < max(spans) <= 1.2  # speeds over 1 +/- 0.2
+    plain = _crop(5_000, 1_000, 0.0, np.random.default_rng(1))  # off: a plain slice
+    assert isinstance(plain, slice) and plain.stop - plain.start == 1_000

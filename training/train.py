@@ -303,8 +303,7 @@ def _make_sampler(
             xs, ys = [], []
             length = cfg.short_seq_len if rng.random() < cfg.short_crop_p else cfg.seq_len
             for i in rng.choice(len(recs), size=cfg.batch_size, p=weights):
-                start = int(rng.integers(0, len(recs[i].labels) - length + 1))
-                part = slice(start, start + length)
+                part = _crop(len(recs[i].labels), length, cfg.augment.time_warp, rng)
                 xs.append(prepare(recs[i], part))
                 # one output per step of stride samples: the target of its last sample
                 ys.append(targets[i][part][cfg.stride - 1 :: cfg.stride])
@@ -334,9 +333,26 @@ def _make_sampler(
     return windows
 
 
+def _crop(n: int, length: int, warp: float, rng: np.random.Generator) -> slice | np.ndarray:
+    """Where a crop of ``length`` samples comes from in a recording of ``n``: a slice, or
+    with ``warp`` > 0 the nearest samples of a stretch played at 1 +/- ``warp`` speed.
+
+    >>> _crop(100, 10, 0.0, np.random.default_rng(0))
+    slice(77, 87, None)
+    >>> len(_crop(100, 10, 0.2, np.random.default_rng(0)))
+    10
+    """
+    speed = 1.0 + rng.uniform(-warp, warp) if warp else 1.0
+    span = min(int(np.ceil((length - 1) * speed)) + 1, n)
+    start = int(rng.integers(0, n - span + 1))
+    if not warp:
+        return slice(start, start + length)
+    return np.minimum(start + np.round(np.arange(length) * speed).astype(np.int64), n - 1)
+
+
 def _augmented(
     rec: Prepared,
-    part: slice,
+    part: slice | np.ndarray,
     *,
     cfg: TrainConfig,
     mean: np.ndarray,
@@ -367,7 +383,11 @@ def _augmented(
 
 
 def _calibrated(
-    x: np.ndarray, rec: Prepared, part: slice, cfg: TrainConfig, rng: np.random.Generator
+    x: np.ndarray,
+    rec: Prepared,
+    part: slice | np.ndarray,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """An aligned crop calibrated as a live device may be: not at all (a share
     ``uncalibrated_p``), from walking (``walking_p``: a vertical learnt from one of the
