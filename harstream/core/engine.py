@@ -693,7 +693,7 @@ class Engine:
                 "calibrated",
                 f"vertical {np.round(v, 4).tolist()} from {cal.taken} samples",
                 dropped=False,
-                vertical=_unit(v),
+                vertical=_triple(v),
                 source="standing",
             )
         )
@@ -815,7 +815,7 @@ class Engine:
                 "calibrated" if old is None else "refined",
                 f"vertical {np.round(new, 4).tolist()} from {seconds:.0f} s of walking{moved}",
                 dropped=False,
-                vertical=_unit(new),
+                vertical=_triple(new),
                 source="walking",
             )
         )
@@ -1194,8 +1194,8 @@ class Engine:
 _WALK_ARRAYS = ("walk_run", "dropped", "walk_last", "walk_sum", "walk_s", "off_sum", "off_s")
 
 
-def _unit(v: np.ndarray) -> tuple[float, float, float]:
-    """A unit vector (numpy, already normalised) as a plain tuple of floats."""
+def _triple(v: np.ndarray) -> tuple[float, float, float]:
+    """A 3-vector (numpy) as a plain tuple of floats (for events and JSON)."""
     x, y, z = (float(c) for c in v)
     return x, y, z
 
