@@ -101,10 +101,15 @@ class MqttTransport:
         max_inflight: int = 0,
         max_payload_bytes: int = 1 << 20,
         connect_timeout_s: float = 10.0,
+        fallbacks: tuple[tuple[str, int], ...] = (),
     ) -> None:
         if password is not None and username is None:
             raise ValueError("a password needs a username")
         self.host, self.port = host, port
+        # more brokers of the same cluster: after a failed connection or a lost one, the
+        # next session tries the next of these (in turn, round the list)
+        self.endpoints = [(host, port), *fallbacks]
+        self._endpoint = 0
         self.client_id = client_id
         self.keepalive_s = keepalive_s
         self.clean_session = clean_session
@@ -185,11 +190,20 @@ class MqttTransport:
                     f"no CONNACK from {self.host}:{self.port} in {self.connect_timeout_s} s"
                 ) from None
             yield MqttSession(self)
+        except TransportError:  # refused, unreachable or lost
+            self._next_endpoint()
+            raise
         finally:
             if misc is not None:
                 misc.cancel()
             self._close()
             self._acks.fail_all(TransportError("connection closed"))
+
+    def _next_endpoint(self) -> None:
+        """After a failure, the next session goes to the next broker of the list."""
+        if len(self.endpoints) > 1:
+            self._endpoint = (self._endpoint + 1) % len(self.endpoints)
+            self.host, self.port = self.endpoints[self._endpoint]
 
     async def _connect(self) -> None:
         kwargs: dict[str, Any] = {}
