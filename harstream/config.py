@@ -118,6 +118,26 @@ class BrokerConfig(_Section):
     max_queued: PositiveInt = 10_000
     max_inflight: Annotated[int, Field(ge=0)] = 0
     max_publish_bytes: PositiveInt = 1 << 20
+    # more nodes of the same broker cluster ("host" or "host:port"; port: broker.port),
+    # tried in turn after a failed or lost connection (docs/scaling.md, a node stopped)
+    fallbacks: list[str] = []
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _host_ports(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host, _, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
+            if not host or any(c in host for c in "/ ") or (port and not _is_port(port)):
+                raise ValueError(f"{entry!r} is not host or host:port (port 1-65535)")
+        return value
+
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        """``fallbacks`` as (host, port) pairs."""
+        pairs = []
+        for entry in self.fallbacks:
+            host, _, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
+            pairs.append((host, int(port) if port else self.port))
+        return tuple(pairs)
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -129,6 +149,10 @@ class BrokerConfig(_Section):
         if self.password is not None and self.username is None:
             raise ValueError("password given without username (both or neither)")
         return self
+
+
+def _is_port(text: str) -> bool:
+    return text.isdigit() and 0 < int(text) < 65536
 
 
 def _topic_root(value: str) -> str:

@@ -338,4 +338,5 @@ def mqtt_transport(config: Config, client_id: str | None = None) -> MqttTranspor
         max_queued=broker.max_queued,
         max_inflight=broker.max_inflight,
         max_payload_bytes=broker.max_publish_bytes,
+        fallbacks=broker.endpoints(),
     )

@@ -147,11 +147,18 @@ def test_dump_masks_password_and_round_trips(tmp_path: Path) -> None:
         ("homeassistant.discovery_prefix=ha#x", "homeassistant.discovery_prefix: must not contain"),
         ("broker.password=secret", "broker: password given without username"),
         ("broker.keepalive_s=70000", "broker.keepalive_s: Input should be less than or equal"),
+        ("broker.fallbacks=[node2:abc]", "broker.fallbacks: 'node2:abc' is not host or host:port"),
+        ("broker.fallbacks=[':1883']", "broker.fallbacks: ':1883' is not host"),
     ],
 )
 def test_what_would_break_the_mqtt_connection_fails_at_start_up(override: str, reason: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(reason)):
         load_config(overrides=[override])
+
+
+def test_fallbacks_are_host_port_pairs_with_the_brokers_port_by_default() -> None:
+    config = load_config(overrides=["broker.port=1884", "broker.fallbacks=[n2, 'n3:1883']"])
+    assert config.broker.endpoints() == (("n2", 1884), ("n3", 1883))
 
 
 def test_a_hop_the_model_cannot_step_to_fails_naming_the_key() -> None:

@@ -222,24 +222,10 @@ async def test_a_three_node_cluster_routes_devices_to_workers_on_other_nodes(
     """Three nats-servers routed to each other (`deploy nats --cluster-port --routes`):
     devices connect to the third, the workers to the first and second, and a late
     subscriber on any node gets each device's retained activity."""
-    import aiomqtt
-
     servers = nats_cluster(tmp_path, 3, partitions=P, prefix=PREFIX)
     try:
         bundle = bundle_factory("gru", "stateful")
-        ready = time.monotonic() + 60
-        for k, server in enumerate(servers):  # JetStream elects its leaders first
-            while True:  # and MQTT sessions wait for it, on every node
-                try:
-                    async with aiomqtt.Client(
-                        "127.0.0.1", server.mqtt_port, identifier=f"ping{k}", clean_session=False
-                    ) as ping:
-                        await ping.subscribe(f"{PREFIX}/ping/{k}", qos=1)
-                        break
-                except aiomqtt.MqttError:
-                    if time.monotonic() > ready:
-                        raise
-                    await asyncio.sleep(0.5)
+        await cluster_ready(servers)
         async with (
             # a QoS 1 subscription is a replicated JetStream consumer here: slower to make
             gateway_running(
@@ -259,6 +245,92 @@ async def test_a_three_node_cluster_routes_devices_to_workers_on_other_nodes(
             async with Listener(server.mqtt, f"{PREFIX}/+/activity") as late:  # type: ignore[arg-type]
                 await late.until(lambda: len(late.json("/activity")) == len(DEVICES), 20)
                 assert all(retained for _, _, retained in late.got)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def cluster_ready(servers: list[Nats]) -> None:
+    """Until every node takes a persistent MQTT session (JetStream elects its leaders
+    first, and MQTT sessions wait for it)."""
+    import aiomqtt
+
+    ready = time.monotonic() + 60
+    for k, server in enumerate(servers):
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    "127.0.0.1", server.mqtt_port, identifier=f"ping{k}", clean_session=False
+                ) as ping:
+                    await ping.subscribe(f"{PREFIX}/ping/{k}", qos=1)
+                    break
+            except aiomqtt.MqttError:
+                if time.monotonic() > ready:
+                    raise
+                await asyncio.sleep(0.5)
+
+
+async def qos1_acknowledged(server: Nats, within_s: float = 60) -> None:
+    """Until a QoS 1 publish on ``server`` is acknowledged within 2 s (fresh clients)."""
+    import aiomqtt
+
+    give_up = time.monotonic() + within_s
+    while True:
+        try:
+            async with aiomqtt.Client("127.0.0.1", server.mqtt_port, timeout=2) as probe:
+                await probe.publish(f"{PREFIX}/probe", b"", qos=1, timeout=2)
+                return
+        except aiomqtt.MqttError:
+            if time.monotonic() > give_up:
+                raise
+            await asyncio.sleep(0.5)
+
+
+@pytest.mark.broker
+@pytest.mark.asyncio
+async def test_a_worker_whose_node_is_killed_goes_on_from_another_node_of_the_cluster(
+    tmp_path: Path, bundle_factory: Callable[..., Bundle]
+) -> None:
+    """`broker.fallbacks`: a worker connected to node 1 of three, its devices to node 3;
+    `kill -9` of node 1: the worker reconnects to another node with its persistent
+    session (replicated in JetStream) and goes on serving every device, its decisions
+    at the same stream positions."""
+    servers = nats_cluster(tmp_path, 3, partitions=P, prefix=PREFIX)
+    status = f"{PREFIX}/workers/w1/status"
+
+    def onlines() -> int:
+        return sum(1 for t, p, _ in devices.got if t == status and p[:7] == b"online ")
+
+    try:
+        bundle = bundle_factory("gru", "stateful")
+        await cluster_ready(servers)
+        others = ",".join(f"127.0.0.1:{s.mqtt_port}" for s in servers[1:])
+        config = worker_config(servers[0].mqtt, bundle, "all", "w1", f"broker.fallbacks=[{others}]")
+        async with (
+            gateway_running(config, bundle, timeout=60) as w1,
+            Listener(servers[2].mqtt, f"{PREFIX}/+/activity", status) as devices,  # type: ignore[arg-type]
+        ):
+            for s in range(0, 320, 64):
+                await send_hop(devices.client, s)
+            await devices.until(lambda: len(devices.json("/activity")) == 5 * len(DEVICES), 60)
+            before = onlines()
+            servers[0].kill()  # SIGKILL: the worker's connection is gone with it
+            killed = time.monotonic()
+            await devices.until(lambda: onlines() > before, 60)  # it says so from node 2
+            online_s = time.monotonic() - killed
+            # until JetStream has new leaders, a QoS 1 publish is not acknowledged and
+            # nats-server closes the publisher's connection after 5 s (a device
+            # reconnects): the test's devices wait for a probe's to be acknowledged
+            await qos1_acknowledged(servers[2])
+            for s in range(320, 640, 64):
+                await send_hop(devices.client, s)
+            await devices.until(lambda: len(devices.json("/activity")) == 10 * len(DEVICES), 60)
+            reconnects = w1.snapshot()["reconnects"]
+        print(f"node 1 killed: its worker online again on another node after {online_s:.1f} s")
+        assert reconnects >= 1
+        for device in DEVICES:
+            seqs = [a["seq"] for a in devices.json(f"/{device}/activity")]
+            assert seqs == [64 * k - 1 for k in range(1, 11)], device  # no reset, none twice
     finally:
         for server in servers:
             server.stop()

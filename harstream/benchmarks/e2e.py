@@ -71,18 +71,23 @@ def _wait_online(port: int, prefix: str, timeout_s: float = 30.0, topic: str | N
     import asyncio
 
     from harstream.gateway.mqtt import MqttTransport
+    from harstream.gateway.transport import TransportError
 
     async def wait() -> None:
         transport = MqttTransport(
             "127.0.0.1", port, client_id=f"{prefix}-probe", clean_session=True
         )
-        async with transport.session() as session:
-            await session.subscribe(topic or f"{prefix}/status")
-            async with asyncio.timeout(timeout_s):
-                async for batch in session.batches():
-                    # a worker says `online INSTANCE`
-                    if any(message.payload.split(b" ")[0] == b"online" for message in batch):
-                        return
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    async with transport.session() as session:
+                        await session.subscribe(topic or f"{prefix}/status")
+                        async for batch in session.batches():
+                            # a worker says `online INSTANCE`
+                            if any(m.payload.split(b" ")[0] == b"online" for m in batch):
+                                return
+                except TransportError:  # a cluster's node drops MQTT clients until
+                    await asyncio.sleep(0.5)  # JetStream is ready: try again
 
     asyncio.run(wait())
 

@@ -21,6 +21,7 @@ latencies (``samples``) for the percentiles of the whole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -32,6 +33,7 @@ import numpy as np
 from harstream.benchmarks.engine import synthetic_stream
 from harstream.core.payload import encode_frame, encode_imu
 from harstream.gateway.mqtt import MqttSession, MqttTransport
+from harstream.gateway.transport import TransportError
 
 __all__ = ["LoadSpec", "run_load"]
 
@@ -57,6 +59,7 @@ class LoadSpec:
     start_at: float = 0.0  # time.time() to start sending at (0: at once)
     samples: bool = False  # also return every latency (ms), for merging generators
     gaps: bool = False  # also return each device's longest wait between two decisions (s)
+    fallback_ports: tuple[int, ...] = ()  # more nodes of a cluster: reconnect to them in turn
 
 
 async def _send(
@@ -111,44 +114,85 @@ async def _send(
     return messages, lateness
 
 
-async def run_load(spec: LoadSpec) -> dict[str, Any]:
-    names = [f"sim{i:05d}" for i in range(spec.first_device, spec.first_device + spec.devices)]
-    sent_at: dict[tuple[str, int], float] = {}
-    arrived: dict[tuple[str, int], float] = {}
-    duplicates = 0  # a decision (device, seq) received again: decided twice
+class _Receiver:
+    """The generator's connection: its subscriptions to its devices' activities, what
+    arrived when; with fallback ports, a lost connection taken up on the next node."""
 
-    client_id = spec.client_id or f"loadgen-{spec.prefix}"
-    transport = MqttTransport(spec.host, spec.port, client_id=client_id, clean_session=True)
-    async with transport.session() as session:
+    def __init__(self, spec: LoadSpec, names: list[str]) -> None:
+        self.spec, self.names = spec, names
+        self.transport = MqttTransport(
+            spec.host,
+            spec.port,
+            client_id=spec.client_id or f"loadgen-{spec.prefix}",
+            clean_session=True,
+            fallbacks=tuple((spec.host, p) for p in spec.fallback_ports),
+        )
+        self.arrived: dict[tuple[str, int], float] = {}
+        self.duplicates = 0  # a decision (device, seq) received again: decided twice
+        self.reconnects = 0
+        self.subscribed = asyncio.Event()
+
+    async def subscribe(self, session: MqttSession) -> None:
+        spec = self.spec
         if spec.own_topics:
-            topics = [f"{spec.prefix}/{n}/activity" for n in names]
+            topics = [f"{spec.prefix}/{n}/activity" for n in self.names]
             for at in range(0, len(topics), 100):  # 100 subscriptions in flight at a time
                 await asyncio.gather(*(session.subscribe(t) for t in topics[at : at + 100]))
         else:
             await session.subscribe(f"{spec.prefix}/+/activity")
-        start = len(spec.prefix) + 1
 
-        async def collect() -> None:
-            nonlocal duplicates
-            async for batch in session.batches():
-                now = time.monotonic()
-                for message in batch:
-                    payload = message.payload
-                    at = payload.index(b'"seq":') + 6
-                    seq = int(payload[at : payload.index(b",", at)])
-                    key = (message.topic[start:-9], seq)
-                    if key in arrived:
-                        duplicates += 1
-                    else:
-                        arrived[key] = now
+    def collect(self, batch: list[Any]) -> None:
+        now = time.monotonic()
+        start, arrived = len(self.spec.prefix) + 1, self.arrived
+        for message in batch:
+            payload = message.payload
+            at = payload.index(b'"seq":') + 6
+            seq = int(payload[at : payload.index(b",", at)])
+            key = (message.topic[start:-9], seq)
+            if key in arrived:
+                self.duplicates += 1
+            else:
+                arrived[key] = now
 
-        collector = asyncio.create_task(collect())
-        late_start_s = time.time() - spec.start_at if spec.start_at else 0.0
-        await asyncio.sleep(max(0.0, -late_start_s))
-        began, cpu_began = time.monotonic(), time.process_time()
-        messages, lateness = await _send(spec, session, names, sent_at, began)
-        await asyncio.sleep(spec.grace_s)
-        collector.cancel()
+    async def connection(self) -> None:
+        """Connected and subscribed until cancelled (QoS 1 publishes wait in paho while
+        it reconnects)."""
+        while True:
+            try:
+                async with self.transport.session() as session:
+                    await self.subscribe(session)
+                    self.subscribed.set()
+                    async for batch in session.batches():
+                        self.collect(batch)
+            except TransportError:
+                if not self.spec.fallback_ports:
+                    raise
+                self.reconnects += 1
+                await asyncio.sleep(0.2)
+
+
+async def run_load(spec: LoadSpec) -> dict[str, Any]:
+    names = [f"sim{i:05d}" for i in range(spec.first_device, spec.first_device + spec.devices)]
+    sent_at: dict[tuple[str, int], float] = {}
+
+    receiver = _Receiver(spec, names)
+    transport = receiver.transport
+    connected = asyncio.create_task(receiver.connection())
+    waiting = asyncio.create_task(receiver.subscribed.wait())
+    await asyncio.wait({connected, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if connected.done():
+        waiting.cancel()
+        connected.result()  # the first connection failed: raise it
+    session = MqttSession(transport)  # publishes go to whichever connection is up
+    late_start_s = time.time() - spec.start_at if spec.start_at else 0.0
+    await asyncio.sleep(max(0.0, -late_start_s))
+    began, cpu_began = time.monotonic(), time.process_time()
+    messages, lateness = await _send(spec, session, names, sent_at, began)
+    await asyncio.sleep(spec.grace_s)
+    connected.cancel()
+    with contextlib.suppress(asyncio.CancelledError, TransportError):
+        await connected
+    arrived = receiver.arrived
 
     measured = [
         arrived[key] - t
@@ -178,7 +222,8 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
         "decisions_expected": expected,
         "decisions_received": len(measured),
         "lost": expected - len(measured),
-        "duplicates": duplicates,
+        "duplicates": receiver.duplicates,
+        "reconnects": receiver.reconnects,
         # decisions at stream positions no message ended a hop at: a device started over
         # (a restarted or new worker counts hops from the first message it sees)
         "shifted": sum(

@@ -15,6 +15,7 @@ and from the generators, merged: p50 / p99 latency and decisions lost.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -33,7 +34,7 @@ from harstream.core.bundle import Bundle
 from harstream.core.partitions import parse_owned, partition_of
 from harstream.natsserver import read_server_version
 from harstream.testing.localbroker import Mosquitto, end_process
-from harstream.testing.localnats import Nats
+from harstream.testing.localnats import Nats, nats_cluster
 
 __all__ = ["Fleet", "device_names", "scale_run"]
 
@@ -49,6 +50,10 @@ class Fleet:
     statuses: list[str] = field(default_factory=list)  # each one's status topic
     owned: list[frozenset[int]] = field(default_factory=list)  # each one's partitions
     logs: list[Any] = field(default_factory=list)  # each one's stderr
+    before_kill: Callable[[], float] = lambda: 0.0  # call before killing a broker node
+    servers: list[Any] = field(default_factory=list)  # the broker's nodes (Nats, Mosquitto)
+    ports: list[int] = field(default_factory=list)  # their MQTT ports
+    nodes: list[int] = field(default_factory=list)  # the node each worker connects to first
 
 
 def _ranges(partitions: int, workers: int) -> list[str]:
@@ -71,12 +76,17 @@ def _split(devices: int, generators: int) -> list[tuple[int, int]]:
 
 
 def _generators(
-    spec: dict[str, Any], devices: int, generators: int, start_at: float
+    spec: dict[str, Any], devices: int, generators: int, start_at: float, ports: list[int]
 ) -> list[subprocess.Popen[str]]:
+    """The load generators; generator g connects to node ``g % len(ports)`` first and,
+    in a cluster, to the others when it loses it."""
     started = []
     for g, (first, count) in enumerate(_split(devices, max(1, min(generators, devices)))):
+        node = g % len(ports)
         mine = {
             **spec,
+            "port": ports[node],
+            "fallback_ports": [*ports[node + 1 :], *ports[:node]],
             "devices": count,
             "first_device": first,
             "client_id": f"loadgen-{spec['prefix']}-{g}",
@@ -119,14 +129,82 @@ def _merged(outputs: list[tuple[str, str, int]]) -> dict[str, Any]:
 
 
 def _start_broker(
-    tmp: str, broker: str, partitions: int, prefix: str, nats_server: str | None
-) -> tuple[Nats | Mosquitto, int, str]:
-    """The broker, its MQTT port, and what it is (``nats-server 2.15.1``, ``mosquitto``)."""
+    tmp: str,
+    broker: str,
+    partitions: int,
+    prefix: str,
+    nats_server: str | None,
+    cluster: int,
+    mqtt_options: dict[str, str],
+) -> tuple[list[Nats] | list[Mosquitto], str]:
+    """The broker's nodes (one, or a NATS cluster of ``cluster``) and what it is
+    (``nats-server 2.15.1``, ``mosquitto``)."""
     if broker == "nats":
-        nats = Nats(Path(tmp) / "nats", partitions, prefix, binary=nats_server).start()
-        return nats, nats.mqtt_port, f"nats-server {read_server_version('127.0.0.1', nats.port)}"
-    mosquitto = Mosquitto(Path(tmp) / "broker").start()
-    return mosquitto, mosquitto.port, "mosquitto"
+        if cluster > 1:
+            nodes = nats_cluster(
+                Path(tmp) / "nats", cluster, partitions, prefix, nats_server, mqtt_options
+            )
+        else:
+            nats = Nats(
+                Path(tmp) / "nats",
+                partitions,
+                prefix,
+                binary=nats_server,
+                mqtt_options=mqtt_options,
+            )
+            nodes = [nats.start()]
+        version = read_server_version("127.0.0.1", nodes[0].port)
+        return nodes, f"nats-server {version}" + (f" x{cluster}" if cluster > 1 else "")
+    return [Mosquitto(Path(tmp) / "broker").start()], "mosquitto"
+
+
+class _BrokerCpu:
+    """The CPU seconds of the broker's nodes together; a node that is gone counts with its
+    last reading (read it just before killing one)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.last = [0.0] * len(pids)
+
+    def read(self) -> float:
+        for i, pid in enumerate(self.pids):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                self.last[i] = _proc_cpu_s(pid)
+        return sum(self.last)
+
+
+def _plans(
+    servers: list[Nats] | list[Mosquitto],
+    ports: list[int],
+    partitions: int,
+    workers: int,
+    prefix: str,
+) -> tuple[list[tuple[list[str], str]], list[frozenset[int]], list[int]]:
+    """Each gateway's own config and status topic, its partitions, its first node."""
+    if not isinstance(servers[0], Nats):
+        return (
+            [([f"broker.port={ports[0]}"], f"{prefix}/status")],
+            [frozenset(range(partitions))],
+            [0],
+        )
+    plans, owned, nodes = [], [], []
+    for k, ranges in enumerate(_ranges(partitions, workers)):
+        node = k % len(servers)
+        others = [*ports[node + 1 :], *ports[:node]]
+        nats = servers[node]
+        assert isinstance(nats, Nats)
+        more = [
+            f"broker.port={ports[node]}",
+            f"broker.fallbacks=[{','.join(f'127.0.0.1:{p}' for p in others)}]",
+            f"scale.partitions={partitions}",
+            f"scale.owned={ranges}",
+            f"scale.worker=w{k}",
+            f"scale.nats_port={nats.port}",
+        ]
+        plans.append((more, f"{prefix}/workers/w{k}/status"))
+        owned.append(parse_owned(ranges, partitions))
+        nodes.append(node)
+    return plans, owned, nodes
 
 
 def scale_run(
@@ -143,17 +221,25 @@ def scale_run(
     nats_server: str | None = None,
     load: Mapping[str, Any] | None = None,
     during: Callable[[Fleet], dict[str, Any]] | None = None,
+    cluster: int = 1,
+    mqtt_options: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """One point: ``devices`` at 50 Hz for ``seconds`` through ``broker`` (nats:
     ``workers`` workers on ``nats_server``, default the one found; mosquitto: one
     gateway), sent by ``generators`` processes; ``overrides``: config for every gateway;
     ``load``: more of the generators' spec (loadgen.LoadSpec); ``during``: called once
-    the devices send (a failover's kill and restart), its answer joins the result."""
+    the devices send (a failover's kill and restart), its answer joins the result;
+    ``cluster``: a NATS cluster of that many nodes, worker k and generator g connected to
+    node ``k % cluster`` and ``g % cluster`` first (``broker.fallbacks``: the others);
+    ``mqtt_options``: more of nats-server's mqtt block (nats_config)."""
     prefix = f"bench{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="harstream-scale-") as tmp:
-        server, port, server_name = _start_broker(tmp, broker, partitions, prefix, nats_server)
+        servers, server_name = _start_broker(
+            tmp, broker, partitions, prefix, nats_server, cluster, dict(mqtt_options or {})
+        )
+        ports = [s.mqtt_port if isinstance(s, Nats) else s.port for s in servers]
+        port = ports[0]
         common = [
-            f"broker.port={port}",
             "broker.host=127.0.0.1",
             f"topics.prefix={prefix}",
             f"model.path={bundle.path}",
@@ -162,21 +248,7 @@ def scale_run(
             "logging.level=WARNING",
             *overrides,
         ]
-        plans: list[tuple[list[str], str]] = []
-        owned: list[frozenset[int]] = []
-        if isinstance(server, Nats):
-            for k, ranges in enumerate(_ranges(partitions, workers)):
-                more = [
-                    f"scale.partitions={partitions}",
-                    f"scale.owned={ranges}",
-                    f"scale.worker=w{k}",
-                    f"scale.nats_port={server.port}",
-                ]
-                plans.append((more, f"{prefix}/workers/w{k}/status"))
-                owned.append(parse_owned(ranges, partitions))
-        else:
-            plans.append(([], f"{prefix}/status"))
-            owned.append(frozenset(range(partitions)))
+        plans, owned, nodes = _plans(servers, ports, partitions, workers, prefix)
         processes: list[subprocess.Popen[bytes]] = []
         loads: list[subprocess.Popen[str]] = []
         logs: list[Any] = []
@@ -187,9 +259,7 @@ def scale_run(
                 processes.append(subprocess.Popen(serve_command([*common, *more]), stderr=log))
             for _, status in plans:
                 _wait_online(port, prefix, topic=status)
-            assert server.process is not None
             spec = {
-                "port": port,
                 "prefix": prefix,
                 "seconds": seconds,
                 "message_samples": message_samples,
@@ -199,18 +269,22 @@ def scale_run(
             }
             # time to start Python and subscribe to each device's activity topic
             start_at = time.time() + 3.0 + devices / max(generators, 1) / 500
-            loads = _generators(spec, devices, generators, start_at)
+            loads = _generators(spec, devices, generators, start_at, ports)
             time.sleep(max(0.0, start_at - time.time()))
-            watched = [*processes, server.process]
-            before = [_proc_cpu_s(p.pid) for p in watched]
+            broker_cpu = _BrokerCpu([s.process.pid for s in servers if s.process is not None])
+            before = [_proc_cpu_s(p.pid) for p in processes]
+            before.append(broker_cpu.read())
             fleet = Fleet(port, prefix, processes, [serve_command([*common, *m]) for m, _ in plans])
             fleet.statuses, fleet.owned, fleet.logs = [t for _, t in plans], owned, logs
+            fleet.servers, fleet.nodes, fleet.before_kill = list(servers), nodes, broker_cpu.read
+            fleet.ports = ports
             happened = during(fleet) if during is not None else {}
             outputs: list[tuple[str, str, int]] = []
             for g in loads:  # a generator's CPU: what it says (its own process time)
                 out, err = g.communicate(timeout=seconds + 180)
                 outputs.append((out, err, g.returncode))
-            after = [_proc_cpu_s(p.pid) for p in [*processes, server.process]]
+            after = [_proc_cpu_s(p.pid) for p in processes]
+            after.append(broker_cpu.read())
         finally:
             children: list[subprocess.Popen[Any]] = [*loads, *processes]
             for p in children:  # all asked at once, then each waited for
@@ -219,7 +293,8 @@ def scale_run(
                 end_process(p, 20.0)
             for log in logs:
                 log.close()
-            server.stop()
+            for node in servers:
+                node.stop()
     cpu = [a - b for a, b in zip(after, before, strict=True)]  # a restarted worker: both
     return {
         **_result(_merged(outputs), broker, server_name, owned, partitions, devices, seconds, cpu),

@@ -462,6 +462,8 @@ def _failover(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
     seconds = 10.0 if args.quick else args.seconds
     kill_at, down = (4.0, 2.0) if args.quick else (seconds / 3, seconds / 6)
     rounds = 1 if args.quick else args.rounds
+    if args.cluster > 1:
+        return _node_failover(args, bundle, devices, workers, seconds, kill_at, rounds)
     print(
         f"failover: {devices} devices, {workers} workers, worker w0 killed {kill_at:g} s "
         f"into {seconds:g} s and restarted {down:g} s later; static, takeover in turn, "
@@ -493,6 +495,50 @@ def _failover(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
                 flush=True,
             )
     return out
+
+
+def _node_failover(
+    args: argparse.Namespace,
+    bundle: Bundle,
+    devices: int,
+    workers: int,
+    seconds: float,
+    kill_at: float,
+    rounds: int,
+) -> dict[str, Any]:
+    """kill -9 of node 1 of a NATS cluster under load (static ownership)."""
+    from harstream.benchmarks.failover import failover_run
+
+    print(
+        f"failover: {devices} devices, {workers} workers and {args.generators} generators "
+        f"over a {args.cluster}-node NATS cluster, node 1 killed {kill_at:g} s into "
+        f"{seconds:g} s (for good); {rounds} rounds"
+    )
+    runs = []
+    for _ in range(rounds):
+        r = failover_run(
+            bundle,
+            devices=devices,
+            workers=workers,
+            seconds=seconds,
+            kill_at_s=kill_at,
+            generators=args.generators,
+            message_samples=args.message_samples,
+            cluster=args.cluster,
+            kill_node=True,
+        )
+        runs.append(r)
+        print(
+            f"node 1 killed: {r['workers_moved']} worker(s) and "
+            f"{r['cut_devices']} devices' generator(s) on it; longest wait between "
+            f"decisions (p50 / max, s): its workers' devices {r['dead_wait_s']}, its "
+            f"generators' devices {r['cut_wait_s']} (both {r['cut_and_dead_wait_s']}), the "
+            f"others {r['others_wait_s']}; lost {r['lost']} of {r['decisions_expected']} "
+            f"({r['shifted']} at other stream positions: net {r['lost_net']}), duplicates "
+            f"{r['duplicates']}, p99 {r['latency_ms']['p99']} ms",
+            flush=True,
+        )
+    return {"node": runs}
 
 
 SCENARIOS = {
@@ -634,6 +680,13 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "e.g. /usr/sbin/nats-server)",
     )
     bench.add_argument("--rounds", type=int, default=3, help="scale: rounds of the setups")
+    bench.add_argument(
+        "--cluster",
+        type=int,
+        default=1,
+        help="failover: a NATS cluster of N nodes, workers and generators spread over them; "
+        "node 1 is killed instead of a worker",
+    )
     bench.add_argument(
         "--per-worker",
         action="store_true",

@@ -38,11 +38,13 @@ from harstream.errors import PublishError
 from harstream.gateway.mqttclient import (
     MAX_TOPIC_BYTES,
     Acks,
+    Endpoints,
     SocketDriver,
     TlsFiles,
     build_client,
     check_topic,
 )
+from harstream.gateway.mqttsession import MqttSession
 from harstream.gateway.transport import Incoming, TransportError, Will
 
 __all__ = ["MAX_TOPIC_BYTES", "MqttSession", "MqttTransport", "TlsFiles", "check_topic"]
@@ -50,35 +52,6 @@ __all__ = ["MAX_TOPIC_BYTES", "MqttSession", "MqttTransport", "TlsFiles", "check
 log = logging.getLogger("harstream.mqtt")
 
 MISC_INTERVAL_S = 1.0  # how often paho checks keepalive and ping timeouts
-
-
-class MqttSession:
-    """One connection of the transport's client. ``batches`` yields what each read
-    brought; ``publish_nowait`` hands a message to paho (and keeps working across a
-    reconnect for QoS > 0: paho holds it until the next connection)."""
-
-    def __init__(self, transport: MqttTransport) -> None:
-        self._t = transport
-
-    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        """Publish and wait until the broker has it (PUBACK / PUBCOMP), or until it is
-        written for QoS 0."""
-        mid = self._t._publish(topic, payload, qos, retain)
-        await self._t._until_acked(mid, f"publish to {topic!r}")
-
-    def publish_nowait(
-        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
-    ) -> None:
-        self._t._publish(topic, payload, qos, retain)
-
-    async def subscribe(self, topic: str, qos: int = 0) -> None:
-        await self._t._subscribe(topic, qos)
-
-    async def unsubscribe(self, topic: str) -> None:
-        await self._t._unsubscribe(topic)
-
-    def batches(self) -> AsyncIterator[list[Incoming]]:
-        return self._t._batches()
 
 
 class MqttTransport:
@@ -101,10 +74,12 @@ class MqttTransport:
         max_inflight: int = 0,
         max_payload_bytes: int = 1 << 20,
         connect_timeout_s: float = 10.0,
+        fallbacks: tuple[tuple[str, int], ...] = (),
     ) -> None:
         if password is not None and username is None:
             raise ValueError("a password needs a username")
         self.host, self.port = host, port
+        self.endpoints = Endpoints(host, port, fallbacks)  # more nodes of its cluster
         self.client_id = client_id
         self.keepalive_s = keepalive_s
         self.clean_session = clean_session
@@ -185,6 +160,9 @@ class MqttTransport:
                     f"no CONNACK from {self.host}:{self.port} in {self.connect_timeout_s} s"
                 ) from None
             yield MqttSession(self)
+        except TransportError:  # refused, unreachable or lost: the next node next time
+            self.host, self.port = self.endpoints.advance()
+            raise
         finally:
             if misc is not None:
                 misc.cancel()

@@ -29,7 +29,15 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from harstream.errors import PublishError
 from harstream.gateway.transport import TransportError
 
-__all__ = ["MAX_TOPIC_BYTES", "Acks", "SocketDriver", "TlsFiles", "build_client", "check_topic"]
+__all__ = [
+    "MAX_TOPIC_BYTES",
+    "Acks",
+    "Endpoints",
+    "SocketDriver",
+    "TlsFiles",
+    "build_client",
+    "check_topic",
+]
 
 MAX_TOPIC_BYTES = 65_535  # MQTT strings carry a 2-byte length
 
@@ -99,6 +107,20 @@ class Acks:
             if not future.done():
                 future.set_exception(error)
         self._waiting.clear()
+
+
+class Endpoints:
+    """The brokers a transport connects to: ``host:port``, then ``fallbacks`` (more nodes
+    of the same cluster); after each failed or lost connection the next, in turn."""
+
+    def __init__(self, host: str, port: int, fallbacks: tuple[tuple[str, int], ...]) -> None:
+        self.all = [(host, port), *fallbacks]
+        self.at = 0
+
+    def advance(self) -> tuple[str, int]:
+        """The next broker's ``(host, port)`` (the same one when there is only one)."""
+        self.at = (self.at + 1) % len(self.all)
+        return self.all[self.at]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "INSTALL_HINT",
@@ -49,7 +50,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def end_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+def end_process(process: subprocess.Popen[Any], timeout_s: float) -> None:
     """Ask a server to stop (SIGTERM); kill it if it has not within ``timeout_s``."""
     if process.poll() is not None:
         return

@@ -40,6 +40,8 @@ class Nats:
     routes: tuple[str, ...] = ()
     users: Path | None = None  # a users file (harstream deploy user); None: anonymous
     binary: str | None = None  # the nats-server to run; None: the one found
+    mqtt_options: dict[str, str] = field(default_factory=dict)  # more of its mqtt block
+    prof_port: int = 0  # Go pprof (profiles) on this port; 0: none
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,6 +76,8 @@ class Nats:
                 routes=self.routes,
                 authorization=authorization,
                 anonymous=self.users is None,
+                mqtt_options=self.mqtt_options,
+                prof_port=self.prof_port,
             )
         )
         return conf
@@ -120,6 +124,7 @@ def nats_cluster(
     partitions: int = 8,
     prefix: str = "harstream",
     binary: str | None = None,
+    mqtt_options: dict[str, str] | None = None,
 ) -> list[Nats]:
     """``size`` servers routed to each other (JetStream clustered: MQTT's state is
     replicated), started together; each on its own ports."""
@@ -133,6 +138,7 @@ def nats_cluster(
             cluster_port=ports[i],
             routes=tuple(f"nats-route://127.0.0.1:{p}" for j, p in enumerate(ports) if j != i),
             binary=binary,
+            mqtt_options=dict(mqtt_options or {}),
         )
         for i in range(size)
     ]
