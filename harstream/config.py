@@ -126,7 +126,7 @@ class BrokerConfig(_Section):
     @classmethod
     def _host_ports(cls, value: list[str]) -> list[str]:
         for entry in value:
-            host, _, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
+            host, port = _host_port(entry)
             if not host or any(c in host for c in "/ ") or (port and not _is_port(port)):
                 raise ValueError(f"{entry!r} is not host or host:port (port 1-65535)")
         return value
@@ -135,7 +135,7 @@ class BrokerConfig(_Section):
         """``fallbacks`` as (host, port) pairs."""
         pairs = []
         for entry in self.fallbacks:
-            host, _, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
+            host, port = _host_port(entry)
             pairs.append((host, int(port) if port else self.port))
         return tuple(pairs)
 
@@ -149,6 +149,12 @@ class BrokerConfig(_Section):
         if self.password is not None and self.username is None:
             raise ValueError("password given without username (both or neither)")
         return self
+
+
+def _host_port(entry: str) -> tuple[str, str]:
+    """``host:port`` -> (host, port); ``host`` -> (host, "")."""
+    host, _, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
+    return host, port
 
 
 def _is_port(text: str) -> bool:
