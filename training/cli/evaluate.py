@@ -73,6 +73,7 @@ def cmd_orders(args: argparse.Namespace) -> int:
         stream_configs(args),
         chosen,
         streams=args.streams,
+        seed=args.seed,
         calibration=args.calibration,
         jobs=config.train.jobs,
     )
@@ -320,6 +321,9 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     add_common(orders, subjects="test", stream_config=True)
     orders.add_argument(
         "--streams", type=int, default=3, metavar="K", help="random-order streams per subject"
+    )
+    orders.add_argument(
+        "--seed", type=int, default=0, help="of the spliced streams (each (seed, subject, k))"
     )
     orders.add_argument(
         "--calibration",
