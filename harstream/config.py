@@ -446,8 +446,12 @@ class TrainConfig(_Section):
     validation_subjects: list[Annotated[int, Field(ge=1, le=30)]] = [3, 8, 15, 19, 25, 29]
     refit: bool = True
     #: skip the selection run and refit on all 21 subjects for this many steps (the best
-    #: step an earlier run of the same recipe selected: the same network, in less time)
-    refit_steps: PositiveInt | None = None
+    #: step an earlier run of the same recipe selected: the same network, in less time);
+    #: with several members, one count for all or a list of one per member
+    refit_steps: PositiveInt | list[PositiveInt] | None = None
+    #: networks trained by the recipe, member k with seed ``seed + k`` (its own selection,
+    #: refit and spliced streams), averaged in one bundle (docs/models.md, ensemble)
+    members: PositiveInt = 3
     seed: int = 0
     threads: PositiveInt = 2
     jobs: PositiveInt = 2
@@ -466,6 +470,10 @@ class TrainConfig(_Section):
             )
         if self.walking_vertical_s[0] > self.walking_vertical_s[1]:
             raise ValueError(f"walking_vertical_s {self.walking_vertical_s} is not a range")
+        if isinstance(self.refit_steps, list) and len(self.refit_steps) != self.members:
+            raise ValueError(
+                f"refit_steps lists {len(self.refit_steps)} step counts for {self.members} members"
+            )
         return self
 
 

@@ -38,19 +38,28 @@ def random_bundle(
     seed: int = 0,
     stride: int = 1,
     aligned: bool = False,
+    members: int = 1,
 ) -> Bundle:
     torch.manual_seed(seed)
-    from harstream.core.torchnet import HarNet
+    from harstream.core.torchnet import Ensemble, build_net
 
     channels = ALIGNED_CHANNELS if aligned else CHANNELS
-    arch = ArchSpec(type=kind, hidden=hidden, layers=layers, dropout=0.0, stride=stride)  # type: ignore[arg-type]
-    net = HarNet.from_arch(arch, len(BASIC_ACTIVITIES), len(channels))
+    arch = ArchSpec(
+        type=kind,  # type: ignore[arg-type]
+        hidden=hidden,
+        layers=layers,
+        dropout=0.0,
+        stride=stride,
+        members=members,
+    )
+    net = build_net(arch, len(BASIC_ACTIVITIES), len(channels))
     with torch.no_grad():
-        net.head.weight.mul_(8.0)  # confident, varied outputs, so argmax changes over time
-        # Long memory, so that a state that is not carried shows: open the GRU update gate
-        # / LSTM forget gate (both the second block of biases), as trained nets tend to.
-        for layer in range(layers):
-            getattr(net.rnn, f"bias_hh_l{layer}")[hidden : 2 * hidden] += 3.0
+        for one in net.members if isinstance(net, Ensemble) else [net]:
+            one.head.weight.mul_(8.0)  # confident, varied outputs: argmax changes over time
+            # Long memory, so that a state that is not carried shows: open the GRU update
+            # gate / LSTM forget gate (both the second block of biases), as trained nets do.
+            for layer in range(layers):
+                getattr(one.rnn, f"bias_hh_l{layer}")[hidden : 2 * hidden] += 3.0
     mean, std = feature_stats(channels)
     return write_bundle(
         net,

@@ -228,10 +228,12 @@ def test_finetuning_recovers_a_phone_worn_upside_down(hapt_dir: Path, tmp_path: 
     (row,) = study(hapt_dir, [2], ["y180"], tmp_path).to_dict("records")
     print(row)
     # before: the packaged bundle, trained on stale verticals too, reads walking and
-    # stairs under the wrong (UCI) mount (0.85 windows; 0.37 for the scripted default);
-    # after: its wearer's four labelled minutes take it all the way
-    assert row["window_after"] >= 0.9 and row["window_after"] >= row["window_before"] + 0.1
-    assert row["online_after"] >= row["online_before"] + 0.1
+    # stairs under the wrong (UCI) mount (0.92 windows; one network 0.85, the scripted
+    # default 0.37); after: its wearer's four labelled minutes take away at least half of
+    # what it still gets wrong, windows and stream alike
+    assert row["window_after"] >= 0.95
+    assert 1 - row["window_after"] <= 0.5 * (1 - row["window_before"])
+    assert 1 - row["online_after"] <= 0.5 * (1 - row["online_before"])
     assert 3 < row["labelled_min"] < 5
 
 

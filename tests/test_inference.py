@@ -59,6 +59,64 @@ def test_state_carries_exactly_across_chunks_and_batches(
     assert states[0][0].shape == (2, 1, 16)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_ensemble_is_the_geometric_mean_of_its_members(
+    bundle_factory: Callable[..., Bundle], kind: str, tmp_path: Path
+) -> None:
+    """arch.members = 2: one ONNX graph whose probabilities are the normalised geometric
+    mean of its members' and whose state is theirs stacked, member by member; torch and
+    onnxruntime agree on it."""
+    import torch
+
+    from harstream.core.torchnet import HarNet
+    from training.export import write_bundle
+
+    pair = bundle_factory(kind, "stateful", members=2)
+    onnx, ref = OnnxModel(pair), TorchModel(pair)
+    assert onnx.initial_state(3)[0].shape == (4, 3, 16)  # 2 layers x 2 members
+    # each member as a bundle of its own: the same weights under members.K.
+    weights = torch.load(pair.weights_path, weights_only=True)
+    alone = []
+    for k in range(2):
+        own = {n.split(".", 2)[2]: w for n, w in weights.items() if n.startswith(f"members.{k}.")}
+        single = load_bundle(pair.path)
+        arch = single.arch.model_copy(update={"members": 1})
+        net = HarNet.from_arch(arch, len(single.labels), len(single.channels))
+        net.load_state_dict(own)
+        alone.append(
+            OnnxModel(
+                write_bundle(
+                    net,
+                    tmp_path / f"member{k}",
+                    arch=arch,
+                    labels=single.labels,
+                    mode=single.mode,
+                    window=single.window,
+                    hop=single.hop,
+                    filters=single.preprocessing,
+                    mean=single.mean,
+                    std=single.std,
+                    channels=single.channels,
+                )
+            )
+        )
+    rng = np.random.default_rng(3)
+    states = [m.initial_state(3) for m in (onnx, ref, *alone)]
+    for steps in (64, 1, 33):
+        x = rng.standard_normal((3, steps, 9)).astype(np.float32)
+        outs = [m.step(s, x) for m, s in zip((onnx, ref, *alone), states, strict=True)]
+        states = [o[0] for o in outs]
+        probs = [o[1] for o in outs]
+        geometric = np.sqrt(probs[2] * probs[3])
+        geometric /= geometric.sum(axis=-1, keepdims=True)
+        np.testing.assert_allclose(probs[0], geometric, atol=1e-5)
+        np.testing.assert_allclose(probs[0], probs[1], atol=1e-5)
+        for tensor in range(len(states[0])):
+            stacked = np.concatenate([states[2][tensor], states[3][tensor]])
+            np.testing.assert_allclose(states[0][tensor], stacked, atol=1e-5)
+    assert not np.allclose(probs[2], probs[3], atol=1e-2)  # two different members
+
+
 def test_bundle_round_trip(bundle_factory: Callable[..., Bundle], tmp_path: Path) -> None:
     bundle = bundle_factory("lstm", "window")
     copy = Path(shutil.copytree(bundle.path, tmp_path / "copy"))

@@ -13,7 +13,7 @@ import pytest
 
 from harstream.cli import main
 from harstream.config import load_config
-from harstream.core.bundle import load_bundle
+from harstream.core.bundle import Bundle, load_bundle
 from harstream.core.inference import OnnxModel
 from harstream.core.preprocessing import (
     ALIGNED_CHANNELS,
@@ -269,6 +269,37 @@ def test_refit_steps_skip_the_selection(tmp_path: Path) -> None:
     assert bundle.activity_stats is not None
     duration = load_config().train.hmm_duration_s
     assert bundle.activity_stats.mean_duration_s == [duration] * 6
+
+
+def test_an_ensemble_trains_its_members_as_the_single_recipe_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """train.members = 2: member k is the recipe with seed + k (member 0 bitwise the
+    single network), each with its own refit steps, in one bundle."""
+    import torch
+
+    def run(name: str, *extra: str) -> Bundle:
+        args = ["train", "--data-dir", str(MINI), "--out", str(tmp_path / name), "--no-evaluate"]
+        for item in [*FAST, *extra]:
+            args += ["--set", item]
+        assert main(args) == 0
+        return load_bundle(tmp_path / name)
+
+    pair = run("pair", "train.members=2", "train.refit_steps=[3, 2]")
+    single = run("single", "train.members=1", "train.refit_steps=3")
+    second = run("second", "train.members=1", "train.refit_steps=2", "train.seed=1")
+    assert pair.arch.members == 2 and pair.training["name"].endswith("-x2")
+    assert [(m["seed"], m["best_step"]) for m in pair.training["members"]] == [(0, 3), (1, 2)]
+    weights = torch.load(pair.weights_path, weights_only=True)
+    for k, alone in enumerate((single, second)):
+        own = torch.load(alone.weights_path, weights_only=True)
+        assert own.keys() == {n.split(".", 2)[2] for n in weights if n.startswith(f"members.{k}.")}
+        for name, value in own.items():
+            assert torch.equal(weights[f"members.{k}.{name}"], value), (k, name)
+    assert pair.mean == single.mean and pair.activity_stats == single.activity_stats
+    bad = ["train", "--data-dir", str(MINI), "--set", "train.members=2"]
+    assert main([*bad, "--set", "train.refit_steps=[3]"]) != 0  # one count per member, or one
+    assert "refit_steps lists 1 step counts for 2 members" in capsys.readouterr().err
 
 
 def test_crops_are_calibrated_in_the_configured_shares() -> None:

@@ -44,8 +44,10 @@ def folds(k: int, subjects: tuple[int, ...] = TRAIN_SUBJECTS) -> list[list[int]]
 def _fold(
     cfg: TrainConfig, data_dir: str | Path, recordings: list[Prepared], group: list[int]
 ) -> dict[str, Any]:
-    """Train on everything but ``group``; the scores of the best validated step."""
-    fold_cfg = cfg.model_copy(update={"validation_subjects": group, "refit": False})
+    """Train on everything but ``group``; the scores of the best validated step. One
+    network (``train.seed``): an ensemble's members are the same recipe from other seeds."""
+    update = {"validation_subjects": group, "refit": False, "members": 1, "refit_steps": None}
+    fold_cfg = cfg.model_copy(update=update)
     with tempfile.TemporaryDirectory() as out:
         result = train(fold_cfg, data_dir, out, log=lambda line: None, recordings=recordings)
     best = next(h for h in result.history if h["step"] == result.best_step)

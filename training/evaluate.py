@@ -232,7 +232,7 @@ def _parameter_count(bundle: Bundle) -> int:
     for layer in range(arch.layers):
         width = inputs if layer == 0 else arch.hidden
         total += gates * (arch.hidden * width + arch.hidden * arch.hidden + 2 * arch.hidden)
-    return total + arch.hidden * classes + classes
+    return (total + arch.hidden * classes + classes) * arch.members
 
 
 #: The smoothing settings the trade-off compares: (name, --set overrides).

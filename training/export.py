@@ -18,7 +18,7 @@ import torch
 from harstream.core.bundle import ActivityStats, ArchSpec, Bundle, CalibrationSpec, load_bundle
 from harstream.core.inference import OnnxModel, TorchModel
 from harstream.core.preprocessing import CHANNELS, FilterSpec
-from harstream.core.torchnet import ExportWrapper, HarNet
+from harstream.core.torchnet import ExportWrapper, Net, build_net
 from harstream.errors import ModelError
 
 __all__ = ["check_parity", "export_onnx", "write_bundle"]
@@ -27,7 +27,7 @@ ONNX_OPSET = 17
 
 
 def write_bundle(
-    net: HarNet,
+    net: Net,
     out_dir: str | Path,
     *,
     arch: ArchSpec,
@@ -77,14 +77,14 @@ def update_metrics(bundle_dir: str | Path, metrics: dict[str, Any]) -> None:
 
 def export_onnx(bundle: Bundle) -> Path:
     """(Re)write ``model.onnx`` from ``model.pt``; check it against torch."""
-    net = HarNet.from_arch(bundle.arch, len(bundle.labels), len(bundle.channels))
+    net = build_net(bundle.arch, len(bundle.labels), len(bundle.channels))
     net.load_state_dict(torch.load(bundle.weights_path, map_location="cpu", weights_only=True))
     net.eval()
     wrapper = ExportWrapper(net).eval()
     batch, steps = 2, bundle.hop
     x = torch.zeros(batch, steps, len(bundle.channels))
     states = ["h0", "c0"][: bundle.arch.state_tensors]
-    state = tuple(torch.zeros(bundle.arch.layers, batch, bundle.arch.hidden) for _ in states)
+    state = tuple(torch.zeros(bundle.arch.state_layers, batch, bundle.arch.hidden) for _ in states)
     outputs = ["probs", *[s.replace("0", "n") for s in states]]
     axes = {"x": {0: "batch", 1: "time"}, "probs": {0: "batch", 1: "time"}}
     axes.update({name: {1: "batch"} for name in [*states, *outputs[1:]]})

@@ -34,7 +34,7 @@ import torch
 
 from harstream.config import TrainConfig
 from harstream.core.bundle import Bundle, load_bundle
-from harstream.core.torchnet import HarNet
+from harstream.core.torchnet import Net, build_net
 from harstream.errors import HarstreamError, ModelError
 from training.data import Prepared, protocol_windows
 from training.export import write_bundle
@@ -62,9 +62,9 @@ class FinetuneResult:
     holdout: dict[str, Any]
 
 
-def load_net(bundle: Bundle) -> HarNet:
+def load_net(bundle: Bundle) -> Net:
     """The bundle's torch network; a model.pt of another architecture is refused."""
-    net = HarNet.from_arch(bundle.arch, len(bundle.labels), len(bundle.channels))
+    net = build_net(bundle.arch, len(bundle.labels), len(bundle.channels))
     try:
         weights = torch.load(bundle.weights_path, map_location="cpu", weights_only=True)
         net.load_state_dict(weights)
@@ -102,35 +102,9 @@ def finetune(
     net = load_net(bundle)
 
     # 2. the data, split by session
-    field = load_field(recordings, bundle, devices=devices)
-    for problem in field.problems:
-        log(f"warning: {problem}")
-    if not field.recordings:
-        raise HarstreamError(
-            f"{recordings}: no labelled recordings (label them with `harstream data labels "
-            "import` or on {prefix}/{device}/label)"
-        )
-    order = [f"{s.device}/{s.session}" for s in field.sessions]  # oldest first
-    if len(order) == 1 and holdout > 0:  # one session: its last labelled stretch
-        fit, hold, held_out = _hold_out_tail(field, order[0], holdout, bundle)
-        fit_sessions, holdout_sessions = order, []
-    else:
-        held = math.ceil(holdout * len(order)) if holdout > 0 else 0
-        fit_sessions, holdout_sessions = order[: len(order) - held], order[len(order) - held :]
-        fit = [r for r in field.recordings if _key(r) not in holdout_sessions]
-        hold = [r for r in field.recordings if _key(r) in holdout_sessions]
-        held_out = (
-            {"kind": "sessions", "sessions": holdout_sessions}
-            if held
-            else {"kind": "none", "reason": "--holdout 0: nothing held out, no figure"}
-        )
-    classes = sorted({int(c) for r in fit for c in np.unique(r.labels) if c > 0})
-    if len(classes) < 2:
-        named = [bundle.labels[c - 1] for c in classes]
-        raise HarstreamError(
-            f"the fine-tune set holds {named or 'no activity'} only: at least two activities "
-            "are needed (a network shown one class learns to say only that)"
-        )
+    field = _field(recordings, bundle, devices, log)
+    fit, hold, held_out, fit_sessions, holdout_sessions = _split(field, holdout, bundle)
+    classes = _classes(fit, bundle)
     labelled_s = FieldSet(fit, field.sessions).labelled_s
     names = ", ".join(bundle.labels[c - 1] for c in classes)
     log(
@@ -150,11 +124,10 @@ def finetune(
 
     # 4. the bundle, with its lineage
     seconds = time.monotonic() - started
-    base_name = bundle.name
     record = {
-        "name": f"{base_name}-ft",
+        "name": f"{bundle.name}-ft",
         "finetune": {
-            "base": {"name": base_name, "path": str(bundle.path), "sha256": _sha(bundle)},
+            "base": {"name": bundle.name, "path": str(bundle.path), "sha256": _sha(bundle)},
             "recordings": str(Path(recordings).resolve()),
             "devices": sorted({str(r.subject) for r in fit}),
             "fit_sessions": fit_sessions,
@@ -191,6 +164,57 @@ def finetune(
     return FinetuneResult(
         out, before, after, fit_sessions, holdout_sessions, labelled_s, seconds, held_out
     )
+
+
+def _field(
+    recordings: str | Path,
+    bundle: Bundle,
+    devices: Sequence[str] | None,
+    log: Callable[[str], None],
+) -> FieldSet:
+    """The labelled field recordings, preprocessed for ``bundle``; refused when none."""
+    field = load_field(recordings, bundle, devices=devices)
+    for problem in field.problems:
+        log(f"warning: {problem}")
+    if not field.recordings:
+        raise HarstreamError(
+            f"{recordings}: no labelled recordings (label them with `harstream data labels "
+            "import` or on {prefix}/{device}/label)"
+        )
+    return field
+
+
+def _split(
+    field: FieldSet, holdout: float, bundle: Bundle
+) -> tuple[list[Prepared], list[Prepared], dict[str, Any], list[str], list[str]]:
+    """(fit, held out, what was held out, fit sessions, held-out sessions): the latest
+    ``holdout`` share of sessions, or of a lone session its last labelled stretch."""
+    order = [f"{s.device}/{s.session}" for s in field.sessions]  # oldest first
+    if len(order) == 1 and holdout > 0:  # one session: its last labelled stretch
+        fit, hold, held_out = _hold_out_tail(field, order[0], holdout, bundle)
+        return fit, hold, held_out, order, []
+    held = math.ceil(holdout * len(order)) if holdout > 0 else 0
+    fit_sessions, holdout_sessions = order[: len(order) - held], order[len(order) - held :]
+    fit = [r for r in field.recordings if _key(r) not in holdout_sessions]
+    hold = [r for r in field.recordings if _key(r) in holdout_sessions]
+    held_out = (
+        {"kind": "sessions", "sessions": holdout_sessions}
+        if held
+        else {"kind": "none", "reason": "--holdout 0: nothing held out, no figure"}
+    )
+    return fit, hold, held_out, fit_sessions, holdout_sessions
+
+
+def _classes(fit: list[Prepared], bundle: Bundle) -> list[int]:
+    """The activities the fine-tune set holds (class ids); refused under two."""
+    classes = sorted({int(c) for r in fit for c in np.unique(r.labels) if c > 0})
+    if len(classes) < 2:
+        named = [bundle.labels[c - 1] for c in classes]
+        raise HarstreamError(
+            f"the fine-tune set holds {named or 'no activity'} only: at least two activities "
+            "are needed (a network shown one class learns to say only that)"
+        )
+    return classes
 
 
 def _hold_out_tail(
@@ -277,7 +301,7 @@ def _settings(bundle: Bundle, steps: int, lr: float, seed: int, fit: list[Any]) 
 
 
 def _scores(
-    net: HarNet, hold: list[Any], mean: np.ndarray, std: np.ndarray, cfg: TrainConfig
+    net: Net, hold: list[Any], mean: np.ndarray, std: np.ndarray, cfg: TrainConfig
 ) -> dict[str, float]:
     if not hold:
         return {}

@@ -40,7 +40,7 @@ from harstream.config import TrainConfig
 from harstream.core.bundle import ActivityStats, ArchSpec, Bundle, CalibrationSpec
 from harstream.core.inference import expand_steps
 from harstream.core.preprocessing import CALIBRATED, FilterSpec
-from harstream.core.torchnet import HarNet
+from harstream.core.torchnet import Ensemble, HarNet, Net
 from harstream.evaluation.metrics import StreamScore, score_stream
 from replay import BASIC_ACTIVITIES
 from training.augment import augment_crop, random_rotation
@@ -82,21 +82,71 @@ def train(
     recordings: list[Prepared] | None = None,
 ) -> TrainResult:
     started = time.monotonic()
-    torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    rng = np.random.default_rng(cfg.seed)
     data = _load(cfg, data_dir, recordings, log)  # 1-2
-    if cfg.refit_steps is not None:  # the selection was made by an earlier run
-        fitted, history, best_step = _refit(cfg, data, cfg.refit_steps), [], cfg.refit_steps
-    else:
-        fitted, history, best_step = _select(cfg, data, rng, log)  # 3-4
-    if cfg.refit and data.val and cfg.refit_steps is None:  # 5
+    members = [_train_member(cfg, data, log)]
+    for k in range(1, cfg.members):  # the same recordings; each member its own spliced streams
+        member_cfg = _member_config(cfg, k)
+        log(f"member {k + 1} of {cfg.members} (seed {member_cfg.seed})")
+        members.append(
+            _train_member(member_cfg, _load(member_cfg, data_dir, data.recordings, log), log)
+        )
+    first = members[0]
+    # the scores of the selected checkpoint (train_* on its augmented crops, val_* on the
+    # validation subjects; an ensemble's: its members as selected, together); test scores
+    # are added by `evaluate --record`
+    scores = next((h for h in first.history if h["step"] == first.best_step), {})
+    fitted = first.fitted
+    if len(members) > 1:
+        fitted = replace(fitted, net=Ensemble([m.fitted.net for m in members]))
+        chosen = [m.selected for m in members if m.selected is not None]
+        if data.val and len(chosen) == len(members):
+            together = Ensemble([c.net for c in chosen])
+            scores = evaluate_torch(
+                together, data.val, chosen[0].mean, chosen[0].std, cfg, data.val_spliced
+            )
+            log("ensemble on validation: " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    metrics = {f"best_step_{k}": v for k, v in scores.items() if k != "step"}
+    seconds = time.monotonic() - started
+    bundle = _write(cfg, data, fitted, members, metrics, data_dir, out_dir, seconds)  # 6
+    log(f"wrote {bundle.path} in {seconds:.0f} s")
+    return TrainResult(bundle, first.history, first.best_step, seconds)
+
+
+def _member_config(cfg: TrainConfig, k: int) -> TrainConfig:
+    """Member k's recipe: seed ``seed + k`` and its own refit step count."""
+    return cfg.model_copy(update={"seed": cfg.seed + k, "refit_steps": _refit_steps(cfg, k)})
+
+
+def _refit_steps(cfg: TrainConfig, k: int) -> int | None:
+    steps = cfg.refit_steps
+    return steps[k] if isinstance(steps, list) else steps
+
+
+@dataclass
+class _Member:
+    """One trained network: the one written (refit or selected) and the selected one."""
+
+    seed: int
+    fitted: _Fitted
+    history: list[dict[str, float]]
+    best_step: int
+    selected: _Fitted | None  # the validated checkpoint (None when refit_steps skipped it)
+
+
+def _train_member(cfg: TrainConfig, data: _Data, log: Callable[[str], None]) -> _Member:
+    """Steps 3-5 for one network (member 0: ``cfg`` as given)."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    steps = _refit_steps(cfg, 0)
+    if steps is not None:  # the selection was made by an earlier run
+        return _Member(cfg.seed, _refit(cfg, data, steps), [], steps, None)
+    selected, history, best_step = _select(cfg, data, rng, log)  # 3-4
+    fitted = selected
+    if cfg.refit and data.val:  # 5
         log(f"refit on all {len(TRAIN_SUBJECTS)} training subjects for {best_step} steps")
         fitted = _refit(cfg, data, max(best_step, 1))
-    seconds = time.monotonic() - started
-    bundle = _write(cfg, data, fitted, history, best_step, data_dir, out_dir, seconds)  # 6
-    log(f"wrote {bundle.path} in {seconds:.0f} s")
-    return TrainResult(bundle, history, best_step, seconds)
+    return _Member(cfg.seed, fitted, history, best_step, selected)
 
 
 @dataclass
@@ -115,7 +165,7 @@ class _Data:
 
 @dataclass
 class _Fitted:
-    net: HarNet
+    net: Net
     mean: np.ndarray
     std: np.ndarray
     trained_on: list[Prepared]  # what the batches were drawn from (the HMM's class prior)
@@ -163,9 +213,14 @@ def _load(
     return data
 
 
-def _arch(cfg: TrainConfig) -> ArchSpec:
+def _arch(cfg: TrainConfig, members: int = 1) -> ArchSpec:
     return ArchSpec(
-        type=cfg.arch, hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout, stride=cfg.stride
+        type=cfg.arch,
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        dropout=cfg.dropout,
+        stride=cfg.stride,
+        members=members,
     )
 
 
@@ -217,19 +272,21 @@ def _write(
     cfg: TrainConfig,
     data: _Data,
     fitted: _Fitted,
-    history: list[dict[str, float]],
-    best_step: int,
+    members: list[_Member],
+    metrics: dict[str, float],
     data_dir: str | Path,
     out_dir: str | Path,
     seconds: float,
 ) -> Bundle:
     """Step 6: the bundle, with its training record."""
-    last = next((h for h in history if h["step"] == best_step), {})
+    first = members[0]
     name = f"{cfg.arch}{cfg.hidden}x{cfg.layers}-{cfg.mode}"
     if cfg.stride > 1:
         name += f"-stride{cfg.stride}"
     if cfg.inputs != "device":
         name += f"-{cfg.inputs}"
+    if len(members) > 1:
+        name += f"-x{len(members)}"
     subjects = sorted({r.subject for r in data.recordings})
     record = {
         "name": name,
@@ -237,22 +294,23 @@ def _write(
         "validation_subjects": sorted({r.subject for r in data.val}),
         "refit": cfg.refit,
         "seed": cfg.seed,
-        "best_step": best_step,
+        "best_step": first.best_step,
         "seconds": round(seconds, 1),
         "config": cfg.model_dump(),
         "data_sha256": data_checksum(data_dir, subjects),
         "git_commit": _git_commit(),
         "torch": torch.__version__,
-        "history": history,
+        "history": first.history,
     }
-    # the scores of the selected checkpoint (train_* on its augmented crops, val_* on the
-    # validation subjects); test scores are added by `evaluate --record`
-    metrics = {f"best_step_{k}": v for k, v in last.items() if k != "step"}
+    if len(members) > 1:
+        record["members"] = [
+            {"seed": m.seed, "best_step": m.best_step, "history": m.history} for m in members
+        ]
     stats = activity_stats(fitted.trained_on, len(BASIC_ACTIVITIES), duration_s=cfg.hmm_duration_s)
     return write_bundle(
         fitted.net.eval(),
         out_dir,
-        arch=_arch(cfg),
+        arch=_arch(cfg, len(members)),
         labels=BASIC_ACTIVITIES,
         mode=cfg.mode,
         window=cfg.window,
@@ -473,7 +531,7 @@ def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
 
 @torch.inference_mode()
 def step_probabilities(
-    net: HarNet, recs: list[Prepared], mean: np.ndarray, std: np.ndarray
+    net: Net, recs: list[Prepared], mean: np.ndarray, std: np.ndarray
 ) -> list[np.ndarray]:
     """Per-sample class probabilities of each whole recording from zero state (n,
     classes): after each sample, the newest output (``expand_steps``).
@@ -494,7 +552,7 @@ def step_probabilities(
 
 @torch.inference_mode()
 def evaluate_torch(
-    net: HarNet,
+    net: Net,
     recs: list[Prepared],
     mean: np.ndarray,
     std: np.ndarray,

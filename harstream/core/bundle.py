@@ -50,11 +50,19 @@ class ArchSpec(_Strict):
     #: samples per recurrent step: > 1 puts a linear front end over each ``stride``
     #: samples and steps the recurrent layers once per such patch
     stride: Annotated[int, Field(gt=0)] = 1
+    #: networks of this shape averaged (geometric mean of their class probabilities);
+    #: their states are stacked along the layer axis, ``state_layers`` in all
+    members: Annotated[int, Field(gt=0)] = 1
 
     @property
     def state_tensors(self) -> int:
         """How many state arrays the network carries: h (GRU) or h and c (LSTM)."""
         return 2 if self.type == "lstm" else 1
+
+    @property
+    def state_layers(self) -> int:
+        """The first axis of each state array: every member's layers, member by member."""
+        return self.layers * self.members
 
 
 class _Normalization(_Strict):

@@ -1,7 +1,7 @@
 """Inference backends behind one protocol: ``step(state, x) -> (state, probs)``.
 
 ``x`` is (B, T, C) float32 features of B streams; ``state`` is a tuple of arrays of
-shape (layers, B, hidden): ``(h,)`` for a GRU, ``(h, c)`` for an LSTM. ``probs`` is
+shape (layers x members, B, hidden): ``(h,)`` for a GRU, ``(h, c)`` for an LSTM. ``probs`` is
 (B, T / stride, classes): ``probs[:, k]`` is the class distribution after the network
 consumed ``x[:, : (k + 1) * stride]``. ``stride`` (``arch.stride``) is the number of
 samples per recurrent step; T must be a multiple of it (1 for a per-sample network).
@@ -73,7 +73,8 @@ def expand_steps(probs: np.ndarray, stride: int, n: int) -> np.ndarray:
 
 def _zeros(arch: ArchSpec, batch: int) -> State:
     return tuple(
-        np.zeros((arch.layers, batch, arch.hidden), np.float32) for _ in range(arch.state_tensors)
+        np.zeros((arch.state_layers, batch, arch.hidden), np.float32)
+        for _ in range(arch.state_tensors)
     )
 
 
@@ -122,13 +123,13 @@ class TorchModel:
     def __init__(self, bundle: Bundle, threads: int = 1) -> None:
         import torch
 
-        from harstream.core.torchnet import HarNet
+        from harstream.core.torchnet import build_net
 
         self.labels = bundle.labels
         self.arch = bundle.arch
         self._torch = torch
         torch.set_num_threads(threads)
-        self._net = HarNet.from_arch(bundle.arch, len(bundle.labels), len(bundle.channels))
+        self._net = build_net(bundle.arch, len(bundle.labels), len(bundle.channels))
         try:
             weights = torch.load(bundle.weights_path, map_location="cpu", weights_only=True)
             self._net.load_state_dict(weights)

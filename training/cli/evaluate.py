@@ -286,6 +286,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    _register_test_figures(commands)
+    _register_robustness(commands)
+    _register_other(commands)
+
+
+def _register_test_figures(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """evaluate and evaluate-orders: a bundle's figures on the test subjects."""
     evaluate = commands.add_parser(
         "evaluate",
         help="window and stream level figures of a bundle on the test subjects as recorded, "
@@ -335,6 +342,9 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     orders.add_argument("--report", type=Path, help="report JSON; the tables beside it")
     orders.set_defaults(func=cmd_orders)
 
+
+def _register_robustness(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """evaluate-orientations and evaluate-walking: turned devices, verticals from walking."""
     orientations = commands.add_parser(
         "evaluate-orientations",
         help="window figures for each turn of the device and each calibration",
@@ -361,6 +371,9 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     walking.add_argument("--report", type=Path, help="the table's path (CSV and Markdown)")
     walking.set_defaults(func=cmd_walking)
 
+
+def _register_other(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The baseline, field recordings, the smoothing trade-off and the ONNX export."""
     baseline = commands.add_parser(
         "evaluate-baseline",
         help="fit the classic window-features + linear SVM model on the training subjects and "
