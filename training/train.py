@@ -16,6 +16,8 @@
    scores test subjects (windows at protocol positions; raw online accuracy at ``hop``)
    and keep the best checkpoint.
 5. Optionally refit on all 21 subjects for the best step count.
+   With ``members`` > 1, steps 3-5 again for each further network, seed ``seed + k``
+   (its own spliced streams, selection and refit): an ensemble, averaged by the bundle.
 6. Write the bundle (bundle.json, model.pt, model.onnx) with the training record.
 
 The test subjects are not loaded here at all.
