@@ -562,7 +562,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.model)
     print(
         f"bundle {bundle.path} ({bundle.name}, {bundle.arch.type}-{bundle.arch.hidden}x"
-        f"{bundle.arch.layers}, {bundle.mode})"
+        f"{bundle.arch.layers} x {bundle.arch.members}, {bundle.mode})"
     )
     results: dict[str, Any] = {}
     for name in args.scenarios.split(","):

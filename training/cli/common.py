@@ -160,12 +160,18 @@ def evaluate_and_report(
     return report
 
 
+def _members(arch: dict[str, Any]) -> str:
+    members = arch.get("members", 1)
+    return f" x {members} networks" if members > 1 else ""
+
+
 def format_report(report: dict[str, Any]) -> str:
     window = report["window"]
     names = list(report["stream"])
     lines = [
         f"{report['name']} ({report['arch']['type']} {report['arch']['hidden']}x"
-        f"{report['arch']['layers']}, {report['mode']}, {report['parameters']:,} parameters)",
+        f"{report['arch']['layers']}{_members(report['arch'])}, {report['mode']}, "
+        f"{report['parameters']:,} parameters)",
         f"window level: accuracy {window['accuracy']:.4f}, macro-F1 {window['macro_f1']:.4f} "
         f"({window['windows']} windows)",
     ]
