@@ -86,13 +86,13 @@ def train(
     started = time.monotonic()
     torch.set_num_threads(cfg.threads)
     data = _load(cfg, data_dir, recordings, log)  # 1-2
-    members = [_train_member(cfg, data, log)]
-    for k in range(1, cfg.members):  # the same recordings; each member its own spliced streams
-        member_cfg = _member_config(cfg, k)
-        log(f"member {k + 1} of {cfg.members} (seed {member_cfg.seed})")
-        members.append(
-            _train_member(member_cfg, _load(member_cfg, data_dir, data.recordings, log), log)
-        )
+    members: list[_Member] = []
+    for k in range(cfg.members):  # the same recordings; each member its own spliced streams
+        member_cfg = cfg.model_copy(update={"seed": cfg.seed + k})
+        if k:
+            log(f"member {k + 1} of {cfg.members} (seed {member_cfg.seed})")
+        own = _load(member_cfg, data_dir, data.recordings, log) if k else data
+        members.append(_train_member(member_cfg, own, _refit_steps(cfg, k), log))
     first = members[0]
     # the scores of the selected checkpoint (train_* on its augmented crops, val_* on the
     # validation subjects; an ensemble's: its members as selected, together); test scores
@@ -115,12 +115,8 @@ def train(
     return TrainResult(bundle, first.history, first.best_step, seconds)
 
 
-def _member_config(cfg: TrainConfig, k: int) -> TrainConfig:
-    """Member k's recipe: seed ``seed + k`` and its own refit step count."""
-    return cfg.model_copy(update={"seed": cfg.seed + k, "refit_steps": _refit_steps(cfg, k)})
-
-
 def _refit_steps(cfg: TrainConfig, k: int) -> int | None:
+    """Member k's refit step count (``refit_steps``: one for all, or one per member)."""
     steps = cfg.refit_steps
     return steps[k] if isinstance(steps, list) else steps
 
@@ -136,11 +132,13 @@ class _Member:
     selected: _Fitted | None  # the validated checkpoint (None when refit_steps skipped it)
 
 
-def _train_member(cfg: TrainConfig, data: _Data, log: Callable[[str], None]) -> _Member:
-    """Steps 3-5 for one network (member 0: ``cfg`` as given)."""
+def _train_member(
+    cfg: TrainConfig, data: _Data, steps: int | None, log: Callable[[str], None]
+) -> _Member:
+    """Steps 3-5 for one network (``cfg.seed`` its own); ``steps``: skip the selection
+    and refit for that many."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    steps = _refit_steps(cfg, 0)
     if steps is not None:  # the selection was made by an earlier run
         return _Member(cfg.seed, _refit(cfg, data, steps), [], steps, None)
     selected, history, best_step = _select(cfg, data, rng, log)  # 3-4

@@ -560,10 +560,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harstream.core.bundle import load_bundle
 
     bundle = load_bundle(args.model)
-    print(
-        f"bundle {bundle.path} ({bundle.name}, {bundle.arch.type}-{bundle.arch.hidden}x"
-        f"{bundle.arch.layers} x {bundle.arch.members}, {bundle.mode})"
-    )
+    print(f"bundle {bundle.path} ({bundle.name}, {bundle.arch.summary}, {bundle.mode})")
     results: dict[str, Any] = {}
     for name in args.scenarios.split(","):
         results[name] = SCENARIOS[name](args, bundle)

@@ -60,6 +60,12 @@ class ArchSpec(_Strict):
         return 2 if self.type == "lstm" else 1
 
     @property
+    def summary(self) -> str:
+        """E.g. ``gru 64x2`` or ``gru 64x2 x 3 networks``."""
+        networks = f" x {self.members} networks" if self.members > 1 else ""
+        return f"{self.type} {self.hidden}x{self.layers}{networks}"
+
+    @property
     def state_layers(self) -> int:
         """The first axis of each state array: every member's layers, member by member."""
         return self.layers * self.members

@@ -11,6 +11,7 @@ from typing import Any
 
 from harstream.cli.common import config_from_args, data_dir_from
 from harstream.config import Config, load_config
+from harstream.core.bundle import ArchSpec
 from harstream.errors import ConfigError, HarstreamError
 
 __all__ = [
@@ -160,17 +161,11 @@ def evaluate_and_report(
     return report
 
 
-def _members(arch: dict[str, Any]) -> str:
-    members = arch.get("members", 1)
-    return f" x {members} networks" if members > 1 else ""
-
-
 def format_report(report: dict[str, Any]) -> str:
     window = report["window"]
     names = list(report["stream"])
     lines = [
-        f"{report['name']} ({report['arch']['type']} {report['arch']['hidden']}x"
-        f"{report['arch']['layers']}{_members(report['arch'])}, {report['mode']}, "
+        f"{report['name']} ({ArchSpec(**report['arch']).summary}, {report['mode']}, "
         f"{report['parameters']:,} parameters)",
         f"window level: accuracy {window['accuracy']:.4f}, macro-F1 {window['macro_f1']:.4f} "
         f"({window['windows']} windows)",
