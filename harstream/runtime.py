@@ -171,7 +171,7 @@ def scale_settings(config: Config) -> ScaleSettings | None:
     owned = parse_owned(scale.owned, scale.partitions)
     worker = scale.worker or f"{socket.gethostname()}-{format_owned(owned)}"
     worker = re.sub(r"[^A-Za-z0-9_-]", "_", worker)[:64]
-    return ScaleSettings(scale.partitions, owned, worker, scale.takeover)
+    return ScaleSettings(scale.partitions, owned, worker, scale.takeover, scale.heartbeat_s)
 
 
 def recorder_settings(config: Config, bundle: Bundle) -> RecorderSettings | None:

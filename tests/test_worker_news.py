@@ -81,6 +81,25 @@ def test_only_the_announced_instance_says_a_worker_is_gone() -> None:
     assert "c" in book.dead()
 
 
+def test_a_worker_silent_past_its_lease_is_dead_until_its_instance_speaks_again() -> None:
+    """The lease: a will can be lost, so a worker whose announced instance says nothing
+    (no announcement, no `online`) for `lease_s` is dead; a retained `online` of an
+    earlier instance keeps nothing alive; a fresh lease for those live when this worker
+    went away."""
+    book = WorkerBook("a", "i1", 4, lease_s=3.0)
+    book.news("b", orjson.dumps(GOOD), now=0.0)
+    assert book.live(now=3.0) == {"b": frozenset({2, 3})} and book.dead(now=3.1)
+    book.news("b/status", b"online i0", now=3.0)  # an earlier start's: no sign of b's
+    assert "b" in book.dead(now=3.1) and not book.said_offline("b")
+    book.news("b/status", b"online i2", now=5.0)  # b itself, late: alive again
+    assert book.live(now=8.0) and not book.live(now=8.5) and book.silent("b", 8.5) == 3.5
+    book.renew(["b", "c"], now=20.0)  # back from a disconnection (c: never announced)
+    assert book.live(now=23.0) and "c" not in book.heard
+    book.news("b/status", b"offline i2", now=21.0)  # its will wins over the lease
+    assert book.dead(now=21.0) and book.said_offline("b")
+    assert WorkerBook("a", "i1", 4).live(now=1e9) == {}  # no lease: wills alone
+
+
 def test_a_worker_restores_its_own_topics_when_another_writes_them() -> None:
     book = WorkerBook("a", "i1", 4)
     mine = orjson.dumps({"worker": "a", "partitions": 4, "owned": "0-1", "instance": "i1"})

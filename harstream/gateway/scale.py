@@ -16,7 +16,9 @@ this worker owns (else the broker and the worker set disagree: counted as
 with another P: ``partition_mismatch``). A worker
 checks P at start with a probe (:data:`PROBE_PREFIX`), and announces its partitions
 retained on ``{prefix}/workers/{worker}`` (its last will says when it is gone), so that
-every worker sees partitions no one owns and partitions two own.
+every worker sees partitions no one owns and partitions two own. It says ``online``
+again every ``heartbeat_s``: a worker not heard for :data:`LEASE_HEARTBEATS` heartbeats
+is taken as gone too, for a will can be lost (docs/scaling.md).
 
 :class:`WorkerBook` keeps what the workers announced and which are alive. Everything on
 ``{prefix}/workers/#`` comes from whoever can publish there, so nothing of it is trusted:
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from harstream.core.partitions import parse_owned, partition_of
@@ -41,6 +43,7 @@ from harstream.core.payload import valid_device_id
 
 __all__ = [
     "KINDS",
+    "LEASE_HEARTBEATS",
     "PROBE_PREFIX",
     "SENSOR_LOGGER_KIND",
     "Announcement",
@@ -61,6 +64,8 @@ PROBE_PREFIX = "_harstream-probe-"
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_ANNOUNCEMENT_BYTES = 4096  # a real one is ~100 bytes; bounds the parser's work too
 MAX_WORKERS = 4096  # names followed at most (no more workers than partitions)
+#: a worker whose announced instance was not heard for this many heartbeats is gone
+LEASE_HEARTBEATS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,7 @@ class ScaleSettings:
     owned: frozenset[int]  # its own ("home") partitions
     worker: str  # this worker's name (its announcement topic)
     takeover: bool = False  # also serve dead workers' partitions (shared by the live ones)
+    heartbeat_s: float = 5.0  # `online` said again this often (a lease: LEASE_HEARTBEATS)
 
 
 def takeover_share(
@@ -215,20 +221,31 @@ class WorkerBook:
     never raises for what another client published; it returns what this worker must
     do about its own topics (``"announce"``, ``"online"``) when someone else wrote them.
 
-    >>> book = WorkerBook("a", "i1", 4)
+    A worker is gone when its announced instance says ``offline`` (its will or its
+    goodbye) or, with ``lease_s``, when nothing of that instance (its announcement, an
+    ``online``) came for ``lease_s``: times are the caller's monotonic seconds (``now``).
+
+    >>> book = WorkerBook("a", "i1", 4, lease_s=15.0)
     >>> book.news("b", b'{"worker": "b", "partitions": 4, "owned": "2-3", "instance": "i2"}')
     >>> book.news("b/status", b"offline i0")  # an earlier start's will: b is still alive
     >>> sorted(book.live()), book.counters["statuses_ignored"]
     (['b'], 1)
-    >>> book.news("b/status", b"offline i2")  # b's own will
-    >>> sorted(book.live()), sorted(book.dead()["b"])
+    >>> book.news("b/status", b"online i2", now=10.0)
+    >>> sorted(book.live(now=25.0)), sorted(book.live(now=25.1))  # silent past its lease
+    (['b'], [])
+    >>> book.news("b/status", b"offline i2", now=26.0)  # b's own will
+    >>> sorted(book.live(now=26.0)), sorted(book.dead(now=26.0)["b"])
     ([], [2, 3])
     """
 
-    def __init__(self, me: str, instance: str, partitions: int) -> None:
+    def __init__(
+        self, me: str, instance: str, partitions: int, lease_s: float | None = None
+    ) -> None:
         self.me, self.instance, self.partitions = me, instance, partitions
+        self.lease_s = lease_s
         self.announced: dict[str, Announcement] = {}
         self.status: dict[str, tuple[str, str]] = {}
+        self.heard: dict[str, float] = {}  # when each worker's instance last said it lives
         self.counters = {
             "announcements_refused": 0,  # not an announcement: logged, ignored
             "statuses_refused": 0,  # not a status: logged, ignored
@@ -237,17 +254,17 @@ class WorkerBook:
         }
         self.refusals: list[str] = []  # the reasons, for the caller to log (then cleared)
 
-    def news(self, rest: str, payload: bytes) -> str | None:
-        """One message on ``{prefix}/workers/{rest}``."""
+    def news(self, rest: str, payload: bytes, now: float = 0.0) -> str | None:
+        """One message on ``{prefix}/workers/{rest}``, come at ``now``."""
         name, _, tail = rest.partition("/")
         if tail not in ("", "status") or not _NAME.match(name):
             self._refuse("statuses_refused", f"{rest[:80]!r} is no worker topic")
             return None
         if tail == "status":
-            return self._status_news(name, payload)
-        return self._announcement_news(name, payload)
+            return self._status_news(name, payload, now)
+        return self._announcement_news(name, payload, now)
 
-    def _status_news(self, name: str, payload: bytes) -> str | None:
+    def _status_news(self, name: str, payload: bytes, now: float) -> str | None:
         """A worker's ``status``: ``online`` when this worker's own must be restored."""
         try:
             state, instance = parse_status(payload)
@@ -264,6 +281,8 @@ class WorkerBook:
             return None
         self.status[name] = (state, instance)
         known = self.announced.get(name)
+        if state == "online" and (known is None or known.instance == instance):
+            self.heard[name] = now
         if state == "offline" and known is not None and known.instance != instance:
             self._refuse(
                 "statuses_ignored",
@@ -272,7 +291,7 @@ class WorkerBook:
             )
         return None
 
-    def _announcement_news(self, name: str, payload: bytes) -> str | None:
+    def _announcement_news(self, name: str, payload: bytes, now: float) -> str | None:
         """A worker's announcement (empty: retired): ``announce`` when this worker's
         own must be restored."""
         if name == self.me:
@@ -290,6 +309,8 @@ class WorkerBook:
             self.announced[name] = parse_announcement(name, payload, self.partitions)
         except ValueError as exc:
             self._refuse("announcements_refused", f"worker {name}: {exc}")
+            return None
+        self.heard[name] = now
         return None
 
     def _own(self, payload: bytes) -> bool:
@@ -302,15 +323,32 @@ class WorkerBook:
         self.counters[counter] += 1
         self.refusals.append(reason)
 
-    def _alive(self, name: str) -> bool:
-        """Dead once the announced instance says ``offline`` (its will or goodbye); one
-        that announced itself and is still subscribing has no status yet: alive."""
-        state, instance = self.status.get(name, ("online", ""))
-        return not (state == "offline" and instance == self.announced[name].instance)
+    def _alive(self, name: str, now: float) -> bool:
+        """Dead once the announced instance says ``offline`` (its will or goodbye) or
+        is silent past the lease; one that announced itself and is still subscribing
+        has no status yet: alive."""
+        if self.said_offline(name):
+            return False
+        return self.lease_s is None or now - self.heard[name] <= self.lease_s
 
-    def live(self) -> dict[str, frozenset[int]]:
+    def said_offline(self, name: str) -> bool:
+        """Whether the instance ``name`` announced said ``offline``."""
+        return self.status.get(name) == ("offline", self.announced[name].instance)
+
+    def silent(self, name: str, now: float) -> float:
+        """Seconds since ``name``'s announced instance last said it lives."""
+        return now - self.heard[name]
+
+    def renew(self, names: Iterable[str], now: float) -> None:
+        """A fresh lease for ``names``: what this worker heard stopped while it was away
+        (disconnected), not what they said."""
+        for name in names:
+            if name in self.heard:
+                self.heard[name] = max(self.heard[name], now)
+
+    def live(self, now: float = 0.0) -> dict[str, frozenset[int]]:
         """The other live workers' own partitions."""
-        return {w: a.owned for w, a in self.announced.items() if self._alive(w)}
+        return {w: a.owned for w, a in self.announced.items() if self._alive(w, now)}
 
-    def dead(self) -> dict[str, frozenset[int]]:
-        return {w: a.owned for w, a in self.announced.items() if not self._alive(w)}
+    def dead(self, now: float = 0.0) -> dict[str, frozenset[int]]:
+        return {w: a.owned for w, a in self.announced.items() if not self._alive(w, now)}

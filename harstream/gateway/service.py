@@ -209,6 +209,9 @@ class Gateway:
                 tasks.create_task(
                     self.numbers.publish(halt, interval, stats, self._send), name="stats"
                 )
+                if self.workers is not None:
+                    beat = self.workers.heartbeat(halt, self.connected)
+                    tasks.create_task(beat, name="heartbeat")
                 await halt.wait()
                 follow.cancel()
         except ExceptionGroup as group:  # a start that cannot work (a worker's probe)

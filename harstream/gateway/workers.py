@@ -11,6 +11,9 @@ What a worker does besides serving its devices (the pure parts live in
   no one owns or two own and, with ``scale.takeover``, serve its share of dead workers'
   partitions (subscribe to what it gains before taking its messages, stop taking what
   it hands back before unsubscribing);
+- every ``heartbeat_s`` (:meth:`Workers.heartbeat`): say ``online`` again, and take a
+  worker not heard for ``LEASE_HEARTBEATS`` heartbeats as dead, as its will would have
+  said (a will can be lost: docs/scaling.md);
 - what comes over HTTP goes into the broker, which routes it to the device's owner.
 
 It does not know the pipeline: messages it gets early (during the probe) go back
@@ -30,7 +33,14 @@ from harstream.core.partitions import coverage, format_owned, partition_of
 from harstream.core.payload import encode
 from harstream.errors import ConfigError
 from harstream.gateway.routes import Route
-from harstream.gateway.scale import PROBE_PREFIX, Router, ScaleSettings, WorkerBook, takeover_share
+from harstream.gateway.scale import (
+    LEASE_HEARTBEATS,
+    PROBE_PREFIX,
+    Router,
+    ScaleSettings,
+    WorkerBook,
+    takeover_share,
+)
 from harstream.gateway.transport import Incoming, Session, TransportError
 
 __all__ = ["COVERAGE_GRACE_S", "PROBES", "Workers"]
@@ -70,8 +80,11 @@ class Workers:
         # a worker's status and announcement name its instance, new at each start: its
         # will counts for it, no earlier start's will, no other client's `offline`
         self.instance = secrets.token_hex(8)
-        self.book = WorkerBook(scale.worker, self.instance, scale.partitions)
+        lease_s = LEASE_HEARTBEATS * scale.heartbeat_s
+        self.book = WorkerBook(scale.worker, self.instance, scale.partitions, lease_s)
         self.live: dict[str, frozenset[int]] = {}  # live workers' partitions
+        self.dead: dict[str, frozenset[int]] = {}  # and dead ones' (while announced)
+        self.silent = 0  # workers taken as dead for their silence (no will came)
         self.session: Session | None = None  # the latest (rebalancing subscribes on it)
         self.calibrate = self.label = False  # the kinds served, set at each start
         self._rebalancing = asyncio.Lock()
@@ -101,6 +114,8 @@ class Workers:
         announce the partitions (retained) and follow the other workers'."""
         scale, router = self.scale, self.router
         self.session, self.calibrate, self.label = session, calibrate, label
+        # the live ones were not heard while this worker was away: a fresh lease each
+        self.book.renew(self.live, self.monotonic())
         for topic in router.filters(calibrate, label):
             await session.subscribe(topic, qos=self.qos_in)
         early = await self._probe(session)
@@ -175,18 +190,53 @@ class Workers:
     def news(self, name: str, payload: bytes) -> None:
         """A worker's announcement (``name`` = WORKER) or status (``WORKER/status``),
         checked by the book, which never raises for what another client published."""
-        scale, book = self.scale, self.book
-        todo = book.news(name, payload)
+        book = self.book
+        todo = book.news(name, payload, self.monotonic())
         for reason in book.refusals:
             log.warning("on %s/#: %s", self.topic, reason)
         book.refusals.clear()
         if todo == "online":  # this worker is alive: say so again
             self.send(self.status_topic, self.status(b"online"), 1, True)
         elif todo == "announce":
-            self.send(f"{self.topic}/{scale.worker}", encode(self.announcement()), 1, True)
-        self.live = {scale.worker: scale.owned, **book.live()}
+            self.send(f"{self.topic}/{self.scale.worker}", encode(self.announcement()), 1, True)
+        self._follow()
+
+    async def heartbeat(self, stop: asyncio.Event, connected: asyncio.Event) -> None:
+        """Until ``stop``: every ``heartbeat_s`` while ``connected``, say ``online``
+        again and take the workers silent past their lease as dead. Not while
+        disconnected, nor after a tick that came late (this process frozen, its loop
+        stalled): then it heard nothing, whatever the others said."""
+        every = self.scale.heartbeat_s
+        last = self.monotonic()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+            now = self.monotonic()
+            if now - last > 2 * every:  # this worker was frozen or stalled: heard nothing
+                log.warning("heartbeat %.1f s late: the others get a fresh lease", now - last)
+                self.book.renew(self.live, now)
+            last = now
+            if connected.is_set() and not stop.is_set():
+                self.send(self.status_topic, self.status(b"online"), 1, True)
+                self._follow()
+
+    def _follow(self) -> None:
+        """The live workers as the book now says; coverage and takeover follow them."""
+        scale, now = self.scale, self.monotonic()
+        live, dead = {scale.worker: scale.owned, **self.book.live(now)}, self.book.dead(now)
+        for name in dead.keys() - self.dead.keys():
+            if not self.book.said_offline(name):  # no will came: silent past its lease
+                self.silent += 1
+                log.warning(
+                    "worker %s not heard for %.1f s (%d heartbeats, no will): taken as dead",
+                    name,
+                    self.book.silent(name, now),
+                    LEASE_HEARTBEATS,
+                )
+        changed = (live, dead) != (self.live, self.dead)
+        self.live, self.dead = live, dead
         self.check_coverage()
-        if scale.takeover:
+        if scale.takeover and changed:
             asyncio.get_running_loop().create_task(self._rebalance(), name="rebalance")
 
     async def _rebalance(self) -> None:
@@ -197,7 +247,7 @@ class Workers:
         if session is None:
             return
         async with self._rebalancing:
-            target = scale.owned | takeover_share(scale.worker, self.live, self.book.dead())
+            target = scale.owned | takeover_share(scale.worker, self.live, self.dead)
             gained, released = target - router.owned, router.owned - target
             calibrate, label = self.calibrate, self.label
             try:
@@ -251,4 +301,5 @@ class Workers:
             **coverage(scale.partitions, {scale.worker: scale.owned, **self.live}),
             **router.counters,
             **self.book.counters,
+            "workers_silent": self.silent,
         }
