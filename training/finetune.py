@@ -143,26 +143,34 @@ def finetune(
     }
     metrics: dict[str, Any] = {f"holdout_before_{k}": v for k, v in before.items()}
     metrics |= {f"holdout_after_{k}": v for k, v in after.items()}
-    out = write_bundle(
-        net.eval(),
-        out_dir,
-        arch=bundle.arch,
-        labels=bundle.labels,
-        mode=bundle.mode,
-        window=bundle.window,
-        hop=bundle.hop,
-        filters=bundle.preprocessing,
-        mean=mean,
-        std=std,
-        training=record,
-        metrics=metrics,
-        channels=bundle.channels,
-        calibration=bundle.calibration,
-        activity_stats=bundle.activity_stats,
-    )
+    out = _write(net, bundle, out_dir, record, metrics)
     log(f"wrote {out.path} in {seconds:.0f} s")
     return FinetuneResult(
         out, before, after, fit_sessions, holdout_sessions, labelled_s, seconds, held_out
+    )
+
+
+def _write(
+    net: Net, base: Bundle, out_dir: str | Path, record: dict[str, Any], metrics: dict[str, Any]
+) -> Bundle:
+    """The fine-tuned network as a bundle of the base's contract (labels, inputs,
+    normalisation, calibration, smoother statistics), with its own lineage."""
+    return write_bundle(
+        net.eval(),
+        out_dir,
+        arch=base.arch,
+        labels=base.labels,
+        mode=base.mode,
+        window=base.window,
+        hop=base.hop,
+        filters=base.preprocessing,
+        mean=np.asarray(base.mean),
+        std=np.asarray(base.std),
+        training=record,
+        metrics=metrics,
+        channels=base.channels,
+        calibration=base.calibration,
+        activity_stats=base.activity_stats,
     )
 
 
