@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 
 from harstream.core.bundle import Bundle
 from harstream.core.partitions import partition_of
-from harstream.gateway.scale import WorkerBook, parse_announcement
+from harstream.gateway.book import WorkerBook, parse_announcement
+from harstream.gateway.scale import ScaleSettings
 from harstream.gateway.service import Gateway
+from harstream.gateway.workers import Workers
 from harstream.testing.localnats import Nats
 from tests.gateway_helpers import WALK, imu
 from tests.test_gateway_broker import Listener, gateway_running, instance_of
@@ -61,7 +63,7 @@ def test_a_malformed_announcement_or_status_is_refused_with_its_reason(
     book = WorkerBook("a", "i1", 4)
     assert book.news(rest, payload) is None  # never raises
     assert sum(book.counters.values()) == 1 and reason in book.refusals[0], book.refusals
-    assert book.live() == {} and book.dead() == {}
+    assert book.live(0.0) == {} and book.dead(0.0) == {}
 
 
 def test_only_the_announced_instance_says_a_worker_is_gone() -> None:
@@ -69,35 +71,92 @@ def test_only_the_announced_instance_says_a_worker_is_gone() -> None:
     book.news("b", orjson.dumps(GOOD))
     for spoof in (b"offline", b"offline i0", b"offline zz"):  # none names b's instance
         book.news("b/status", spoof)
-        assert book.live() == {"b": frozenset({2, 3})}, spoof
+        assert book.live(0.0) == {"b": frozenset({2, 3})}, spoof
     assert book.counters["statuses_ignored"] == 3
     book.news("b/status", b"offline i2")  # its will
-    assert book.live() == {} and book.dead() == {"b": frozenset({2, 3})}
+    assert book.live(0.0) == {} and book.dead(0.0) == {"b": frozenset({2, 3})}
     book.news("b", orjson.dumps({**GOOD, "instance": "i3"}))  # b started again
-    assert book.live() == {"b": frozenset({2, 3})}  # the old will no longer counts
+    assert book.live(0.0) == {"b": frozenset({2, 3})}  # the old will no longer counts
     # a worker that predates instances: bare statuses, as before
     book.news("c", orjson.dumps({"worker": "c", "partitions": 4, "owned": "0"}))
     book.news("c/status", b"offline")
-    assert "c" in book.dead()
+    assert "c" in book.dead(0.0)
 
 
 def test_a_worker_silent_past_its_lease_is_dead_until_its_instance_speaks_again() -> None:
     """The lease: a will can be lost, so a worker whose announced instance says nothing
-    (no announcement, no `online`) for `lease_s` is dead; a retained `online` of an
-    earlier instance keeps nothing alive; a fresh lease for those live when this worker
-    went away."""
-    book = WorkerBook("a", "i1", 4, lease_s=3.0)
-    book.news("b", orjson.dumps(GOOD), now=0.0)
-    assert book.live(now=3.0) == {"b": frozenset({2, 3})} and book.dead(now=3.1)
-    book.news("b/status", b"online i0", now=3.0)  # an earlier start's: no sign of b's
-    assert "b" in book.dead(now=3.1) and not book.said_offline("b")
-    book.news("b/status", b"online i2", now=5.0)  # b itself, late: alive again
-    assert book.live(now=8.0) and not book.live(now=8.5) and book.silent("b", 8.5) == 3.5
-    book.renew(["b", "c"], now=20.0)  # back from a disconnection (c: never announced)
-    assert book.live(now=23.0) and "c" not in book.heard
+    live for 3 of the heartbeats it announced is dead. A retained message brought back
+    by a resubscription renews nothing (unless it is the instance's first news), nor
+    does an earlier instance's `online`; a will wins; a worker that announced no
+    heartbeat has no lease; a retired worker is forgotten."""
+    book = WorkerBook("a", "i1", 4)
+    beating = orjson.dumps({**GOOD, "heartbeat_s": 1})
+    book.news("b", beating, now=0.0, retained=True)  # first news of i2: its lease starts
+    assert book.live(3.0) == {"b": frozenset({2, 3})} and "b" in book.dead(3.1)
+    book.news("b", beating, now=3.0, retained=True)  # the same again, on a resubscription
+    book.news("b/status", b"online i2", now=3.0, retained=True)
+    book.news("b/status", b"online i0", now=3.0)  # an earlier start's
+    assert "b" in book.dead(3.1) and not book.said_offline("b")
+    book.news("b/status", b"online i2", now=5.0)  # b itself, live: alive again
+    assert book.live(8.0) and not book.live(8.5) and book.silent("b", 8.5) == 3.5
+    book.renew(["b", "c"], now=20.0)  # back from being away (c: never announced)
+    assert book.live(23.0) and "c" not in book.heard
     book.news("b/status", b"offline i2", now=21.0)  # its will wins over the lease
-    assert book.dead(now=21.0) and book.said_offline("b")
-    assert WorkerBook("a", "i1", 4).live(now=1e9) == {}  # no lease: wills alone
+    assert book.dead(21.0) and book.said_offline("b")
+    book.news("c", orjson.dumps({**GOOD, "worker": "c"}), now=0.0)  # no heartbeat_s
+    assert "c" in book.live(1e9)  # a worker that predates heartbeats: its will alone
+    book.news("b", b"", now=30.0)  # retired
+    assert "b" not in book.heard and "b" not in book.dead(30.0)
+    assert book.lease_s("c") is None
+    with pytest.raises(ValueError, match="heartbeat_s"):
+        parse_announcement("b", orjson.dumps({**GOOD, "heartbeat_s": 0}), 4)
+
+
+def test_leases_are_judged_on_ticks_and_not_while_this_worker_was_away() -> None:
+    """`Workers.tick` on a fake clock: it says `online` each time; it judges a lease
+    only when its own status came back within its lease and the tick is not late;
+    otherwise the live ones get a fresh lease (a cut-off, frozen or stalled worker
+    heard nothing, whatever the others said); a death by lease is counted."""
+    clock = [0.0]
+    sent: list[tuple[str, bytes]] = []
+    scale = ScaleSettings(4, frozenset({0, 1}), "a", heartbeat_s=1.0)
+    workers = Workers(
+        scale,
+        "p",
+        None,
+        qos_in=1,
+        probe_s=1.0,
+        send=lambda topic, payload, qos, retain: sent.append((topic, payload)),
+        monotonic=lambda: clock[0],
+    )
+    own = workers.status(b"online")
+
+    def at(t: float, *news: tuple[str, bytes]) -> None:
+        clock[0] = t
+        for rest, payload in news:
+            workers.news(rest, payload)
+
+    at(0.0, ("b", orjson.dumps({**GOOD, "heartbeat_s": 1})), ("a/status", own))
+    for t in (1.0, 2.0, 3.0):  # b silent from 0: its lease (3 s) not yet over
+        at(t, ("a/status", own))
+        workers.tick()
+    assert sent[-1] == ("p/workers/a/status", own) and "b" in workers.live
+    at(9.0)  # frozen from 3 to 9: late, and its own status not back meanwhile
+    workers.tick()
+    assert "b" in workers.live and workers.counters["ticks_unjudged"] == 1
+    for t in (10.0, 11.0, 12.0):  # a fresh lease from 9: b still alive at 12
+        at(t, ("a/status", own))
+        workers.tick()
+    assert "b" in workers.live
+    at(13.0)
+    workers.tick()  # judged: b silent since 9, past its lease
+    assert "b" not in workers.live and workers.counters["workers_silent"] == 1
+    at(13.5, ("b/status", b"online i2"))  # b speaks: alive again at once
+    assert "b" in workers.live
+    for t in (14.0, 15.0, 16.0, 17.0):  # own status not back since 12: cut off from 16 on
+        at(t)
+        workers.tick()
+    assert "b" in workers.live and workers.counters["ticks_unjudged"] == 3  # 9, 16, 17
 
 
 def test_a_worker_restores_its_own_topics_when_another_writes_them() -> None:
@@ -259,5 +318,5 @@ def test_no_message_on_the_workers_topics_raises(rest: str, payload: bytes) -> N
     book = WorkerBook("a", "i1", 4)
     book.news("b", orjson.dumps(GOOD))
     assert book.news(rest, payload) in (None, "online", "announce")
-    for owned in (*book.live().values(), *book.dead().values()):
+    for owned in (*book.live(0.0).values(), *book.dead(0.0).values()):
         assert owned <= frozenset(range(4))

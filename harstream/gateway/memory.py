@@ -57,7 +57,7 @@ class MemorySession:
         self.filters.append(topic)
         for name, payload in self.broker.retained.items():
             if topic_matches(topic, name):
-                self.queue.put_nowait(Incoming(name, payload))
+                self.queue.put_nowait(Incoming(name, payload, retained=True))
 
     async def unsubscribe(self, topic: str) -> None:
         if topic in self.filters:

@@ -238,7 +238,7 @@ class MqttTransport:
         self._batches_queue.put_nowait([])  # wakes a reader, which sees the loss
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._read.append(Incoming(message.topic, bytes(message.payload)))
+        self._read.append(Incoming(message.topic, bytes(message.payload), message.retain))
 
     def _on_publish(
         self,

@@ -88,6 +88,7 @@ class Route:
     payload: bytes
     topic: str
     detail: str = ""
+    retained: bool = False  # the message's (worker news: a retained one renews no lease)
 
 
 class Topics:
@@ -125,7 +126,8 @@ class Topics:
             if topic == self.control:
                 return Route(CONTROL, "", payload, topic)
             if self._workers_slash is not None and topic.startswith(self._workers_slash):
-                return Route(WORKER, "", payload, topic, topic[len(self._workers_slash) :])
+                rest = topic[len(self._workers_slash) :]
+                return Route(WORKER, "", payload, topic, rest, message.retained)
             if self.router is not None:
                 return self._partitioned(message)
         if topic == self.ha_status:

@@ -206,9 +206,8 @@ class Gateway:
                 tasks.create_task(self.connection.run(halt), name="connection")
                 stats = f"{self.settings.pipeline.prefix}/stats"
                 interval = self.settings.stats_interval_s
-                tasks.create_task(
-                    self.numbers.publish(halt, interval, stats, self._send), name="stats"
-                )
+                numbers = self.numbers.publish(halt, interval, stats, self._send)
+                tasks.create_task(numbers, name="stats")
                 if self.workers is not None:
                     beat = self.workers.heartbeat(halt, self.connected)
                     tasks.create_task(beat, name="heartbeat")
@@ -299,7 +298,7 @@ class Gateway:
                 self.pipeline.announce()  # the pipeline knows the devices
         elif route.kind == WORKER and self.workers is not None:
             try:
-                self.workers.news(route.detail, route.payload)
+                self.workers.news(route.detail, route.payload, route.retained)
             except Exception as exc:
                 self.pipeline.faults.caught("worker", route.topic, exc)
 

@@ -32,6 +32,7 @@ class TransportError(HarstreamError):
 class Incoming:
     topic: str
     payload: bytes
+    retained: bool = False  # brought back by a subscription (MQTT's retain flag), not live
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,22 @@
 """Worker coordination: one gateway among several, each serving some partitions.
 
 What a worker does besides serving its devices (the pure parts live in
-:mod:`harstream.gateway.scale`):
+:mod:`harstream.gateway.scale` and :mod:`harstream.gateway.book`):
 
 - at each connection: subscribe to its partitions' topics, check the broker's P with a
   probe (a mismatch or no partitioning fails the start), announce its partitions
   retained on ``{prefix}/workers/{worker}`` and follow the others' announcements;
-- on each announcement or status of another worker (:class:`~harstream.gateway.scale.
+- on each announcement or status of another worker (:class:`~harstream.gateway.book.
   WorkerBook`, which never raises for what another client published): log partitions
   no one owns or two own and, with ``scale.takeover``, serve its share of dead workers'
   partitions (subscribe to what it gains before taking its messages, stop taking what
   it hands back before unsubscribing);
-- every ``heartbeat_s`` (:meth:`Workers.heartbeat`): say ``online`` again, and take a
-  worker not heard for ``LEASE_HEARTBEATS`` heartbeats as dead, as its will would have
-  said (a will can be lost: docs/scaling.md);
+- every ``heartbeat_s`` (:meth:`Workers.tick`): say ``online`` again, and take a
+  worker not heard for ``LEASE_HEARTBEATS`` of its heartbeats as dead, as its will
+  would have said (a will can be lost: docs/scaling.md). Leases are judged on these
+  ticks only, and only when this worker's own ``online`` came back within its lease
+  and the tick is not late: a worker cut off, frozen or stalled heard nothing, and
+  gives the live ones a fresh lease instead;
 - what comes over HTTP goes into the broker, which routes it to the device's owner.
 
 It does not know the pipeline: messages it gets early (during the probe) go back
@@ -32,15 +35,9 @@ from typing import Any
 from harstream.core.partitions import coverage, format_owned, partition_of
 from harstream.core.payload import encode
 from harstream.errors import ConfigError
+from harstream.gateway.book import LEASE_HEARTBEATS, WorkerBook
 from harstream.gateway.routes import Route
-from harstream.gateway.scale import (
-    LEASE_HEARTBEATS,
-    PROBE_PREFIX,
-    Router,
-    ScaleSettings,
-    WorkerBook,
-    takeover_share,
-)
+from harstream.gateway.scale import PROBE_PREFIX, Router, ScaleSettings, takeover_share
 from harstream.gateway.transport import Incoming, Session, TransportError
 
 __all__ = ["COVERAGE_GRACE_S", "PROBES", "Workers"]
@@ -80,11 +77,12 @@ class Workers:
         # a worker's status and announcement name its instance, new at each start: its
         # will counts for it, no earlier start's will, no other client's `offline`
         self.instance = secrets.token_hex(8)
-        lease_s = LEASE_HEARTBEATS * scale.heartbeat_s
-        self.book = WorkerBook(scale.worker, self.instance, scale.partitions, lease_s)
+        self.book = WorkerBook(scale.worker, self.instance, scale.partitions)
         self.live: dict[str, frozenset[int]] = {}  # live workers' partitions
         self.dead: dict[str, frozenset[int]] = {}  # and dead ones' (while announced)
-        self.silent = 0  # workers taken as dead for their silence (no will came)
+        self.judged = monotonic()  # leases are judged as of this (the last good tick)
+        self.ticked = monotonic()
+        self.counters = {"workers_silent": 0, "ticks_unjudged": 0, "tick_faults": 0}
         self.session: Session | None = None  # the latest (rebalancing subscribes on it)
         self.calibrate = self.label = False  # the kinds served, set at each start
         self._rebalancing = asyncio.Lock()
@@ -92,7 +90,7 @@ class Workers:
         self._coverage_from = 0.0  # monotonic: when a worker first judges the coverage
 
     def status(self, state: bytes) -> bytes:
-        """``online|offline INSTANCE`` (see :class:`~harstream.gateway.scale.WorkerBook`)."""
+        """``online|offline INSTANCE`` (see :class:`~harstream.gateway.book.WorkerBook`)."""
         return state + b" " + self.instance.encode()
 
     def announcement(self) -> dict[str, Any]:
@@ -101,6 +99,7 @@ class Workers:
             "partitions": self.scale.partitions,
             "owned": format_owned(self.scale.owned),
             "instance": self.instance,
+            "heartbeat_s": self.scale.heartbeat_s,
         }
 
     async def start(
@@ -114,8 +113,13 @@ class Workers:
         announce the partitions (retained) and follow the other workers'."""
         scale, router = self.scale, self.router
         self.session, self.calibrate, self.label = session, calibrate, label
+        # a new session holds its own partitions only (with takeover it starts clean):
+        # what was taken over is subscribed again by the rebalance below
+        router.owned = router.serving = scale.owned
         # the live ones were not heard while this worker was away: a fresh lease each
-        self.book.renew(self.live, self.monotonic())
+        now = self.monotonic()
+        self.book.renew(self.live, now)
+        self.book.echo = self.judged = now
         for topic in router.filters(calibrate, label):
             await session.subscribe(topic, qos=self.qos_in)
         early = await self._probe(session)
@@ -128,6 +132,7 @@ class Workers:
         self._coverage_from = self.monotonic() + COVERAGE_GRACE_S
         asyncio.get_running_loop().call_later(COVERAGE_GRACE_S + 0.1, self.check_coverage)
         await session.subscribe(f"{self.topic}/#", qos=1)
+        self._follow(force=True)
         log.info(
             "worker %s: partitions %s of %d", scale.worker, announcement["owned"], scale.partitions
         )
@@ -187,11 +192,11 @@ class Workers:
                     "`harstream deploy nats --partitions P`"
                 )
 
-    def news(self, name: str, payload: bytes) -> None:
+    def news(self, name: str, payload: bytes, retained: bool = False) -> None:
         """A worker's announcement (``name`` = WORKER) or status (``WORKER/status``),
         checked by the book, which never raises for what another client published."""
         book = self.book
-        todo = book.news(name, payload, self.monotonic())
+        todo = book.news(name, payload, self.monotonic(), retained)
         for reason in book.refusals:
             log.warning("on %s/#: %s", self.topic, reason)
         book.refusals.clear()
@@ -202,41 +207,56 @@ class Workers:
         self._follow()
 
     async def heartbeat(self, stop: asyncio.Event, connected: asyncio.Event) -> None:
-        """Until ``stop``: every ``heartbeat_s`` while ``connected``, say ``online``
-        again and take the workers silent past their lease as dead. Not while
-        disconnected, nor after a tick that came late (this process frozen, its loop
-        stalled): then it heard nothing, whatever the others said."""
-        every = self.scale.heartbeat_s
-        last = self.monotonic()
+        """Until ``stop``: a ``tick`` every ``heartbeat_s`` while ``connected`` (a fault
+        in one is logged and counted; the next comes all the same)."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every)
-            now = self.monotonic()
-            if now - last > 2 * every:  # this worker was frozen or stalled: heard nothing
-                log.warning("heartbeat %.1f s late: the others get a fresh lease", now - last)
-                self.book.renew(self.live, now)
-            last = now
-            if connected.is_set() and not stop.is_set():
-                self.send(self.status_topic, self.status(b"online"), 1, True)
-                self._follow()
+                await asyncio.wait_for(stop.wait(), timeout=self.scale.heartbeat_s)
+            if stop.is_set():
+                return
+            if not connected.is_set():  # nothing is heard from anyone: no lease judged
+                self.ticked = self.monotonic()
+                continue
+            try:
+                self.tick()
+            except Exception:
+                self.counters["tick_faults"] += 1
+                log.exception("worker heartbeat")
 
-    def _follow(self) -> None:
-        """The live workers as the book now says; coverage and takeover follow them."""
-        scale, now = self.scale, self.monotonic()
-        live, dead = {scale.worker: scale.owned, **self.book.live(now)}, self.book.dead(now)
+    def tick(self) -> None:
+        """Say ``online`` again, and judge the leases as of now, unless this worker was
+        away: its tick late (frozen, loop stalled) or its own ``online`` not back
+        within its lease (cut off, its connection not yet known lost). Then the live
+        ones get a fresh lease instead."""
+        now, every, echo = self.monotonic(), self.scale.heartbeat_s, self.book.echo
+        gap, self.ticked = now - self.ticked, now
+        self.send(self.status_topic, self.status(b"online"), 1, True)
+        if gap > 2 * every or echo is None or now - echo > LEASE_HEARTBEATS * every:
+            self.counters["ticks_unjudged"] += 1
+            why = f"tick {gap:.1f} s after the last" if gap > 2 * every else "own status not back"
+            log.warning("worker %s: %s: no lease judged, a fresh one each", self.scale.worker, why)
+            self.book.renew(self.live, now)
+        self.judged = now
+        self._follow()
+
+    def _follow(self, force: bool = False) -> None:
+        """The live workers as the book says, leases as of the last tick; coverage and
+        takeover follow them (a rebalance when they changed, or ``force``)."""
+        scale, book = self.scale, self.book
+        live, dead = {scale.worker: scale.owned, **book.live(self.judged)}, book.dead(self.judged)
         for name in dead.keys() - self.dead.keys():
-            if not self.book.said_offline(name):  # no will came: silent past its lease
-                self.silent += 1
+            if not book.said_offline(name):  # no will came: silent past its lease
+                self.counters["workers_silent"] += 1
                 log.warning(
                     "worker %s not heard for %.1f s (%d heartbeats, no will): taken as dead",
                     name,
-                    self.book.silent(name, now),
+                    book.silent(name, self.judged),
                     LEASE_HEARTBEATS,
                 )
         changed = (live, dead) != (self.live, self.dead)
         self.live, self.dead = live, dead
         self.check_coverage()
-        if scale.takeover and changed:
+        if scale.takeover and (changed or force):
             asyncio.get_running_loop().create_task(self._rebalance(), name="rebalance")
 
     async def _rebalance(self) -> None:
@@ -301,5 +321,5 @@ class Workers:
             **coverage(scale.partitions, {scale.worker: scale.owned, **self.live}),
             **router.counters,
             **self.book.counters,
-            "workers_silent": self.silent,
+            **self.counters,
         }
