@@ -389,11 +389,10 @@ async def test_with_takeover_the_live_workers_serve_a_dead_ones_devices_until_it
     nats: Nats, bundle_factory: Callable[..., Bundle], tmp_path: Path
 ) -> None:
     """Dynamic ownership (`scale.takeover`): `kill -9` of a worker; the other takes over
-    its partitions at once (its will) or, when the will is lost (about 1 kill of 6 here
-    on nats-server 2.15.1: docs/scaling.md), after 3 heartbeats of silence (here 1 s
-    each); its devices' decisions come from there (their streams start again: one
-    hop), and when it is back the partitions are handed back; no device is ever
-    decided twice for the same samples."""
+    its partitions at once (its will) or, should the will be lost (docs/scaling.md),
+    after 3 heartbeats of silence (here 1 s each); its devices' decisions come from
+    there (their streams start again: one hop), and when it is back the partitions are
+    handed back; no device is ever decided twice for the same samples."""
     bundle = bundle_factory("gru", "stateful")
     start = serve_worker(tmp_path / "w2.yaml", nats, bundle, "  takeover: true\n  heartbeat_s: 1\n")
     theirs = [d for d in DEVICES if partition_of(d, P) >= 4]
