@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import subprocess
 import sys
@@ -260,15 +261,20 @@ async def test_a_three_node_cluster_routes_devices_to_workers_on_other_nodes(
 
 async def cluster_ready(servers: list[Nats]) -> None:
     """Until every node takes a persistent MQTT session (JetStream elects its leaders
-    first, and MQTT sessions wait for it)."""
+    first, and MQTT sessions wait for it). Each try under a new client id: a try that
+    timed out may leave its half-made session behind (once in a CI run, 2026-12-05,
+    the same id retried for 60 s without an answer)."""
     import aiomqtt
 
-    ready = time.monotonic() + 60
+    ready = time.monotonic() + 120
     for k, server in enumerate(servers):
-        while True:
+        for attempt in itertools.count():
             try:
                 async with aiomqtt.Client(
-                    "127.0.0.1", server.mqtt_port, identifier=f"ping{k}", clean_session=False
+                    "127.0.0.1",
+                    server.mqtt_port,
+                    identifier=f"ping{k}-{attempt}",
+                    clean_session=False,
                 ) as ping:
                     await ping.subscribe(f"{PREFIX}/ping/{k}", qos=1)
                     break
