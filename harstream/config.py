@@ -290,7 +290,7 @@ class ScaleConfig(_Section):
     takeover: bool = False
     #: a worker says `online` again this often; one not heard for 3 heartbeats is taken
     #: as dead, as its will would say (a will can be lost: docs/scaling.md)
-    heartbeat_s: PositiveFloat = 5.0
+    heartbeat_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 5.0
     #: the broker's NATS client port, whose greeting tells the server's version at start
     #: (MQTT does not): one older than 2.10 is warned about (harstream.natsserver). 4222
     #: as `deploy nats` writes it; null: not read

@@ -15,8 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harstream.config import load_config
 from harstream.core.bundle import Bundle
 from harstream.core.partitions import partition_of
+from harstream.errors import ConfigError
 from harstream.gateway.book import WorkerBook, parse_announcement
 from harstream.gateway.scale import ScaleSettings
 from harstream.gateway.service import Gateway
@@ -91,15 +93,22 @@ def test_a_worker_silent_past_its_lease_is_dead_until_its_instance_speaks_again(
     heartbeat has no lease; a retired worker is forgotten."""
     book = WorkerBook("a", "i1", 4)
     beating = orjson.dumps({**GOOD, "heartbeat_s": 1})
+
+    def echo(now: float) -> None:  # a's own `online` came back: a is connected
+        book.news("a/status", b"online i1", now=now)
+
     book.news("b", beating, now=0.0, retained=True)  # first news of i2: its lease starts
+    echo(3.1)
     assert book.live(3.0) == {"b": frozenset({2, 3})} and "b" in book.dead(3.1)
     book.news("b", beating, now=3.0, retained=True)  # the same again, on a resubscription
     book.news("b/status", b"online i2", now=3.0, retained=True)
     book.news("b/status", b"online i0", now=3.0)  # an earlier start's
     assert "b" in book.dead(3.1) and not book.said_offline("b")
     book.news("b/status", b"online i2", now=5.0)  # b itself, live: alive again
+    echo(8.5)
     assert book.live(8.0) and not book.live(8.5) and book.silent("b", 8.5) == 3.5
     book.renew(["b", "c"], now=20.0)  # back from being away (c: never announced)
+    echo(23.5)
     assert book.live(23.0) and "c" not in book.heard
     book.news("b/status", b"offline i2", now=21.0)  # its will wins over the lease
     assert book.dead(21.0) and book.said_offline("b")
@@ -110,6 +119,22 @@ def test_a_worker_silent_past_its_lease_is_dead_until_its_instance_speaks_again(
     assert book.lease_s("c") is None
     with pytest.raises(ValueError, match="heartbeat_s"):
         parse_announcement("b", orjson.dumps({**GOOD, "heartbeat_s": 0}), 4)
+    # what a worker may announce is what the config takes: nothing of its own is refused
+    with pytest.raises(ConfigError, match=r"scale\.heartbeat_s"):
+        load_config(overrides=["scale.heartbeat_s=3601"])
+
+
+def test_a_lease_lapses_only_when_this_worker_heard_itself_after_it() -> None:
+    """Cut off (its own `online` not back since before the other's lease ran out), a
+    worker cannot tell the other's silence from its own deafness: no lapse. Once its
+    own status comes back after the deadline, the silence is the other's."""
+    book = WorkerBook("a", "i1", 4)
+    book.news("b", orjson.dumps({**GOOD, "heartbeat_s": 5}), now=0.0)
+    book.news("b/status", b"online i2", now=5.0)  # b's deadline: 20
+    book.news("a/status", b"online i1", now=7.5)  # then a hears nothing more
+    assert "b" in book.live(22.5)
+    book.news("a/status", b"online i1", now=22.6)  # a's own, back after b's deadline
+    assert "b" in book.dead(22.6)
 
 
 def test_leases_are_judged_on_ticks_and_not_while_this_worker_was_away() -> None:

@@ -117,7 +117,8 @@ class WorkerBook:
     do about its own topics (``"announce"``, ``"online"``) when someone else wrote them.
 
     A worker is gone when its announced instance says ``offline`` (its will or its
-    goodbye) or was not heard for ``LEASE_HEARTBEATS`` of the heartbeats it announced.
+    goodbye) or was not heard for ``LEASE_HEARTBEATS`` of the heartbeats it announced,
+    while this worker's own ``online`` came back after that (``echo``).
 
     >>> book = WorkerBook("a", "i1", 4)
     >>> b = b'{"worker": "b", "partitions": 4, "owned": "2-3", "instance": "i2", "heartbeat_s": 5}'
@@ -127,7 +128,10 @@ class WorkerBook:
     (['b'], 1)
     >>> book.news("b/status", b"online i2", now=10.0)  # a heartbeat
     >>> book.news("b/status", b"online i2", now=20.0, retained=True)  # a resubscription's
-    >>> sorted(book.live(now=25.0)), sorted(book.live(now=25.1))  # silent past its lease
+    >>> sorted(book.live(now=25.1))  # silent past its lease, but is it b or a?
+    ['b']
+    >>> book.news("a/status", b"online i1", now=25.1)  # a's own, back: a is connected
+    >>> sorted(book.live(now=25.0)), sorted(book.live(now=25.1))
     (['b'], [])
     >>> book.news("b/status", b"offline i2", now=26.0)  # b's own will
     >>> sorted(book.dead(now=0.0)["b"])
@@ -219,10 +223,17 @@ class WorkerBook:
         return None
 
     def _own(self, payload: bytes) -> bool:
+        """Whether ``payload`` is this worker's own announcement: its name and instance
+        (no further checks, so that nothing of its own can be refused and re-sent in a
+        loop)."""
         try:
-            return parse_announcement(self.me, payload, self.partitions).instance == self.instance
-        except ValueError:
+            news = json.loads(payload[:MAX_ANNOUNCEMENT_BYTES])
+        except (ValueError, RecursionError):
             return False
+        return isinstance(news, dict) and (news.get("worker"), news.get("instance")) == (
+            self.me,
+            self.instance,
+        )
 
     def _refuse(self, counter: str, reason: str) -> None:
         self.counters[counter] += 1
@@ -250,12 +261,16 @@ class WorkerBook:
 
     def _alive(self, name: str, now: float) -> bool:
         """Dead once the announced instance says ``offline`` (its will or goodbye) or
-        is silent past its lease; one that announced itself and is still subscribing
-        has no status yet: alive."""
+        is silent past its lease while this worker heard its own ``online`` after that
+        lease ran out (so the silence is the other's, not this worker's being cut off);
+        one that announced itself and is still subscribing has no status yet: alive."""
         if self.said_offline(name):
             return False
         lease = self.lease_s(name)
-        return lease is None or now - self.heard[name] <= lease
+        if lease is None:
+            return True
+        deadline = self.heard[name] + lease
+        return now <= deadline or self.echo is None or self.echo < deadline
 
     def live(self, now: float) -> dict[str, frozenset[int]]:
         """The other live workers' own partitions, leases judged at ``now``."""
