@@ -82,9 +82,14 @@ class Acks:
         """Until ``mid`` is answered; raises what ``lost`` holds if the connection ends
         first, or a TransportError after ``timeout_s``."""
         future = self._waiting[mid] = loop.create_future()
-        done, _ = await asyncio.wait(
-            {future, lost}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
+        try:
+            done, _ = await asyncio.wait(
+                {future, lost}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:  # given up (lost, timed out, cancelled): no one will read it
+            if not future.done() and self._waiting.get(mid) is future:
+                del self._waiting[mid]
+                future.cancel()
         if future in done:
             future.result()
             return
