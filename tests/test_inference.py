@@ -69,7 +69,7 @@ def test_an_ensemble_is_the_geometric_mean_of_its_members(
     import torch
 
     from harstream.core.torchnet import HarNet
-    from training.export import write_bundle
+    from training.export import write_like
 
     pair = bundle_factory(kind, "stateful", members=2)
     onnx, ref = OnnxModel(pair), TorchModel(pair)
@@ -83,23 +83,7 @@ def test_an_ensemble_is_the_geometric_mean_of_its_members(
         arch = single.arch.model_copy(update={"members": 1})
         net = HarNet.from_arch(arch, len(single.labels), len(single.channels))
         net.load_state_dict(own)
-        alone.append(
-            OnnxModel(
-                write_bundle(
-                    net,
-                    tmp_path / f"member{k}",
-                    arch=arch,
-                    labels=single.labels,
-                    mode=single.mode,
-                    window=single.window,
-                    hop=single.hop,
-                    filters=single.preprocessing,
-                    mean=single.mean,
-                    std=single.std,
-                    channels=single.channels,
-                )
-            )
-        )
+        alone.append(OnnxModel(write_like(net, single, tmp_path / f"member{k}", arch=arch)))
     rng = np.random.default_rng(3)
     states = [m.initial_state(3) for m in (onnx, ref, *alone)]
     for steps in (64, 1, 33):

@@ -61,6 +61,18 @@ def write_bundle(
         calibration=calibration,
         activity_stats=activity_stats,
     )
+    return _save(net, draft)
+
+
+def write_like(net: Net, base: Bundle, out_dir: str | Path, **changes: Any) -> Bundle:
+    """``net`` as a bundle of ``base``'s contract (labels, inputs, normalisation,
+    calibration, smoother statistics, ...) in ``out_dir``, with ``changes`` to its
+    fields (e.g. ``training``, ``metrics``, ``arch``)."""
+    return _save(net, replace(base, path=Path(out_dir), **changes))
+
+
+def _save(net: Net, draft: Bundle) -> Bundle:
+    """bundle.json, the weights and the ONNX graph of ``draft``, read back validated."""
     draft.save()
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     torch.save(state, draft.weights_path)

@@ -37,7 +37,7 @@ from harstream.core.bundle import Bundle, load_bundle
 from harstream.core.torchnet import Net, build_net
 from harstream.errors import HarstreamError, ModelError
 from training.data import Prepared, protocol_windows
-from training.export import write_bundle
+from training.export import write_like
 from training.fielddata import MIN_SAMPLES, FieldSet, describe_holdout, load_field, slice_of
 from training.train import _fit, _make_sampler, evaluate_torch
 
@@ -143,34 +143,10 @@ def finetune(
     }
     metrics: dict[str, Any] = {f"holdout_before_{k}": v for k, v in before.items()}
     metrics |= {f"holdout_after_{k}": v for k, v in after.items()}
-    out = _write(net, bundle, out_dir, record, metrics)
+    out = write_like(net.eval(), bundle, out_dir, training=record, metrics=metrics)
     log(f"wrote {out.path} in {seconds:.0f} s")
     return FinetuneResult(
         out, before, after, fit_sessions, holdout_sessions, labelled_s, seconds, held_out
-    )
-
-
-def _write(
-    net: Net, base: Bundle, out_dir: str | Path, record: dict[str, Any], metrics: dict[str, Any]
-) -> Bundle:
-    """The fine-tuned network as a bundle of the base's contract (labels, inputs,
-    normalisation, calibration, smoother statistics), with its own lineage."""
-    return write_bundle(
-        net.eval(),
-        out_dir,
-        arch=base.arch,
-        labels=base.labels,
-        mode=base.mode,
-        window=base.window,
-        hop=base.hop,
-        filters=base.preprocessing,
-        mean=np.asarray(base.mean),
-        std=np.asarray(base.std),
-        training=record,
-        metrics=metrics,
-        channels=base.channels,
-        calibration=base.calibration,
-        activity_stats=base.activity_stats,
     )
 
 
